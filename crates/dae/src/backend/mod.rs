@@ -1,0 +1,172 @@
+//! The array operations every model is written against, and their implementations.
+//!
+//! A model's forward and backward pass are written once, generic over [`Backend`]: a small set of
+//! operations on row-major f32 matrices held in the backend's own buffers. The CPU
+//! ([`cpu::Cpu`]) is the first implementation; another device adds an implementation of these
+//! operations, not another copy of the model.
+//!
+//! Conventions: every matrix is row-major; an operation on "the first `rows` rows" lets a buffer
+//! sized for the largest batch serve a shorter last batch.
+
+pub mod cpu;
+
+use crate::config::{Activation, Corruption, Emphasis, Loss, Optimizer};
+use crate::corrupt::NoiseKey;
+use crate::data::{Dataset, Scaler};
+use crate::error::Result;
+
+/// Whether a matmul operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    N,
+    T,
+}
+
+/// What [`Backend::loss_grad`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct LossSpec {
+    pub loss: Loss,
+    pub decoder: Activation,
+    pub emphasis: Option<Emphasis>,
+    /// Multiplies the gradient: 1 / (rows in the batch), as the loss is a batch mean.
+    pub grad_scale: f32,
+    /// What replaces the pre-activation besides the per-row losses.
+    pub output: LossOutput,
+}
+
+/// What [`Backend::loss_grad`] leaves in its pre-activation buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossOutput {
+    /// Nothing: only the per-row losses are wanted (scoring, validation).
+    Rows,
+    /// The gradient of the batch-mean loss (training).
+    Grad,
+    /// Each element's weighted loss term (per-feature scores).
+    Elements,
+}
+
+/// The state an optimiser keeps per parameter tensor (momentum, Adam's moments).
+pub struct OptState<B: Backend + ?Sized> {
+    /// SGD's momentum buffer, or Adam's first moment.
+    pub m: Option<B::Buf>,
+    /// Adam's second moment.
+    pub v: Option<B::Buf>,
+}
+
+/// The hyperparameters of one optimiser step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSpec {
+    pub optimizer: Optimizer,
+    pub lr: f32,
+    /// 1 for the first step (Adam's bias correction).
+    pub t: u64,
+}
+
+/// The operations a model needs from a compute device.
+pub trait Backend: Sync {
+    /// A vector of f32 on the device.
+    type Buf: Send;
+    /// A dataset made ready for [`Backend::gather`] (uploaded, on a device that needs it).
+    type Data<'a>
+    where
+        Self: 'a;
+
+    /// A short description ("cpu (2 threads)").
+    fn describe(&self) -> String;
+
+    /// Runs `f` in the backend's execution context (the CPU's thread pool): call every training
+    /// loop through this so that the operations inside it run without hand-offs.
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+
+    /// A zeroed buffer of `len` values.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Copies `src` into the start of `dst`.
+    fn upload(&self, dst: &mut Self::Buf, src: &[f32]);
+    /// Copies the start of `src` into `dst`.
+    fn download(&self, src: &Self::Buf, dst: &mut [f32]);
+
+    /// Prepares `ds` (scaled by `scaler`) for gathering batches.
+    fn data<'a>(&'a self, ds: &'a Dataset, scaler: &'a Scaler) -> Result<Self::Data<'a>>;
+    /// `dst` = the rows `rows` of `data`, in that order (`rows.len()` × cols).
+    fn gather(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32]);
+
+    /// `c`[m×n] = op(`a`)·op(`b`), plus the old `c` when `accumulate`. op(a) is m×k, op(b) k×n.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        ta: Trans,
+        b: &Self::Buf,
+        tb: Trans,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    );
+
+    /// `x`[r, j] = act(`x`[r, j] + `bias`[j]) over `rows` × `cols`.
+    fn bias_act(&self, x: &mut Self::Buf, bias: &Self::Buf, act: Activation, rows: usize, cols: usize);
+
+    /// `delta`[i] ·= act′ at the activation output `y`[i], for i < `len`.
+    fn act_grad(&self, delta: &mut Self::Buf, y: &Self::Buf, act: Activation, len: usize);
+
+    /// The reconstruction loss and its gradient. On entry `pre` holds the decoder's
+    /// pre-activation without its bias (h·W′); the bias `c` is added here. Writes each row's
+    /// loss (weighted by emphasis through `mask`) to `row_loss[offset + r]` and replaces `pre` as
+    /// `spec.output` says: with ∂L/∂(pre-activation), L the batch mean, when training.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_grad(
+        &self,
+        pre: &mut Self::Buf,
+        c: &Self::Buf,
+        target: &Self::Buf,
+        mask: Option<&Self::Buf>,
+        spec: &LossSpec,
+        rows: usize,
+        cols: usize,
+        row_loss: &mut Self::Buf,
+        offset: usize,
+    );
+
+    /// `xt` = q_D(`x`) over `rows` × `cols` with the noise of `key` (see [`crate::corrupt`]);
+    /// `mask` (when given) = 1 where an input was corrupted, else 0.
+    #[allow(clippy::too_many_arguments)]
+    fn corrupt(
+        &self,
+        x: &Self::Buf,
+        xt: &mut Self::Buf,
+        mask: Option<&mut Self::Buf>,
+        noise: Corruption,
+        key: &NoiseKey,
+        rows: usize,
+        cols: usize,
+    );
+
+    /// `out`[j] = Σ_r `x`[r, j] over `rows` × `cols`, summed in row order.
+    fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize);
+
+    /// One optimiser step on the first `len` values of `param` with gradient `grad`.
+    fn update(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        state: &mut OptState<Self>,
+        step: &StepSpec,
+        len: usize,
+    );
+
+    /// A fresh optimiser state for a parameter of `len` values.
+    fn opt_state(&self, optimizer: &Optimizer, len: usize) -> Result<OptState<Self>> {
+        let (m, v) = match optimizer {
+            Optimizer::Sgd { momentum, .. } if *momentum > 0.0 => (Some(self.alloc(len)?), None),
+            Optimizer::Sgd { .. } => (None, None),
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => {
+                (Some(self.alloc(len)?), Some(self.alloc(len)?))
+            }
+        };
+        Ok(OptState { m, v })
+    }
+}

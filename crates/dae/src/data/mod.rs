@@ -1,0 +1,247 @@
+//! Data in and out: IDX, NPY and CSV readers, the fitted input scaling, and NPY/CSV writers.
+//!
+//! A [`Dataset`] keeps values as compact as they came: u8 pixels stay u8 (a quarter of the memory
+//! of f32) and are converted a batch at a time by [`Dataset::gather`], which also applies the
+//! fitted [`Scaler`].
+
+mod csv;
+mod idx;
+mod npy;
+mod scale;
+mod write;
+
+pub use self::csv::read_csv;
+pub use idx::read_idx;
+pub use npy::read_npy;
+pub use scale::Scaler;
+pub use write::{write_matrix, write_vector, OutputFormat};
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The values of a dataset, row-major.
+#[derive(Clone, Debug)]
+pub enum Values {
+    /// Pixel intensities 0..=255, read as v / 255.
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+/// A table of `rows` examples × `cols` features, as read from a file.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Values,
+    /// Height × width when the rows are images (IDX files and 3-D NPY arrays carry it).
+    pub image_shape: Option<(usize, usize)>,
+    /// Column names from a CSV header.
+    pub column_names: Option<Vec<String>>,
+    /// The file it came from, for error messages.
+    pub source: PathBuf,
+}
+
+/// u8 → f32 in [0, 1], computed as v / 255 (not v · (1/255)) to match `x.astype(f32) / 255`.
+fn u8_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
+}
+
+/// Options for reading data files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions {
+    /// CSV only: `Some(true)` treats the first line as a header, `Some(false)` as data, `None`
+    /// decides from its content (a header has a field that is not a number).
+    pub header: Option<bool>,
+}
+
+/// The file formats this crate reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    Idx,
+    Npy,
+    Csv,
+}
+
+impl InputFormat {
+    /// The format of `path`, from its name when that is clear, else from its first bytes.
+    pub fn detect(path: &Path) -> Result<InputFormat> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let stem = name.strip_suffix(".gz").unwrap_or(&name);
+        if stem.ends_with(".npy") {
+            return Ok(InputFormat::Npy);
+        }
+        if stem.ends_with(".csv") || stem.ends_with(".txt") {
+            return Ok(InputFormat::Csv);
+        }
+        if stem.ends_with(".idx") || stem.contains("-ubyte") || stem.contains(".idx") || name.ends_with(".gz") {
+            return Ok(InputFormat::Idx);
+        }
+        // No telling name: look at the first bytes.
+        let mut head = [0u8; 6];
+        let n = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "reading", e))?;
+            f.read(&mut head).map_err(|e| Error::io(path, "reading", e))?
+        };
+        Ok(match &head[..n] {
+            [0x93, b'N', b'U', b'M', b'P', b'Y', ..] => InputFormat::Npy,
+            [0x1f, 0x8b, ..] | [0, 0, _, _, ..] => InputFormat::Idx,
+            _ => InputFormat::Csv,
+        })
+    }
+}
+
+/// Reads a data file in any supported format (see [`InputFormat::detect`]) and checks that it
+/// holds at least one row and only finite values.
+pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
+    let ds = match InputFormat::detect(path)? {
+        InputFormat::Idx => read_idx(path)?,
+        InputFormat::Npy => read_npy(path)?,
+        InputFormat::Csv => read_csv(path, opts)?,
+    };
+    if ds.rows == 0 || ds.cols == 0 {
+        return Err(Error::input(
+            path,
+            format!("the data is empty ({} rows × {} columns)", ds.rows, ds.cols),
+        ));
+    }
+    if let Values::F32(v) = &ds.values {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::input_at(
+                path,
+                format!("row {}, column {}", i / ds.cols + 1, i % ds.cols + 1),
+                format!("value {} is not finite: remove or impute it", v[i]),
+            ));
+        }
+    }
+    Ok(ds)
+}
+
+impl Dataset {
+    /// A dataset over values already in memory.
+    pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Dataset {
+        assert_eq!(values.len(), rows * cols, "values must hold rows × cols");
+        Dataset {
+            rows,
+            cols,
+            values: Values::F32(values),
+            image_shape: None,
+            column_names: None,
+            source: PathBuf::from("<memory>"),
+        }
+    }
+
+    /// The value at (`row`, `col`) as the model sees it before fitted scaling.
+    #[inline]
+    pub fn raw(&self, row: usize, col: usize) -> f32 {
+        let i = row * self.cols + col;
+        match &self.values {
+            Values::U8(v) => u8_table()[v[i] as usize],
+            Values::F32(v) => v[i],
+        }
+    }
+
+    /// Bytes held by the values.
+    pub fn memory_bytes(&self) -> usize {
+        match &self.values {
+            Values::U8(v) => v.len(),
+            Values::F32(v) => v.len() * 4,
+        }
+    }
+
+    /// Writes rows `rows` (in that order), scaled by `scaler`, into `out` (`rows.len() × cols`).
+    pub fn gather(&self, rows: &[u32], scaler: &Scaler, out: &mut [f32]) {
+        let d = self.cols;
+        debug_assert!(out.len() >= rows.len() * d);
+        for (dst, &r) in out.chunks_exact_mut(d).zip(rows) {
+            let r = r as usize;
+            match &self.values {
+                Values::U8(v) => {
+                    let t = u8_table();
+                    for (o, &b) in dst.iter_mut().zip(&v[r * d..(r + 1) * d]) {
+                        *o = t[b as usize];
+                    }
+                }
+                Values::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
+            }
+            scaler.apply_row(dst);
+        }
+    }
+
+    /// Like [`Dataset::gather`] for the contiguous rows `start..start + n`.
+    pub fn gather_range(&self, start: usize, n: usize, scaler: &Scaler, out: &mut [f32]) {
+        let d = self.cols;
+        let out = &mut out[..n * d];
+        match &self.values {
+            Values::U8(v) => {
+                let t = u8_table();
+                for (o, &b) in out.iter_mut().zip(&v[start * d..(start + n) * d]) {
+                    *o = t[b as usize];
+                }
+            }
+            Values::F32(v) => out.copy_from_slice(&v[start * d..(start + n) * d]),
+        }
+        for row in out.chunks_exact_mut(d) {
+            scaler.apply_row(row);
+        }
+    }
+
+    /// Fails unless the data has `expected` columns.
+    pub fn check_width(&self, expected: usize, what: &str) -> Result<()> {
+        if self.cols != expected {
+            return Err(Error::input(
+                &self.source,
+                format!(
+                    "the data has {} columns but {what} expects {expected}",
+                    self.cols
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless every value, after `scaler`, lies in [0, 1]: what cross-entropy needs.
+    pub fn check_unit_interval(&self, scaler: &Scaler) -> Result<()> {
+        let mut row = vec![0f32; self.cols];
+        for r in 0..self.rows {
+            self.gather_range(r, 1, scaler, &mut row);
+            if let Some(c) = row.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                return Err(Error::input_at(
+                    &self.source,
+                    format!("row {}, column {}", r + 1, c + 1),
+                    format!(
+                        "value {} is outside [0, 1], which cross-entropy needs; \
+                         use --scale minmax or --loss squared-error",
+                        row[c]
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_scales_u8_and_applies_scaler() {
+        let ds = Dataset {
+            rows: 2,
+            cols: 2,
+            values: Values::U8(vec![0, 255, 51, 102]),
+            image_shape: None,
+            column_names: None,
+            source: "t".into(),
+        };
+        let mut out = [0f32; 4];
+        ds.gather(&[1, 0], &Scaler::identity(2), &mut out);
+        assert_eq!(out, [0.2, 0.4, 0.0, 1.0]);
+        assert_eq!(out[0], 51u8 as f32 / 255.0);
+    }
+}

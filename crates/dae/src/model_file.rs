@@ -1,0 +1,275 @@
+//! Model files: safetensors holding the weights, with the configuration, the fitted scaling, the
+//! data's description and the per-epoch history as JSON in the metadata. Written atomically.
+//!
+//! Metadata keys: `format` = "dae", `format_version`, `kind` ("autoencoder", and for other model
+//! kinds their own name), `config`, `train`, `scaling`, `data`, `history`, `best_epoch`.
+//! Tensors of an autoencoder: `W` (d×k), `b` (k), `c` (d) and, untied, `V` (k×d), all f32.
+//!
+//! Reading them from Python:
+//!
+//! ```python
+//! from safetensors.numpy import load_file
+//! weights = load_file("model.safetensors")      # {"W": (784, 500) float32, "b": ..., "c": ...}
+//! ```
+
+use crate::atomic::{write_atomic, write_err};
+use crate::config::{DaeConfig, TrainConfig};
+use crate::dae::Dae;
+use crate::data::{Dataset, Scaler};
+use crate::error::{Error, Result};
+use crate::train::EpochRecord;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The version of the metadata layout this crate writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What the model was trained on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// The training file's name.
+    pub source: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// Height × width of image rows, when known.
+    pub image_shape: Option<(usize, usize)>,
+}
+
+impl DataInfo {
+    pub fn of(ds: &Dataset) -> DataInfo {
+        DataInfo {
+            source: ds.source.display().to_string(),
+            rows: ds.rows,
+            cols: ds.cols,
+            image_shape: ds.image_shape,
+        }
+    }
+}
+
+/// A single autoencoder with everything needed to use it and to know how it was made.
+#[derive(Clone, Debug)]
+pub struct SavedDae {
+    pub model: Dae,
+    pub scaler: Scaler,
+    pub train: TrainConfig,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub data: DataInfo,
+}
+
+/// A named f32 tensor to write.
+pub struct TensorOut<'a> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: &'a [f32],
+}
+
+/// Writes tensors and metadata to `path` atomically.
+pub fn write_model_file(
+    path: &Path,
+    tensors: &[TensorOut<'_>],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::Runtime(format!("tensor {}: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let buf = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| Error::Runtime(format!("{}: cannot serialise: {e}", path.display())))?;
+    write_atomic(path, |w| w.write_all(&buf).map_err(write_err(path)))
+}
+
+/// A model file as read: metadata and f32 tensors.
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub kind: String,
+    pub metadata: HashMap<String, String>,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl ModelFile {
+    /// Reads and checks a dae model file: safetensors with `format` = "dae" metadata.
+    pub fn read(path: &Path) -> Result<ModelFile> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
+        let not_ours = |why: String| {
+            Error::input(
+                path,
+                format!("not a dae model file ({why}); models are written by `dae train`"),
+            )
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| not_ours(format!("not a valid safetensors file: {}", describe(&e))))?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        if metadata.get("format").map(String::as_str) != Some("dae") {
+            return Err(not_ours("a safetensors file without dae metadata".into()));
+        }
+        let version: u32 = metadata
+            .get("format_version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(Error::input_at(
+                path,
+                "metadata 'format_version'",
+                format!("version {version} is not supported by this dae (it reads up to {FORMAT_VERSION}); upgrade dae"),
+            ));
+        }
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| not_ours(format!("corrupt safetensors data: {}", describe(&e))))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::input_at(
+                    path,
+                    format!("tensor '{name}'"),
+                    format!("dtype {:?} is not f32", view.dtype()),
+                ));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        let kind = metadata.get("kind").cloned().unwrap_or_default();
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            kind,
+            metadata,
+            tensors,
+        })
+    }
+
+    /// The JSON metadata entry `key`, parsed.
+    pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let text = self.metadata.get(key).ok_or_else(|| {
+            Error::input_at(&self.path, format!("metadata '{key}'"), "missing")
+        })?;
+        serde_json::from_str(text).map_err(|e| {
+            Error::input_at(&self.path, format!("metadata '{key}'"), format!("invalid: {e}"))
+        })
+    }
+
+    /// Removes and returns tensor `name`, checking its shape.
+    pub fn take_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (s, v) = self.tensors.remove(name).ok_or_else(|| {
+            Error::input_at(&self.path, format!("tensor '{name}'"), "missing")
+        })?;
+        if s != shape {
+            return Err(Error::input_at(
+                &self.path,
+                format!("tensor '{name}'"),
+                format!("shape {s:?} does not match the configuration's {shape:?}"),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Fails unless the file holds a model of `kind`.
+    pub fn expect_kind(&self, kind: &str, hint: &str) -> Result<()> {
+        if self.kind != kind {
+            return Err(Error::input(
+                &self.path,
+                format!("this is a {} model, but {hint}", self.kind),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::MetadataIncompleteBuffer => "the file is truncated".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("configuration types serialise to JSON")
+}
+
+/// The metadata every model kind shares.
+pub fn common_metadata(
+    kind: &str,
+    scaler: &Scaler,
+    data: &DataInfo,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "dae".to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("kind".to_string(), kind.to_string()),
+        ("scaling".to_string(), json(scaler)),
+        ("data".to_string(), json(data)),
+    ])
+}
+
+impl SavedDae {
+    /// Writes the model to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let (d, k) = (self.model.config.inputs, self.model.config.hidden);
+        let mut tensors = vec![
+            TensorOut { name: "W".into(), shape: vec![d, k], data: &self.model.w },
+            TensorOut { name: "b".into(), shape: vec![k], data: &self.model.b },
+            TensorOut { name: "c".into(), shape: vec![d], data: &self.model.c },
+        ];
+        if let Some(v) = &self.model.v {
+            tensors.push(TensorOut { name: "V".into(), shape: vec![k, d], data: v });
+        }
+        let mut meta = common_metadata("autoencoder", &self.scaler, &self.data);
+        meta.insert("config".into(), json(&self.model.config));
+        meta.insert("train".into(), json(&self.train));
+        meta.insert("history".into(), json(&self.history));
+        meta.insert("best_epoch".into(), json(&self.best_epoch));
+        write_model_file(path, &tensors, meta)
+    }
+
+    /// Reads an autoencoder model file.
+    pub fn load(path: &Path) -> Result<SavedDae> {
+        let mut f = ModelFile::read(path)?;
+        f.expect_kind("autoencoder", "this command needs a single autoencoder from `dae train`")?;
+        SavedDae::from_file(&mut f)
+    }
+
+    /// The autoencoder in an already-read model file.
+    pub fn from_file(f: &mut ModelFile) -> Result<SavedDae> {
+        let config: DaeConfig = f.meta("config")?;
+        config
+            .validate()
+            .map_err(|e| Error::input_at(&f.path, "metadata 'config'", e.to_string()))?;
+        let (d, k) = (config.inputs, config.hidden);
+        let w = f.take_tensor("W", &[d, k])?;
+        let b = f.take_tensor("b", &[k])?;
+        let c = f.take_tensor("c", &[d])?;
+        let v = if config.tied {
+            None
+        } else {
+            Some(f.take_tensor("V", &[k, d])?)
+        };
+        let scaler: Scaler = f.meta("scaling")?;
+        if scaler.width().is_some_and(|w| w != d) {
+            return Err(Error::input_at(&f.path, "metadata 'scaling'", "width does not match the model"));
+        }
+        Ok(SavedDae {
+            model: Dae { config, w, b, c, v },
+            scaler,
+            train: f.meta("train")?,
+            history: f.meta("history")?,
+            best_epoch: f.meta("best_epoch")?,
+            data: f.meta("data")?,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The engine against PyTorch autograd: every case of dae.json and optim.json from the golden
+//! directory (DAE_GOLDEN_DIR, else ../shared/golden), relative tolerance 1e-4.
+
+mod common;
+
+use common::{assert_close, flat, golden_cases, run_batch};
+use dae::backend::{Backend, StepSpec};
+use dae::dae::{decode, encode, DaeParams};
+use dae::{Activation, Corruption, Cpu, Dae, DaeConfig, Emphasis, Loss, Optimizer};
+use serde_json::Value;
+
+const REL: f32 = 1e-4;
+const ABS: f32 = 1e-5;
+
+fn dae_from_case(c: &Value) -> Dae {
+    let s = |k: &str| c[k].as_str().unwrap().replace('_', "-");
+    let n = |k: &str| c[k].as_u64().unwrap() as usize;
+    let level = c["level"].as_f64().unwrap() as f32;
+    let noise = match s("corruption").as_str() {
+        "masking" => Corruption::Masking { level },
+        "gaussian" => Corruption::Gaussian { sigma: level },
+        "salt-and-pepper" => Corruption::SaltAndPepper { level },
+        other => panic!("unknown corruption {other}"),
+    };
+    let emphasis = c["emphasis"].as_array().map(|e| Emphasis {
+        corrupted: e[0].as_f64().unwrap() as f32,
+        clean: e[1].as_f64().unwrap() as f32,
+    });
+    let config = DaeConfig {
+        inputs: n("d"),
+        hidden: n("k"),
+        encoder: s("encoder").parse::<Activation>().unwrap(),
+        decoder: s("decoder").parse::<Activation>().unwrap(),
+        tied: c["tied"].as_bool().unwrap(),
+        loss: s("loss").parse::<Loss>().unwrap(),
+        noise,
+        emphasis,
+    };
+    config.validate().unwrap();
+    Dae {
+        config,
+        w: flat(&c["W"]),
+        b: flat(&c["b"]),
+        c: flat(&c["c"]),
+        v: (!c["V"].is_null()).then(|| flat(&c["V"])),
+    }
+}
+
+fn check_dae_case(c: &Value, threads: usize) {
+    let model = dae_from_case(c);
+    let n = c["n"].as_u64().unwrap() as usize;
+    let cfg = &model.config;
+    let label = format!(
+        "case seed {} ({} {} {} {} tied={} {} emphasis={:?}, {threads} threads)",
+        c["seed"], cfg.encoder, cfg.decoder, cfg.loss, cfg.noise, cfg.tied, n, cfg.emphasis
+    );
+    let cpu = Cpu::new(Some(threads)).unwrap();
+    let (x, xt, mask) = (flat(&c["x"]), flat(&c["x_corrupted"]), flat(&c["corrupted_mask"]));
+
+    // Forward: hidden code and reconstruction.
+    let p = DaeParams::upload(&cpu, &model).unwrap();
+    let mut h = vec![0f32; n * cfg.hidden];
+    let mut z = vec![0f32; n * cfg.inputs];
+    encode(&cpu, cfg, &p, &xt, &mut h, n);
+    decode(&cpu, cfg, &p, &h, &mut z, n);
+    assert_close(&format!("{label} hidden"), &h, &flat(&c["hidden"]), REL, ABS);
+    assert_close(&format!("{label} reconstruction"), &z, &flat(&c["reconstruction"]), REL, ABS);
+
+    // Loss and every gradient.
+    let (ws, _) = run_batch(&cpu, &model, &x, &xt, &mask, n);
+    let loss = ws.row_loss[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let want = c["loss_value"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() <= 1e-5 + 1e-4 * want.abs(),
+        "{label} loss: got {loss}, want {want}"
+    );
+    let g = &ws.grads;
+    assert_close(&format!("{label} grad_W"), &g.w, &flat(&c["grad_W"]), REL, ABS);
+    assert_close(&format!("{label} grad_b"), &g.b, &flat(&c["grad_b"]), REL, ABS);
+    assert_close(&format!("{label} grad_c"), &g.c, &flat(&c["grad_c"]), REL, ABS);
+    match (&g.v, c["grad_V"].is_null()) {
+        (Some(gv), false) => assert_close(&format!("{label} grad_V"), gv, &flat(&c["grad_V"]), REL, ABS),
+        (None, true) => {}
+        _ => panic!("{label}: tied/untied mismatch"),
+    }
+}
+
+#[test]
+fn golden_dae_forward_loss_and_gradients() {
+    let cases = golden_cases("dae.json");
+    for c in &cases {
+        check_dae_case(c, 1);
+        check_dae_case(c, 2);
+    }
+    // Every combination the file covers was exercised.
+    assert!(cases.len() >= 22, "expected the 22 cases of the golden set, got {}", cases.len());
+}
+
+fn optimizer_from_case(c: &Value) -> (Optimizer, f32) {
+    let h = &c["hyper"];
+    let f = |k: &str, default: f64| h.get(k).and_then(Value::as_f64).unwrap_or(default) as f32;
+    let betas = h.get("betas").and_then(Value::as_array);
+    let beta = |i: usize, d: f64| betas.map_or(d, |b| b[i].as_f64().unwrap()) as f32;
+    let opt = match c["optimizer"].as_str().unwrap() {
+        "sgd" => Optimizer::Sgd {
+            momentum: f("momentum", 0.0),
+            nesterov: h.get("nesterov").and_then(Value::as_bool).unwrap_or(false),
+            weight_decay: f("weight_decay", 0.0),
+        },
+        "adam" => Optimizer::Adam {
+            beta1: beta(0, 0.9),
+            beta2: beta(1, 0.999),
+            eps: f("eps", 1e-8),
+            weight_decay: f("weight_decay", 0.0),
+        },
+        "adamw" => Optimizer::AdamW {
+            beta1: beta(0, 0.9),
+            beta2: beta(1, 0.999),
+            eps: f("eps", 1e-8),
+            weight_decay: f("weight_decay", 0.01),
+        },
+        other => panic!("unknown optimizer {other}"),
+    };
+    (opt, f("lr", f64::NAN))
+}
+
+#[test]
+fn golden_optimizer_steps() {
+    let cases = golden_cases("optim.json");
+    let cpu = Cpu::new(Some(1)).unwrap();
+    for c in &cases {
+        let (opt, lr) = optimizer_from_case(c);
+        opt.validate().unwrap();
+        let mut p = flat(&c["p0"]);
+        let mut state = cpu.opt_state(&opt, p.len()).unwrap();
+        let grads = c["grads"].as_array().unwrap();
+        let want = c["params_after_each_step"].as_array().unwrap();
+        assert_eq!(grads.len(), want.len());
+        for (t, (g, w)) in grads.iter().zip(want).enumerate() {
+            let g = flat(g);
+            let len = p.len();
+            cpu.update(&mut p, &g, &mut state, &StepSpec { optimizer: opt, lr, t: t as u64 + 1 }, len);
+            assert_close(&format!("{} {:?} step {}", c["optimizer"], c["hyper"], t + 1), &p, &flat(w), REL, ABS);
+        }
+    }
+}
