@@ -1,1 +1,26 @@
-fn main() {}
+//! `dae`: the command-line tool. Parses the command line and dispatches to one module per
+//! command; all the work is done by the `dae` library.
+
+mod args;
+mod commands;
+mod images;
+mod progress;
+
+use args::{Cli, Command};
+use clap::Parser;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => commands::train::run(a),
+        Command::Encode(a) => commands::apply::encode(a),
+        Command::Reconstruct(a) => commands::apply::reconstruct(a),
+        Command::Score(a) => commands::apply::score(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Demo(a) => commands::demo::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -27,6 +27,31 @@ impl EvalNoise {
             seed: 0,
         }
     }
+
+    /// The key of the noise for the rows from `row0` of a dataset: each row's noise depends
+    /// only on the seed and the row's index.
+    pub fn key(&self, row0: usize) -> NoiseKey {
+        NoiseKey {
+            seed: self.seed,
+            stream: stream::EVAL_NOISE,
+            epoch: 0,
+            row0: row0 as u32,
+        }
+    }
+}
+
+/// The corrupted inputs (rows × cols, after scaling) that [`reconstruct_all`] and [`score_all`]
+/// feed the model for the same `noise`.
+pub fn corrupt_all(ds: &Dataset, scaler: &Scaler, noise: EvalNoise) -> Vec<f32> {
+    let d = ds.cols;
+    let mut clean = vec![0f32; d];
+    let mut out = vec![0f32; ds.rows * d];
+    let key = noise.key(0);
+    for (r, row) in out.chunks_exact_mut(d).enumerate() {
+        ds.gather_range(r, 1, scaler, &mut clean);
+        crate::corrupt::corrupt_row(noise.noise, &key, r as u32, &clean, row, None);
+    }
+    out
 }
 
 /// Runs `f(ws, params, n, first_row)` on every chunk of `ds`, after gathering the chunk's rows
@@ -54,13 +79,7 @@ fn for_each_chunk<B: Backend>(
             idx.clear();
             idx.extend(start as u32..(start + n) as u32);
             be.gather(&mut ws.x, &data, &idx);
-            let key = NoiseKey {
-                seed: noise.seed,
-                stream: stream::EVAL_NOISE,
-                epoch: 0,
-                row0: start as u32,
-            };
-            corrupt_batch(be, noise.noise, &key, &mut ws, cfg.inputs, n);
+            corrupt_batch(be, noise.noise, &noise.key(start), &mut ws, cfg.inputs, n);
             f(be, &mut ws, &params, n, start);
             start += n;
         }

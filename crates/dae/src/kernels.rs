@@ -1,7 +1,7 @@
 //! The elementwise mathematics of the model, one row or slice at a time: plain, readable loops
 //! that the CPU backend runs on its threads and that every faster kernel is tested against.
 
-use crate::backend::{LossOutput, LossSpec, StepSpec};
+use crate::backend::{LossOutput, LossSpec, StepSpec, Trans};
 use crate::config::{sigmoid, Activation, Loss, Optimizer};
 
 /// `row`[j] = act(`row`[j] + `bias`[j]).
@@ -217,6 +217,40 @@ pub fn update(
                 let denom = v.sqrt() / k.bc2_sqrt + eps;
                 *p -= k.step_size * *m / denom;
             }
+        }
+    }
+}
+
+/// `c`[m×n] = op(`a`)·op(`b`) (+ `c` when `accumulate`), row-major: the plain triple loop that
+/// every fast matrix product is tested against.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_ref(
+    c: &mut [f32],
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    let at = |i: usize, p: usize| match ta {
+        Trans::N => a[i * k + p],
+        Trans::T => a[p * m + i],
+    };
+    let bt = |p: usize, j: usize| match tb {
+        Trans::N => b[p * n + j],
+        Trans::T => b[j * k + p],
+    };
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f32;
+            for p in 0..k {
+                s += at(i, p) * bt(p, j);
+            }
+            let o = &mut c[i * n + j];
+            *o = if accumulate { *o + s } else { s };
         }
     }
 }

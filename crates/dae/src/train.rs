@@ -8,6 +8,7 @@ use crate::dae::{
     apply_update, corrupt_batch, decode_pre, encode, forward_backward, loss_spec, Dae,
     DaeOptState, DaeParams, DaeWorkspace,
 };
+
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::rng::{stream, Rng};
@@ -139,7 +140,6 @@ fn train_loop<B: Backend>(
     obs: &mut dyn Observer,
 ) -> Result<Trained> {
     let cfg = init.config.clone();
-    let d = cfg.inputs;
     let n_rows = train.rows.len();
     let batch = tc.batch.min(n_rows);
     let data = be.data(train.data, scaler)?;
@@ -167,24 +167,19 @@ fn train_loop<B: Backend>(
         let mut sum = 0f64;
         for (bi, rows) in order.chunks(batch).enumerate() {
             let n = rows.len();
-            be.gather(&mut ws.x, &data, rows);
             let key = NoiseKey {
                 seed: tc.seed,
                 stream: noise_stream,
                 epoch: epoch as u32,
                 row0: (bi * batch) as u32,
             };
-            corrupt_batch(be, cfg.noise, &key, &mut ws, d, n);
-            forward_backward(be, &cfg, &params, &mut ws, n);
             t += 1;
             let step = StepSpec {
                 optimizer: tc.optimizer,
                 lr,
                 t,
             };
-            apply_update(be, &mut params, &ws.grads, &mut opt, &step, &cfg);
-            be.download(&ws.row_loss, &mut losses[..n]);
-            let batch_sum: f64 = losses[..n].iter().map(|&l| l as f64).sum();
+            let batch_sum = train_step(be, &cfg, &mut params, &mut ws, &mut opt, &data, rows, &key, &step, &mut losses);
             if !batch_sum.is_finite() {
                 return Err(divergence(epoch, bi + 1, batch_sum, tc));
             }
@@ -244,6 +239,31 @@ fn train_loop<B: Backend>(
     })
 }
 
+/// One training step on the examples `rows` of `data`: gather, corrupt with the noise of `key`,
+/// forward, backward, update. Returns the sum of the rows' losses (before the update).
+/// Allocates nothing: every buffer was sized when the workspace was made.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B: Backend>(
+    be: &B,
+    cfg: &DaeConfig,
+    params: &mut DaeParams<B>,
+    ws: &mut DaeWorkspace<B>,
+    opt: &mut DaeOptState<B>,
+    data: &B::Data<'_>,
+    rows: &[u32],
+    key: &NoiseKey,
+    step: &StepSpec,
+    losses: &mut [f32],
+) -> f64 {
+    let n = rows.len();
+    be.gather(&mut ws.x, data, rows);
+    corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
+    forward_backward(be, cfg, params, ws, n);
+    apply_update(be, params, &ws.grads, opt, step, cfg);
+    be.download(&ws.row_loss, &mut losses[..n]);
+    losses[..n].iter().map(|&l| l as f64).sum()
+}
+
 fn divergence(epoch: usize, batch: usize, loss: f64, tc: &TrainConfig) -> Error {
     Error::Runtime(format!(
         "training diverged at epoch {epoch}, batch {batch}: the loss became {loss}. \
@@ -251,6 +271,24 @@ fn divergence(epoch: usize, batch: usize, loss: f64, tc: &TrainConfig) -> Error 
          or minmax)",
         tc.lr
     ))
+}
+
+/// The validation loss the trainer reports for `model` on `split`: the mean per-row loss under
+/// the model's own noise, drawn as in training's validation for `seed`.
+pub fn validation_loss<B: Backend>(
+    be: &B,
+    model: &Dae,
+    scaler: &Scaler,
+    split: &Split<'_>,
+    seed: u64,
+    batch: usize,
+) -> Result<f64> {
+    be.install(|| {
+        let params = DaeParams::upload(be, model)?;
+        let mut ws = DaeWorkspace::new(be, &model.config, batch.min(split.rows.len()).max(1))?;
+        let data = be.data(split.data, scaler)?;
+        mean_loss(be, &model.config, &params, &mut ws, &data, &split.rows, seed, stream::VAL_NOISE)
+    })
 }
 
 /// Mean per-row loss of the model in `params` over `rows`, under its own noise process drawn

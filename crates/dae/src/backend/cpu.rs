@@ -23,6 +23,8 @@ const CHUNK_ELEMS: usize = 1 << 14;
 pub struct Cpu {
     threads: usize,
     pool: rayon::ThreadPool,
+    /// Products by the plain loops of [`kernels::matmul_ref`] instead of `gemm` (tests).
+    reference_matmul: bool,
 }
 
 impl Cpu {
@@ -38,7 +40,20 @@ impl Cpu {
             .thread_name(|i| format!("dae-cpu-{i}"))
             .build()
             .map_err(|e| Error::Runtime(format!("cannot start {threads} threads: {e}")))?;
-        Ok(Cpu { threads, pool })
+        Ok(Cpu {
+            threads,
+            pool,
+            reference_matmul: false,
+        })
+    }
+
+    /// A backend whose matrix products are the plain reference loops: slow, allocation-free,
+    /// and the arbiter for the fast path in tests.
+    pub fn reference(threads: Option<usize>) -> Result<Cpu> {
+        Ok(Cpu {
+            reference_matmul: true,
+            ..Cpu::new(threads)?
+        })
     }
 
     /// The number of threads.
@@ -119,6 +134,9 @@ impl Backend for Cpu {
         accumulate: bool,
     ) {
         assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+        if self.reference_matmul {
+            return kernels::matmul_ref(c, a, ta, b, tb, m, n, k, accumulate);
+        }
         // Strides (row, column) of op(a) (m×k) and op(b) (k×n) in their row-major storage.
         let (a_rs, a_cs) = match ta {
             Trans::N => (k as isize, 1),

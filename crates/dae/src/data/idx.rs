@@ -94,6 +94,12 @@ fn gz_error(path: &Path, e: std::io::Error) -> Error {
 
 pub(crate) fn read_idx_array(path: &Path) -> Result<IdxArray> {
     let (mut r, _) = open_maybe_gz(path)?;
+    read_idx_from(path, &mut r)
+}
+
+/// Reads an IDX array from `r`; `path` names it in errors.
+fn read_idx_from(path: &Path, r: &mut dyn Read) -> Result<IdxArray> {
+    let mut r = r;
     let mut head = [0u8; 4];
     let n = read_full(&mut r, &mut head).map_err(|e| gz_error(path, e))?;
     if n < 4 {
@@ -161,15 +167,31 @@ pub(crate) fn read_idx_array(path: &Path) -> Result<IdxArray> {
 /// A 3-D file (n × h × w) records its image shape.
 pub fn read_idx(path: &Path) -> Result<Dataset> {
     let a = read_idx_array(path)?;
+    Ok(dataset_of(path, a))
+}
+
+/// Reads IDX data held in memory (raw or gzipped), such as a file embedded in a program;
+/// `name` stands for the file in errors.
+pub fn read_idx_bytes(name: &str, bytes: &[u8]) -> Result<Dataset> {
+    let path = Path::new(name);
+    let a = if bytes.starts_with(&[0x1f, 0x8b]) {
+        read_idx_from(path, &mut flate2::read::MultiGzDecoder::new(bytes))?
+    } else {
+        read_idx_from(path, &mut &bytes[..])?
+    };
+    Ok(dataset_of(path, a))
+}
+
+fn dataset_of(path: &Path, a: IdxArray) -> Dataset {
     let rows = a.dims[0];
     let cols = a.dims[1..].iter().product::<usize>();
     let cols = if a.dims.len() == 1 { 1 } else { cols };
-    Ok(Dataset {
+    Dataset {
         rows,
         cols,
         values: a.values,
         image_shape: (a.dims.len() == 3).then(|| (a.dims[1], a.dims[2])),
         column_names: None,
         source: path.to_path_buf(),
-    })
+    }
 }

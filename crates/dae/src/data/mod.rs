@@ -11,7 +11,7 @@ mod scale;
 mod write;
 
 pub use self::csv::read_csv;
-pub use idx::read_idx;
+pub use idx::{read_idx, read_idx_bytes};
 pub use npy::read_npy;
 pub use scale::Scaler;
 pub use write::{write_matrix, write_vector, OutputFormat};

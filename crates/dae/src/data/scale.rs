@@ -110,6 +110,17 @@ impl Scaler {
         }
     }
 
+    /// Undoes the transform on one row in place (a constant column returns to its value).
+    #[inline]
+    pub fn invert_row(&self, row: &mut [f32]) {
+        if self.kind == ScaleKind::None {
+            return;
+        }
+        for ((x, &o), &f) in row.iter_mut().zip(&self.offset).zip(&self.factor) {
+            *x = if f != 0.0 { *x / f + o } else { o };
+        }
+    }
+
     /// The number of columns the scaler was fitted on (None for the identity).
     pub fn width(&self) -> Option<usize> {
         (self.kind != ScaleKind::None).then_some(self.offset.len())

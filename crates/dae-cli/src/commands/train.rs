@@ -1,0 +1,154 @@
+//! `dae train`: fit a denoising autoencoder and save it.
+
+use super::{check_output, read_options};
+use crate::args::{OptimizerName, TrainArgs};
+use crate::progress::Progress;
+use dae::rng::stream;
+use dae::train::holdout;
+use dae::{
+    read_data, train_dae, Cpu, Dae, DaeConfig, DataInfo, Loss, Optimizer, Result, SavedDae,
+    Scaler, Split, TrainConfig,
+};
+
+/// The optimiser and learning rate the options describe.
+pub fn optimizer(a: &TrainArgs) -> (Optimizer, f32) {
+    let wd = a.weight_decay;
+    match a.optimizer {
+        OptimizerName::Sgd => (
+            Optimizer::Sgd {
+                momentum: a.momentum,
+                nesterov: a.nesterov,
+                weight_decay: wd.unwrap_or(0.0),
+            },
+            a.lr.unwrap_or(0.1),
+        ),
+        OptimizerName::Adam => (
+            Optimizer::Adam {
+                beta1: a.beta1,
+                beta2: a.beta2,
+                eps: a.eps,
+                weight_decay: wd.unwrap_or(0.0),
+            },
+            a.lr.unwrap_or(1e-3),
+        ),
+        OptimizerName::Adamw => (
+            Optimizer::AdamW {
+                beta1: a.beta1,
+                beta2: a.beta2,
+                eps: a.eps,
+                weight_decay: wd.unwrap_or(0.01),
+            },
+            a.lr.unwrap_or(1e-3),
+        ),
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let (opt, lr) = optimizer(&a);
+    let tc = TrainConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        optimizer: opt,
+        lr,
+        lr_decay: a.lr_decay,
+        seed: a.seed,
+        patience: a.patience,
+        val_fraction: a.val_fraction,
+        threads: a.run.threads,
+    };
+    tc.validate()?;
+    a.noise.validate("--noise")?;
+    check_output(&a.output, "--output")?;
+    let opts = read_options(&a.data_opts);
+    let ds = read_data(&a.data, &opts)?;
+    let config = DaeConfig {
+        inputs: ds.cols,
+        hidden: a.hidden,
+        encoder: a.encoder,
+        decoder: a.decoder,
+        tied: !a.untied,
+        loss: a.loss,
+        noise: a.noise,
+        emphasis: a.emphasis,
+    };
+    config.validate()?;
+
+    let val_ds = match &a.val {
+        Some(p) => {
+            let v = read_data(p, &opts)?;
+            v.check_width(ds.cols, &format!("the training data {}", a.data.display()))?;
+            Some(v)
+        }
+        None => None,
+    };
+    let (train_rows, holdout_rows) = match a.val_fraction {
+        Some(f) => {
+            let (t, v) = holdout(ds.rows, f, a.seed)?;
+            (t, Some(v))
+        }
+        None => ((0..ds.rows as u32).collect(), None),
+    };
+    let scaler = Scaler::fit(a.scale, &ds, Some(&train_rows));
+    if config.loss == Loss::CrossEntropy {
+        ds.check_unit_interval(&scaler)?;
+        if let Some(v) = &val_ds {
+            v.check_unit_interval(&scaler)?;
+        }
+    }
+    let train = Split { data: &ds, rows: train_rows };
+    let val = match (&val_ds, holdout_rows) {
+        (Some(v), _) => Some(Split::all(v)),
+        (None, Some(rows)) => Some(Split { data: &ds, rows }),
+        (None, None) => None,
+    };
+
+    let cpu = Cpu::new(a.run.threads)?;
+    if !a.run.quiet {
+        eprintln!(
+            "training {}→{} ({} encoder, {} decoder, {}, {}, noise {}) on {} rows of {} with {}, {} epochs, batch {}, {}",
+            config.inputs,
+            config.hidden,
+            config.encoder,
+            config.decoder,
+            if config.tied { "tied" } else { "untied" },
+            config.loss,
+            config.noise,
+            train.rows.len(),
+            a.data.display(),
+            opt.name(),
+            tc.epochs,
+            tc.batch,
+            dae::Backend::describe(&cpu),
+        );
+    }
+    let mut progress = Progress::new(a.run.quiet, "");
+    let init = Dae::init(&config, tc.seed);
+    let trained = train_dae(&cpu, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress)?;
+    drop(progress);
+    let saved = SavedDae {
+        model: trained.model,
+        scaler,
+        train: tc,
+        history: trained.history,
+        best_epoch: trained.best_epoch,
+        data: DataInfo::of(&ds),
+    };
+    saved.save(&a.output)?;
+    if !a.run.quiet {
+        let last = saved.history.last().expect("at least one epoch ran");
+        let mut line = format!(
+            "wrote {}: {} epochs, final train loss {:.4}",
+            a.output.display(),
+            saved.history.len(),
+            last.train_loss
+        );
+        if let Some(v) = last.val_loss {
+            line += &format!(", val loss {v:.4}");
+        }
+        if let Some(b) = saved.best_epoch {
+            line += &format!(" (kept the weights of epoch {b})");
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

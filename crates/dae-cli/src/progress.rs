@@ -1,0 +1,111 @@
+//! Progress on stderr: a live bar (epoch, batch, loss, rows/s, ETA) when stderr is a terminal,
+//! and one line per epoch unless `--quiet`.
+
+use dae::train::{BatchProgress, EpochRecord, Observer};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+pub struct Progress {
+    live: bool,
+    lines: bool,
+    label: String,
+    last_draw: Option<Instant>,
+    drawn: bool,
+}
+
+impl Progress {
+    /// Progress for a run; `label` prefixes every line (for example "layer 2/3").
+    pub fn new(quiet: bool, label: impl Into<String>) -> Progress {
+        Progress {
+            live: !quiet && std::io::stderr().is_terminal(),
+            lines: !quiet,
+            label: label.into(),
+            last_draw: None,
+            drawn: false,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        if self.label.is_empty() {
+            String::new()
+        } else {
+            format!("{}  ", self.label)
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// 125 → "2:05".
+pub fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+impl Observer for Progress {
+    fn batch(&mut self, p: &BatchProgress) {
+        if !self.live {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_draw
+            .is_some_and(|t| now - t < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last_draw = Some(now);
+        let rate = p.rows_done as f64 / p.seconds.max(1e-9);
+        let left = (p.rows_total - p.rows_done) + (p.epochs - p.epoch) * p.rows_total;
+        let width = 20;
+        let filled = width * p.batch / p.batches.max(1);
+        eprint!(
+            "\r\x1b[2K{}epoch {}/{} [{}{}] batch {}/{}  loss {:.4}  {:.0} rows/s  ETA {}",
+            self.prefix(),
+            p.epoch,
+            p.epochs,
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            p.batch,
+            p.batches,
+            p.mean_loss,
+            rate,
+            clock(left as f64 / rate.max(1e-9))
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = true;
+    }
+
+    fn epoch(&mut self, r: &EpochRecord) {
+        self.clear();
+        if !self.lines {
+            return;
+        }
+        let val = r
+            .val_loss
+            .map(|v| format!("  val {v:.4}"))
+            .unwrap_or_default();
+        eprintln!(
+            "{}epoch {:>3}  train {:.4}{val}  {:.1} s",
+            self.prefix(),
+            r.epoch,
+            r.train_loss,
+            r.seconds
+        );
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

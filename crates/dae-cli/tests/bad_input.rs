@@ -1,0 +1,222 @@
+//! Every kind of bad input gives a clear message naming the file and the place, exit code 2, no
+//! panic, and no partial output.
+
+mod common;
+
+use common::*;
+
+/// Trains a small model on a unit-interval CSV of `cols` columns; returns its path.
+fn small_model(s: &Scratch, cols: usize) -> std::path::PathBuf {
+    let data = s.write("train.csv", unit_csv(40, cols));
+    let model = s.path("m.safetensors");
+    let o = dae(["train", data.to_str().unwrap(), "-o", model.to_str().unwrap(), "--hidden", "3", "--epochs", "1", "--quiet"]);
+    assert_ok(&o);
+    model
+}
+
+#[test]
+fn missing_file() {
+    let s = Scratch::new("missing");
+    let out = s.path("m.safetensors");
+    let o = dae(["train", "/nonexistent/data.csv", "-o", out.to_str().unwrap()]);
+    assert_fails(&o, 2, &["/nonexistent/data.csv", "no such file"]);
+    assert!(s.files().is_empty());
+}
+
+#[test]
+fn truncated_idx_and_wrong_magic() {
+    let s = Scratch::new("idx");
+    let mut full = idx_images(3, 2, 2, &[7; 12]);
+    full.truncate(full.len() - 5);
+    let p = s.write("short-images-idx3-ubyte", &full);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["short-images-idx3-ubyte", "truncated", "12 bytes", "holds 7"]);
+
+    let mut bad = idx_images(3, 2, 2, &[7; 12]);
+    bad[2] = 0x42;
+    let p = s.write("bad-images-idx3-ubyte", &bad);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["bad-images-idx3-ubyte", "magic number", "0x00004203"]);
+
+    let p = s.write("header-only.idx", [0u8, 0, 8, 3, 0, 0]);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["header-only.idx", "truncated"]);
+    assert_eq!(s.files().len(), 3, "no output written: {:?}", s.files());
+}
+
+#[test]
+fn absurd_idx_header_is_refused_before_allocating() {
+    let s = Scratch::new("huge");
+    let mut v = vec![0, 0, 8, 3];
+    for d in [1_000_000_000u32, 1000, 1000] {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    let p = s.write("huge-images-idx3-ubyte", &v);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["huge-images-idx3-ubyte", "memory"]);
+}
+
+#[test]
+fn npy_unsupported_dtype_and_fortran_order() {
+    let s = Scratch::new("npy");
+    let p = s.write("complex.npy", npy_bytes("<c8", &[2, 2], false, &[0; 32]));
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["complex.npy", "descr", "unsupported dtype '<c8'"]);
+
+    let p = s.write("fortran.npy", npy_bytes("<f4", &[2, 2], true, &[0; 16]));
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["fortran.npy", "fortran_order", "Fortran"]);
+
+    let p = s.write("short.npy", &npy_bytes("<f4", &[4, 4], false, &[0; 16]));
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["short.npy", "truncated"]);
+}
+
+#[test]
+fn ragged_and_non_numeric_csv() {
+    let s = Scratch::new("csv");
+    let p = s.write("ragged.csv", "0.1,0.2,0.3\n0.4,0.5,0.6\n0.7,0.8\n");
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["ragged.csv", "line 3", "2 fields, but line 1 has 3"]);
+
+    let p = s.write("text.csv", "a,b\n0.1,0.2\n0.3,abc\n");
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["text.csv", "line 3, column 2", "'abc' is not a number"]);
+}
+
+#[test]
+fn nan_and_inf_in_data() {
+    let s = Scratch::new("nan");
+    let p = s.write("nan.csv", "0.1,0.2\n0.3,nan\n");
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["nan.csv", "line 2, column 2", "not finite"]);
+
+    let p = s.write("inf.npy", f32_npy(2, 2, &[0.1, f32::INFINITY, 0.2, 0.3]));
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["inf.npy", "row 1, column 2", "not finite"]);
+}
+
+#[test]
+fn empty_data() {
+    let s = Scratch::new("empty");
+    for (name, bytes) in [
+        ("empty.csv", b"".to_vec()),
+        ("header-only.csv", b"a,b,c\n".to_vec()),
+        ("zero.npy", f32_npy(0, 3, &[])),
+    ] {
+        let p = s.write(name, bytes);
+        let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+        assert_fails(&o, 2, &[name, "empty"]);
+    }
+}
+
+#[test]
+fn model_width_does_not_match_data() {
+    let s = Scratch::new("width");
+    let model = small_model(&s, 6);
+    let data = s.write("wide.csv", unit_csv(5, 8));
+    let out = s.path("codes.npy");
+    for cmd in ["encode", "reconstruct", "score"] {
+        let o = dae([cmd, model.to_str().unwrap(), data.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_fails(&o, 2, &["wide.csv", "8 columns", "expects 6"]);
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn cross_entropy_on_data_outside_unit_interval() {
+    let s = Scratch::new("ce");
+    let p = s.write("big.csv", "0.1,0.2\n3.5,0.4\n");
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
+    assert_fails(&o, 2, &["big.csv", "row 2, column 1", "outside [0, 1]", "--scale minmax"]);
+    // The suggested fixes work.
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap(), "--scale", "minmax", "--hidden", "2", "--epochs", "1", "-q"]);
+    assert_ok(&o);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m2").to_str().unwrap(), "--loss", "squared-error", "--hidden", "2", "--epochs", "1", "-q"]);
+    assert_ok(&o);
+    // Cross-entropy needs a sigmoid decoder.
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m3").to_str().unwrap(), "--decoder", "identity"]);
+    assert_fails(&o, 2, &["--loss", "sigmoid decoder"]);
+}
+
+#[test]
+fn model_file_truncated_or_not_ours() {
+    let s = Scratch::new("model");
+    let model = small_model(&s, 4);
+    let data = s.write("d.csv", unit_csv(3, 4));
+    let bytes = std::fs::read(&model).unwrap();
+    let cut = s.write("cut.safetensors", &bytes[..bytes.len() / 2]);
+    let tiny = s.write("tiny.safetensors", &bytes[..5]);
+    let text = s.write("notes.safetensors", "hello, this is not a model");
+    let out = s.path("out.npy");
+    for bad in [&cut, &tiny, &text] {
+        let o = dae(["encode", bad.to_str().unwrap(), data.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_fails(&o, 2, &[bad.file_name().unwrap().to_str().unwrap(), "not a dae model file"]);
+        let o = dae(["inspect", bad.to_str().unwrap()]);
+        assert_fails(&o, 2, &["not a dae model file"]);
+    }
+    let o = dae(["encode", "/nonexistent/model.safetensors", data.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_fails(&o, 2, &["/nonexistent/model.safetensors", "no such file"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn invalid_option_values() {
+    let s = Scratch::new("opts");
+    let data = s.write("d.csv", unit_csv(10, 4));
+    let d = data.to_str().unwrap();
+    let m = s.path("m");
+    let m = m.to_str().unwrap();
+    for (args, needles) in [
+        (vec!["--noise", "masking:1.5"], vec!["--noise", "masking level 1.5 is outside [0, 1)"]),
+        (vec!["--noise", "blur:0.1"], vec!["--noise", "not a noise process"]),
+        (vec!["--hidden", "0"], vec!["--hidden", "at least one hidden unit"]),
+        (vec!["--batch", "0"], vec!["--batch", "at least 1"]),
+        (vec!["--epochs", "0"], vec!["--epochs"]),
+        (vec!["--lr", "-1"], vec!["--lr"]),
+        (vec!["--encoder", "softmax"], vec!["--encoder", "not an activation"]),
+        (vec!["--emphasis", "1"], vec!["--emphasis", "ALPHA,BETA"]),
+        (vec!["--val-fraction", "1.5"], vec!["--val-fraction", "outside (0, 1)"]),
+        (vec!["--patience", "3"], vec!["--patience", "validation data"]),
+        (vec!["--momentum", "1.2"], vec!["--momentum"]),
+        (vec!["--nesterov"], vec!["--nesterov", "--momentum"]),
+        (vec!["--scale", "log"], vec!["--scale", "not a scaling"]),
+        (vec!["--threads", "0"], vec!["--threads"]),
+    ] {
+        let mut all = vec!["train", d, "-o", m];
+        all.extend(args.iter().copied());
+        let o = dae(&all);
+        assert_fails(&o, 2, &needles);
+    }
+    assert_eq!(s.files(), vec!["d.csv".to_string()], "no model was written");
+}
+
+#[test]
+fn unknown_output_format_and_missing_folder() {
+    let s = Scratch::new("outfmt");
+    let model = small_model(&s, 4);
+    let data = s.write("d.csv", unit_csv(3, 4));
+    let o = dae(["encode", model.to_str().unwrap(), data.to_str().unwrap(), "-o", s.path("codes.txt").to_str().unwrap()]);
+    assert_fails(&o, 2, &["codes.txt", ".npy or .csv"]);
+    let o = dae(["encode", model.to_str().unwrap(), data.to_str().unwrap(), "-o", "/nonexistent/dir/codes.npy"]);
+    assert_fails(&o, 2, &["/nonexistent/dir", "does not exist"]);
+    let o = dae(["train", data.to_str().unwrap(), "-o", "/nonexistent/dir/m.safetensors"]);
+    assert_fails(&o, 2, &["/nonexistent/dir", "does not exist"]);
+}
+
+#[test]
+fn a_failed_command_keeps_the_previous_output() {
+    let s = Scratch::new("keep");
+    let model = small_model(&s, 4);
+    let out = s.write("codes.npy", b"previous result");
+    let bad = s.write("bad.csv", "0.1,0.2,0.3,0.4\n0.5,x,0.1,0.2\n");
+    let o = dae(["encode", model.to_str().unwrap(), bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_fails(&o, 2, &["bad.csv"]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous result");
+    // And a failed training keeps an existing model.
+    let before = std::fs::read(&model).unwrap();
+    let o = dae(["train", bad.to_str().unwrap(), "-o", model.to_str().unwrap()]);
+    assert_fails(&o, 2, &["bad.csv"]);
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    assert!(!s.files().iter().any(|f| f.ends_with(".tmp")), "{:?}", s.files());
+}

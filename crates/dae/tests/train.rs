@@ -1,0 +1,187 @@
+//! Training behaviour: reproducibility, the allocation-free step, early stopping, learning, and
+//! the fast matrix product against the reference loops.
+
+mod common;
+
+use dae::backend::{Backend, StepSpec, Trans};
+use dae::corrupt::NoiseKey;
+use dae::dae::{DaeOptState, DaeParams, DaeWorkspace};
+use dae::rng::{stream, Rng};
+use dae::train::{train_step, validation_loss};
+use dae::{
+    train_dae, Corruption, Cpu, Dae, DaeConfig, Dataset, Optimizer, Scaler, Silent, Split,
+    TrainConfig,
+};
+
+/// Rows drawn from a few binary prototypes with 10 % of the bits flipped: structure an
+/// autoencoder can learn.
+fn prototypes(rows: usize, cols: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed, 5);
+    let protos: Vec<Vec<f32>> = (0..6)
+        .map(|_| (0..cols).map(|_| (rng.next_f32() < 0.4) as u8 as f32).collect())
+        .collect();
+    let mut v = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let p = &protos[rng.below(6) as usize];
+        v.extend(p.iter().map(|&b| if rng.next_f32() < 0.1 { 1.0 - b } else { b }));
+    }
+    Dataset::from_f32(rows, cols, v)
+}
+
+fn train(cpu: &Cpu, ds: &Dataset, cfg: &DaeConfig, tc: &TrainConfig) -> dae::Trained {
+    let scaler = Scaler::identity(ds.cols);
+    train_dae(cpu, Dae::init(cfg, tc.seed), &scaler, &Split::all(ds), None, tc, stream::TRAIN_NOISE, &mut Silent).unwrap()
+}
+
+#[test]
+fn same_seed_and_threads_give_bit_identical_weights() {
+    // Shapes large enough that every operation takes its multi-threaded path.
+    let ds = prototypes(1200, 200, 1);
+    let cfg = DaeConfig::new(200, 180);
+    let tc = TrainConfig { epochs: 2, batch: 256, optimizer: Optimizer::adam(), lr: 1e-3, ..Default::default() };
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let a = train(&cpu, &ds, &cfg, &tc);
+    let b = train(&cpu, &ds, &cfg, &tc);
+    assert!(a.model == b.model, "two runs with the same seed differ");
+    assert_eq!(a.history[1].train_loss, b.history[1].train_loss);
+    let c = train(&cpu, &ds, &cfg, &TrainConfig { seed: 2, ..tc });
+    assert!(a.model.w != c.model.w, "another seed must give other weights");
+}
+
+#[test]
+fn gemm_matches_the_reference_product() {
+    let fast = Cpu::new(Some(2)).unwrap();
+    let slow = Cpu::reference(Some(1)).unwrap();
+    let mut rng = Rng::new(3, 0);
+    for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (20, 500, 784), (784, 500, 20), (130, 33, 257)] {
+        for ta in [Trans::N, Trans::T] {
+            for tb in [Trans::N, Trans::T] {
+                for accumulate in [false, true] {
+                    let a: Vec<f32> = (0..m * k).map(|_| rng.next_f32() - 0.5).collect();
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.next_f32() - 0.5).collect();
+                    let c0: Vec<f32> = (0..m * n).map(|_| rng.next_f32()).collect();
+                    let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                    fast.install(|| fast.matmul(&mut c1, &a, ta, &b, tb, m, n, k, accumulate));
+                    slow.matmul(&mut c2, &a, ta, &b, tb, m, n, k, accumulate);
+                    let tol = 1e-5 * (k as f32).sqrt() + 1e-6;
+                    for (x, y) in c1.iter().zip(&c2) {
+                        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{m}×{n}×{k} {ta:?}{tb:?}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    pub static ON: AtomicBool = AtomicBool::new(false);
+    pub static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Counting;
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if ON.load(Ordering::Relaxed) {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+            }
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if ON.load(Ordering::Relaxed) {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+            }
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
+#[test]
+fn the_training_step_allocates_nothing() {
+    use std::sync::atomic::Ordering;
+    // The reference product: the `gemm` crate allocates packing scratch of its own.
+    let cpu = Cpu::reference(Some(1)).unwrap();
+    let ds = prototypes(64, 30, 2);
+    let scaler = Scaler::identity(30);
+    for (optimizer, emphasis, untied) in [
+        (Optimizer::sgd(), None, false),
+        (Optimizer::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 }, Some("1,0.5"), true),
+        (Optimizer::adamw(), None, true),
+    ] {
+        let mut cfg = DaeConfig::new(30, 12);
+        cfg.tied = !untied;
+        cfg.emphasis = emphasis.map(|e| e.parse().unwrap());
+        cfg.noise = Corruption::SaltAndPepper { level: 0.2 };
+        let counted = cpu.install(|| {
+            let data = cpu.data(&ds, &scaler).unwrap();
+            let mut p = DaeParams::upload(&cpu, &Dae::init(&cfg, 1)).unwrap();
+            let mut ws = DaeWorkspace::new(&cpu, &cfg, 16).unwrap();
+            let mut opt = DaeOptState::new(&cpu, &cfg, &optimizer).unwrap();
+            let mut losses = vec![0f32; 16];
+            let rows: Vec<u32> = (0..64).collect();
+            let mut count = 0;
+            for t in 1..=8u64 {
+                let chunk = &rows[((t as usize - 1) % 4) * 16..][..if t == 4 { 9 } else { 16 }];
+                let key = NoiseKey { seed: 1, stream: 16, epoch: 1, row0: 0 };
+                let step = StepSpec { optimizer, lr: 0.01, t };
+                if t > 1 {
+                    counting::COUNT.store(0, Ordering::SeqCst);
+                    counting::ON.store(true, Ordering::SeqCst);
+                }
+                train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, &mut losses);
+                counting::ON.store(false, Ordering::SeqCst);
+                if t > 1 {
+                    count += counting::COUNT.load(Ordering::SeqCst);
+                }
+            }
+            count
+        });
+        assert_eq!(counted, 0, "{optimizer:?}: the training step allocated {counted} times");
+    }
+}
+
+#[test]
+fn early_stopping_keeps_the_best_weights() {
+    let ds = prototypes(400, 40, 3);
+    let (train_rows, val_rows) = dae::train::holdout(ds.rows, 0.25, 7).unwrap();
+    assert_eq!(val_rows.len(), 100);
+    let cfg = DaeConfig::new(40, 30);
+    // A rate high enough that the validation loss stops improving within the run.
+    let tc = TrainConfig { epochs: 40, batch: 10, lr: 3.0, patience: Some(3), val_fraction: Some(0.25), ..Default::default() };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let scaler = Scaler::identity(40);
+    let train = Split { data: &ds, rows: train_rows };
+    let val = Split { data: &ds, rows: val_rows };
+    let t = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &train, Some(&val), &tc, stream::TRAIN_NOISE, &mut Silent).unwrap();
+    let best = t.best_epoch.expect("patience keeps a best epoch");
+    let losses: Vec<f64> = t.history.iter().map(|r| r.val_loss.unwrap()).collect();
+    let argmin = losses.iter().enumerate().fold(0, |b, (i, &l)| if l < losses[b] { i } else { b }) + 1;
+    assert_eq!(best, argmin, "the kept epoch has the lowest validation loss: {losses:?}");
+    assert!(t.stopped_early, "the run should stop early: {losses:?}");
+    assert_eq!(t.history.len(), best + 3, "stops `patience` epochs after the best");
+    // The returned weights are that epoch's: their validation loss is the one recorded.
+    let again = validation_loss(&cpu, &t.model, &scaler, &val, tc.seed, tc.batch).unwrap();
+    assert_eq!(again, losses[best - 1]);
+}
+
+#[test]
+fn training_learns_the_structure() {
+    let ds = prototypes(600, 50, 4);
+    let cfg = DaeConfig::new(50, 20);
+    let cpu = Cpu::new(None).unwrap();
+    for optimizer in [Optimizer::sgd(), Optimizer::adam(), Optimizer::adamw()] {
+        let lr = if optimizer == Optimizer::sgd() { 0.1 } else { 0.01 };
+        let tc = TrainConfig { epochs: 8, batch: 20, optimizer, lr, lr_decay: 0.9, ..Default::default() };
+        let t = train(&cpu, &ds, &cfg, &tc);
+        let (first, last) = (t.history[0].train_loss, t.history.last().unwrap().train_loss);
+        assert!(last < 0.75 * first, "{optimizer:?}: loss {first} → {last}");
+        assert!((t.history[1].lr - lr * 0.9).abs() < 1e-7, "lr decays per epoch");
+    }
+}
