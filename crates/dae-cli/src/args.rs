@@ -34,6 +34,14 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Train on embedded Fashion-MNIST images and write filters and reconstructions as PNG.
     Demo(DemoArgs),
+    /// Pretrain a stack of denoising autoencoders greedily, layer by layer.
+    Pretrain(PretrainArgs),
+    /// Fine-tune a pretrained stack (or a fresh network) with labels: a classifier.
+    Finetune(FinetuneArgs),
+    /// Write a classifier's predicted classes (or probabilities) for every row.
+    Predict(PredictArgs),
+    /// Accuracy, per-class precision and recall, and the confusion matrix of a classifier.
+    Evaluate(EvaluateArgs),
 }
 
 /// Options of every command that computes.
@@ -46,6 +54,34 @@ pub struct RunOpts {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// The optimiser and its constants (the learning rate is each command's own option).
+#[derive(Args, Debug, Clone)]
+pub struct OptimOpts {
+    #[arg(long, value_enum, default_value_t = OptimizerName::Sgd)]
+    pub optimizer: OptimizerName,
+    /// Multiply the learning rate by this after every epoch.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR", allow_negative_numbers = true)]
+    pub lr_decay: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub momentum: f32,
+    /// Nesterov momentum (SGD; needs --momentum).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// L2 penalty (sgd, adam) or decoupled decay (adamw; default 0.01 there, else 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f32>,
+    /// Adam's β₁.
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    pub beta1: f32,
+    /// Adam's β₂.
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
+    pub beta2: f32,
+    /// Adam's ε.
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
+    pub eps: f32,
 }
 
 /// Options for reading data files.
@@ -97,32 +133,11 @@ pub struct TrainArgs {
     /// Rows per minibatch.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerName::Sgd)]
-    pub optimizer: OptimizerName,
     /// Learning rate (default 0.1 for sgd, 0.001 for adam and adamw).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    /// Multiply the learning rate by this after every epoch.
-    #[arg(long, default_value_t = 1.0, value_name = "FACTOR", allow_negative_numbers = true)]
-    pub lr_decay: f32,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub momentum: f32,
-    /// Nesterov momentum (SGD; needs --momentum).
-    #[arg(long)]
-    pub nesterov: bool,
-    /// L2 penalty (sgd, adam) or decoupled decay (adamw; default 0.01 there, else 0).
-    #[arg(long, allow_negative_numbers = true)]
-    pub weight_decay: Option<f32>,
-    /// Adam's β₁.
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub beta1: f32,
-    /// Adam's β₂.
-    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
-    pub beta2: f32,
-    /// Adam's ε.
-    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
-    pub eps: f32,
+    #[command(flatten)]
+    pub optim: OptimOpts,
     /// Seed of initialisation, shuffling, noise and the validation split.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -146,11 +161,18 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {
+    /// An autoencoder, a stack or a classifier.
     pub model: PathBuf,
     pub data: PathBuf,
     /// Output file (.npy or .csv).
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
+    /// The (1-based) layer whose codes to write (default: the top one).
+    #[arg(long, value_name = "K", conflicts_with = "all_layers")]
+    pub layer: Option<usize>,
+    /// Write every layer's codes side by side (rows × total units).
+    #[arg(long)]
+    pub all_layers: bool,
     #[command(flatten)]
     pub data_opts: DataOpts,
     #[command(flatten)]
@@ -214,6 +236,165 @@ pub struct DemoArgs {
     /// Training epochs.
     #[arg(long, default_value_t = 15)]
     pub epochs: usize,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Training data: IDX, NPY or CSV.
+    pub data: PathBuf,
+    /// Where to write the stack (safetensors).
+    #[arg(short, long, value_name = "STACK")]
+    pub output: PathBuf,
+    /// Hidden units of each layer, bottom first.
+    #[arg(long, default_value = "1000,1000,1000", value_name = "K1,K2,…")]
+    pub layers: String,
+    /// Corruption of each layer: one process for all, or a list (masking:0.1,0.2,0.3 gives the
+    /// levels of layers 1, 2, 3). Default: masking at 0.1 for layer 1, 0.1 more per layer up
+    /// (at most 0.5).
+    #[arg(long, value_name = "PROCESS")]
+    pub noise: Option<String>,
+    /// Epochs per layer: one number for all, or a list.
+    #[arg(long, default_value = "15", value_name = "N[,N…]")]
+    pub epochs: String,
+    /// Learning rate per layer: one for all, or a list (default 0.05 for sgd, 0.001 for adam
+    /// and adamw).
+    #[arg(long, value_name = "R[,R…]")]
+    pub lr: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub optim: OptimOpts,
+    #[arg(long, default_value = "cross-entropy")]
+    pub loss: Loss,
+    #[arg(long, default_value = "sigmoid")]
+    pub encoder: Activation,
+    #[arg(long, default_value = "sigmoid")]
+    pub decoder: Activation,
+    #[arg(long)]
+    pub untied: bool,
+    #[arg(long, value_name = "ALPHA,BETA")]
+    pub emphasis: Option<Emphasis>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Validation data, encoded through the layers below; each layer reports its loss on it.
+    #[arg(long, value_name = "FILE", conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+    /// Hold out this fraction of DATA's rows for validation.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f32>,
+    /// Stop each layer after N epochs without a better validation loss, keeping its best weights.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    #[arg(long, default_value = "none", value_name = "none|minmax|standardize")]
+    pub scale: ScaleKind,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// STACK DATA (a stack from `dae pretrain` and the training data), or DATA alone with
+    /// --from-scratch.
+    #[arg(value_name = "STACK DATA", num_args = 1..=2, required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write the classifier (safetensors).
+    #[arg(short, long, value_name = "CLASSIFIER")]
+    pub output: PathBuf,
+    /// Labels: an IDX label file, an NPY array or a CSV file (one per row of DATA).
+    #[arg(long, value_name = "LABELS")]
+    pub labels: Option<PathBuf>,
+    /// The CSV column holding the labels (a header name or a 1-based number): of LABELS, or
+    /// without --labels of DATA itself, which is then not used as a feature.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// Train the same network from random initialisation instead of a stack.
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// With --from-scratch: hidden units of each layer.
+    #[arg(long, value_name = "K1,K2,…")]
+    pub layers: Option<String>,
+    /// With --from-scratch: the hidden units' activation.
+    #[arg(long, default_value = "sigmoid")]
+    pub activation: Activation,
+    /// Real-valued targets: a linear output with squared error instead of a softmax.
+    #[arg(long)]
+    pub regression: bool,
+    /// The number of classes (default: the largest label + 1).
+    #[arg(long, value_name = "N")]
+    pub classes: Option<usize>,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Learning rate (default 0.1 for sgd, 0.001 for adam and adamw).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f32>,
+    #[command(flatten)]
+    pub optim: OptimOpts,
+    /// Inverted dropout on every hidden layer while training.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub dropout: f32,
+    /// Inverted dropout on the inputs while training.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub input_dropout: f32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Validation data (with --val-labels, or its own --label-column).
+    #[arg(long, value_name = "FILE", conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+    /// Labels of the validation data.
+    #[arg(long, value_name = "LABELS", requires = "val")]
+    pub val_labels: Option<PathBuf>,
+    /// Hold out this fraction of the rows for validation.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f32>,
+    /// Stop after N epochs without a better validation loss, keeping the best weights.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    /// With --from-scratch: input scaling (a stack brings its own).
+    #[arg(long, default_value = "none", value_name = "none|minmax|standardize")]
+    pub scale: ScaleKind,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    pub classifier: PathBuf,
+    pub data: PathBuf,
+    /// Output file (.npy or .csv): one class per row (int64 in .npy).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Write the class probabilities instead (rows × classes).
+    #[arg(long)]
+    pub proba: bool,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    pub classifier: PathBuf,
+    pub data: PathBuf,
+    /// The true labels (default: the classifier's label column in DATA).
+    #[arg(long, value_name = "LABELS")]
+    pub labels: Option<PathBuf>,
+    /// The CSV column of LABELS holding the labels.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
 }

@@ -18,6 +18,10 @@ fn main() {
         Command::Score(a) => commands::apply::score(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Pretrain(a) => commands::pretrain::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
+        Command::Predict(a) => commands::predict::predict(a),
+        Command::Evaluate(a) => commands::predict::run_evaluate(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

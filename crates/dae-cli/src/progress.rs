@@ -52,6 +52,11 @@ pub fn clock(seconds: f64) -> String {
 }
 
 impl Observer for Progress {
+    fn begin(&mut self, stage: &str) {
+        self.clear();
+        self.label = stage.to_string();
+    }
+
     fn batch(&mut self, p: &BatchProgress) {
         if !self.live {
             return;
@@ -94,11 +99,14 @@ impl Observer for Progress {
             .val_loss
             .map(|v| format!("  val {v:.4}"))
             .unwrap_or_default();
+        let acc = |name: &str, a: Option<f64>| a.map(|a| format!("  {name} {:.2} %", 100.0 * a)).unwrap_or_default();
         eprintln!(
-            "{}epoch {:>3}  train {:.4}{val}  {:.1} s",
+            "{}epoch {:>3}  train {:.4}{}{val}{}  {:.1} s",
             self.prefix(),
             r.epoch,
             r.train_loss,
+            acc("acc", r.train_accuracy),
+            acc("val acc", r.val_accuracy),
             r.seconds
         );
     }

@@ -88,6 +88,20 @@ pub fn corrupt_row(
     }
 }
 
+/// Inverted-dropout mask of one row: 1/(1−`p`) where the unit is kept, 0 where it is dropped
+/// (uniform u < p, one word per element as for masking noise).
+#[inline]
+pub fn dropout_mask_row(p: f32, key: &NoiseKey, row: u32, mask: &mut [f32]) {
+    let k = seed_key(key.seed);
+    let keep = 1.0 / (1.0 - p);
+    for (blk, ms) in mask.chunks_mut(4).enumerate() {
+        let bits = philox4x32(k, [blk as u32, row, key.epoch, key.stream]);
+        for (t, m) in ms.iter_mut().enumerate() {
+            *m = if unit_f32(bits[t]) < p { 0.0 } else { keep };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Statistical tests of the samplers: each statistic over at least 10^5 draws must lie
@@ -197,6 +211,23 @@ mod tests {
         within_4se(salt / hits, 0.5, (0.25 / hits).sqrt(), "salt among hits");
         let untouched = out.iter().filter(|&&v| v == 0.5).count() as f64;
         assert_eq!(untouched + hits, n);
+    }
+
+    #[test]
+    fn dropout_keeps_the_stated_fraction_scaled() {
+        let p = 0.5f32;
+        let key = NoiseKey { seed: 9, stream: 0x3000, epoch: 1, row0: 0 };
+        let mut m = vec![0f32; ROWS * COLS];
+        for (r, row) in m.chunks_mut(COLS).enumerate() {
+            dropout_mask_row(p, &key, r as u32, row);
+        }
+        let n = m.len() as f64;
+        let kept = m.iter().filter(|&&v| v == 2.0).count() as f64;
+        assert_eq!(kept + m.iter().filter(|&&v| v == 0.0).count() as f64, n);
+        within_4se(kept / n, 0.5, (0.25 / n).sqrt(), "fraction kept");
+        // Inverted dropout preserves the expectation: the mean mask is 1.
+        let mean = m.iter().map(|&v| v as f64).sum::<f64>() / n;
+        within_4se(mean, 1.0, (1.0 / n).sqrt(), "mean mask");
     }
 
     #[test]

@@ -113,6 +113,43 @@ pub fn loss_grad_row(
     total as f32
 }
 
+/// One row of softmax cross-entropy: `z` holds logits without the bias `bias`, `label` the
+/// class. Returns (−log p(label), whether the first arg-max is the label) and overwrites `z`
+/// with `grad_scale`·(p − onehot) (`Grad`), with p (`Elements`), or not at all (`Rows`).
+#[inline]
+pub fn softmax_xent_row(z: &mut [f32], bias: &[f32], label: usize, output: LossOutput, grad_scale: f32) -> (f32, bool) {
+    let mut max = f32::NEG_INFINITY;
+    let mut arg = 0;
+    for (j, (v, &b)) in z.iter_mut().zip(bias).enumerate() {
+        *v += b;
+        if *v > max {
+            max = *v;
+            arg = j;
+        }
+    }
+    let mut sum = 0f64;
+    for &v in z.iter() {
+        sum += ((v - max) as f64).exp();
+    }
+    let lse = max as f64 + sum.ln();
+    let loss = (lse - z[label] as f64) as f32;
+    match output {
+        LossOutput::Grad => {
+            for (j, v) in z.iter_mut().enumerate() {
+                let p = ((*v as f64) - lse).exp() as f32;
+                *v = grad_scale * (p - (j == label) as u8 as f32);
+            }
+        }
+        LossOutput::Elements => {
+            for v in z.iter_mut() {
+                *v = ((*v as f64) - lse).exp() as f32;
+            }
+        }
+        LossOutput::Rows => {}
+    }
+    (loss, arg == label)
+}
+
 /// `out`[jj] = Σ_r `x`[r, col0 + jj] for the columns `col0..col0 + out.len()` of a
 /// `rows` × `cols` matrix, summed in row order.
 #[inline]

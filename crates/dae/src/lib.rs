@@ -69,8 +69,11 @@ pub mod error;
 pub mod infer;
 pub mod kernels;
 pub mod memory;
+pub mod metrics;
 pub mod model_file;
+pub mod network;
 pub mod rng;
+pub mod stack;
 pub mod train;
 
 pub use backend::{cpu::Cpu, Backend};
@@ -78,5 +81,5 @@ pub use config::{Activation, Corruption, DaeConfig, Emphasis, Loss, Optimizer, S
 pub use dae::Dae;
 pub use data::{read_data, Dataset, ReadOptions, Scaler};
 pub use error::{Error, Result};
-pub use model_file::{DataInfo, SavedDae};
+pub use model_file::{AnyModel, DataInfo, SavedDae, SavedNetwork, SavedStack};
 pub use train::{train_dae, EpochRecord, Observer, Silent, Split, Trained};

@@ -17,6 +17,8 @@ use crate::config::{DaeConfig, TrainConfig};
 use crate::dae::Dae;
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
+use crate::network::{Network, NetworkConfig, Task};
+use crate::stack::Stack;
 use crate::train::EpochRecord;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::de::DeserializeOwned;
@@ -271,5 +273,206 @@ impl SavedDae {
             best_epoch: f.meta("best_epoch")?,
             data: f.meta("data")?,
         })
+    }
+}
+
+/// A pretrained stack of autoencoders.
+#[derive(Clone, Debug)]
+pub struct SavedStack {
+    pub stack: Stack,
+    pub scaler: Scaler,
+    /// Each layer's training configuration.
+    pub train: Vec<TrainConfig>,
+    pub histories: Vec<Vec<EpochRecord>>,
+    pub best_epochs: Vec<Option<usize>>,
+    pub data: DataInfo,
+}
+
+fn layer_tensors<'a>(prefix: &str, dae: &'a Dae, out: &mut Vec<TensorOut<'a>>) {
+    let (d, k) = (dae.config.inputs, dae.config.hidden);
+    out.push(TensorOut { name: format!("{prefix}W"), shape: vec![d, k], data: &dae.w });
+    out.push(TensorOut { name: format!("{prefix}b"), shape: vec![k], data: &dae.b });
+    out.push(TensorOut { name: format!("{prefix}c"), shape: vec![d], data: &dae.c });
+    if let Some(v) = &dae.v {
+        out.push(TensorOut { name: format!("{prefix}V"), shape: vec![k, d], data: v });
+    }
+}
+
+fn read_layer(f: &mut ModelFile, prefix: &str, config: DaeConfig) -> Result<Dae> {
+    config
+        .validate()
+        .map_err(|e| Error::input_at(&f.path, "metadata 'layers'", e.to_string()))?;
+    let (d, k) = (config.inputs, config.hidden);
+    let w = f.take_tensor(&format!("{prefix}W"), &[d, k])?;
+    let b = f.take_tensor(&format!("{prefix}b"), &[k])?;
+    let c = f.take_tensor(&format!("{prefix}c"), &[d])?;
+    let v = if config.tied { None } else { Some(f.take_tensor(&format!("{prefix}V"), &[k, d])?) };
+    Ok(Dae { config, w, b, c, v })
+}
+
+impl SavedStack {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = Vec::new();
+        let prefixes: Vec<String> = (0..self.stack.layers.len()).map(|i| format!("layers.{i}.")).collect();
+        for (p, l) in prefixes.iter().zip(&self.stack.layers) {
+            layer_tensors(p, l, &mut tensors);
+        }
+        let configs: Vec<&DaeConfig> = self.stack.layers.iter().map(|l| &l.config).collect();
+        let mut meta = common_metadata("stack", &self.scaler, &self.data);
+        meta.insert("layers".into(), json(&configs));
+        meta.insert("train".into(), json(&self.train));
+        meta.insert("history".into(), json(&self.histories));
+        meta.insert("best_epoch".into(), json(&self.best_epochs));
+        write_model_file(path, &tensors, meta)
+    }
+
+    /// Reads a stack model file.
+    pub fn load(path: &Path) -> Result<SavedStack> {
+        let mut f = ModelFile::read(path)?;
+        f.expect_kind("stack", "this command needs a stack from `dae pretrain`")?;
+        SavedStack::from_file(&mut f)
+    }
+
+    pub fn from_file(f: &mut ModelFile) -> Result<SavedStack> {
+        let configs: Vec<DaeConfig> = f.meta("layers")?;
+        let layers = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| read_layer(f, &format!("layers.{i}."), c))
+            .collect::<Result<Vec<_>>>()?;
+        let stack = Stack { layers };
+        stack
+            .validate()
+            .map_err(|e| Error::input_at(&f.path, "metadata 'layers'", e.to_string()))?;
+        Ok(SavedStack {
+            stack,
+            scaler: f.meta("scaling")?,
+            train: f.meta("train")?,
+            histories: f.meta("history")?,
+            best_epochs: f.meta("best_epoch")?,
+            data: f.meta("data")?,
+        })
+    }
+}
+
+/// A fine-tuned network: a classifier, or a regressor with `--regression`.
+#[derive(Clone, Debug)]
+pub struct SavedNetwork {
+    pub network: Network,
+    pub scaler: Scaler,
+    pub train: TrainConfig,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub data: DataInfo,
+    /// Where the hidden layers came from: "pretrained: FILE" or "random".
+    pub init: String,
+    /// The CSV column of the data that held the labels, dropped from the features.
+    pub label_column: Option<String>,
+}
+
+impl SavedNetwork {
+    /// The model kind written to the file: "classifier" or "regressor".
+    pub fn kind(&self) -> &'static str {
+        match self.network.config.task {
+            Task::Classification { .. } => "classifier",
+            Task::Regression { .. } => "regressor",
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let cfg = &self.network.config;
+        let layers = cfg.hidden_layers();
+        let mut tensors = Vec::new();
+        for l in 0..=layers {
+            let (fin, fout) = cfg.layer_shape(l);
+            let prefix = if l == layers { "output.".to_string() } else { format!("layers.{l}.") };
+            tensors.push(TensorOut { name: format!("{prefix}W"), shape: vec![fin, fout], data: &self.network.weights[l] });
+            tensors.push(TensorOut { name: format!("{prefix}b"), shape: vec![fout], data: &self.network.biases[l] });
+        }
+        let mut meta = common_metadata(self.kind(), &self.scaler, &self.data);
+        meta.insert("network".into(), json(cfg));
+        meta.insert("train".into(), json(&self.train));
+        meta.insert("history".into(), json(&self.history));
+        meta.insert("best_epoch".into(), json(&self.best_epoch));
+        meta.insert("init".into(), self.init.clone());
+        meta.insert("label_column".into(), json(&self.label_column));
+        write_model_file(path, &tensors, meta)
+    }
+
+    /// Reads a classifier or regressor.
+    pub fn load(path: &Path) -> Result<SavedNetwork> {
+        let mut f = ModelFile::read(path)?;
+        if f.kind != "classifier" && f.kind != "regressor" {
+            return Err(Error::input(
+                path,
+                format!("this is a {} model, but this command needs a classifier from `dae finetune`", f.kind),
+            ));
+        }
+        SavedNetwork::from_file(&mut f)
+    }
+
+    pub fn from_file(f: &mut ModelFile) -> Result<SavedNetwork> {
+        let config: NetworkConfig = f.meta("network")?;
+        config
+            .validate()
+            .map_err(|e| Error::input_at(&f.path, "metadata 'network'", e.to_string()))?;
+        let layers = config.hidden_layers();
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for l in 0..=layers {
+            let (fin, fout) = config.layer_shape(l);
+            let prefix = if l == layers { "output.".to_string() } else { format!("layers.{l}.") };
+            weights.push(f.take_tensor(&format!("{prefix}W"), &[fin, fout])?);
+            biases.push(f.take_tensor(&format!("{prefix}b"), &[fout])?);
+        }
+        Ok(SavedNetwork {
+            network: Network { config, weights, biases },
+            scaler: f.meta("scaling")?,
+            train: f.meta("train")?,
+            history: f.meta("history")?,
+            best_epoch: f.meta("best_epoch")?,
+            data: f.meta("data")?,
+            init: f.metadata.get("init").cloned().unwrap_or_default(),
+            label_column: f.meta("label_column")?,
+        })
+    }
+}
+
+/// Any model file this crate writes.
+#[derive(Clone, Debug)]
+pub enum AnyModel {
+    Autoencoder(SavedDae),
+    Stack(SavedStack),
+    Network(SavedNetwork),
+}
+
+impl AnyModel {
+    /// Reads a model of any kind.
+    pub fn load(path: &Path) -> Result<AnyModel> {
+        let mut f = ModelFile::read(path)?;
+        match f.kind.as_str() {
+            "autoencoder" => Ok(AnyModel::Autoencoder(SavedDae::from_file(&mut f)?)),
+            "stack" => Ok(AnyModel::Stack(SavedStack::from_file(&mut f)?)),
+            "classifier" | "regressor" => Ok(AnyModel::Network(SavedNetwork::from_file(&mut f)?)),
+            other => Err(Error::input_at(path, "metadata 'kind'", format!("unknown model kind '{other}'"))),
+        }
+    }
+
+    /// The fitted scaling.
+    pub fn scaler(&self) -> &Scaler {
+        match self {
+            AnyModel::Autoencoder(m) => &m.scaler,
+            AnyModel::Stack(m) => &m.scaler,
+            AnyModel::Network(m) => &m.scaler,
+        }
+    }
+
+    /// What the model was trained on.
+    pub fn data(&self) -> &DataInfo {
+        match self {
+            AnyModel::Autoencoder(m) => &m.data,
+            AnyModel::Stack(m) => &m.data,
+            AnyModel::Network(m) => &m.data,
+        }
     }
 }

@@ -29,6 +29,13 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// The learning rate used in this epoch.
     pub lr: f32,
+    /// Fine-tuning a classifier: the fraction of training rows classified right during the
+    /// epoch (with dropout, as trained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
+    /// Fine-tuning a classifier: accuracy on the validation rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// Where training is within an epoch.
@@ -49,6 +56,8 @@ pub struct BatchProgress {
 
 /// Receives progress while training runs (a progress bar, a log).
 pub trait Observer: Send {
+    /// A new stage of a longer run begins ("layer 2/3").
+    fn begin(&mut self, _stage: &str) {}
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _record: &EpochRecord) {}
 }
@@ -206,6 +215,8 @@ fn train_loop<B: Backend>(
             val_loss,
             seconds: start.elapsed().as_secs_f64(),
             lr,
+            train_accuracy: None,
+            val_accuracy: None,
         };
         obs.epoch(&record);
         history.push(record);

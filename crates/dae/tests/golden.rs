@@ -144,3 +144,66 @@ fn golden_optimizer_steps() {
         }
     }
 }
+
+#[test]
+fn golden_mlp_forward_loss_and_gradients() {
+    use dae::backend::LossOutput;
+    use dae::network::{backward, forward, loss, Dropout, NetParams, NetWorkspace, Network, NetworkConfig, Task};
+    let cases = golden_cases("mlp.json");
+    for c in &cases {
+        let sizes: Vec<usize> = c["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let n = c["n"].as_u64().unwrap() as usize;
+        let p = c["dropout"].as_f64().unwrap() as f32;
+        let act: Activation = c["activation"].as_str().unwrap().parse().unwrap();
+        let classes = *sizes.last().unwrap();
+        let config = NetworkConfig {
+            sizes: sizes[..sizes.len() - 1].to_vec(),
+            activation: act,
+            task: Task::Classification { classes },
+            dropout: p,
+            input_dropout: 0.0,
+        };
+        let net = Network {
+            config: config.clone(),
+            weights: c["weights"].as_array().unwrap().iter().map(flat).collect(),
+            biases: c["biases"].as_array().unwrap().iter().map(flat).collect(),
+        };
+        for threads in [1, 2] {
+            let label = format!("mlp case seed {} ({act}, dropout {p}, {threads} threads)", c["seed"]);
+            let cpu = Cpu::new(Some(threads)).unwrap();
+            let params = NetParams::upload(&cpu, &net).unwrap();
+            let mut ws = NetWorkspace::new(&cpu, &config, n).unwrap();
+            cpu.upload(&mut ws.act.x, &flat(&c["x"]));
+            let labels: Vec<f32> = c["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as f32).collect();
+            cpu.upload(&mut ws.targets, &labels);
+            let dropout = if p > 0.0 {
+                // The golden masks are keep indicators; inverted dropout scales kept units.
+                for (l, m) in c["dropout_keep_masks"].as_array().unwrap().iter().enumerate() {
+                    let scaled: Vec<f32> = flat(m).iter().map(|&k| k / (1.0 - p)).collect();
+                    cpu.upload(ws.act.masks[l + 1].as_mut().unwrap(), &scaled);
+                }
+                Dropout::Given
+            } else {
+                Dropout::Off
+            };
+            cpu.install(|| {
+                forward(&cpu, &config, &params, &mut ws, n, dropout);
+                let bias = net.biases.last().unwrap();
+                let logits: Vec<f32> = ws.logits[..n * classes].iter().enumerate().map(|(i, &v)| v + bias[i % classes]).collect();
+                assert_close(&format!("{label} logits"), &logits, &flat(&c["logits"]), REL, ABS);
+                loss(&cpu, &config, &params, &mut ws, n, LossOutput::Grad);
+                backward(&cpu, &config, &params, &mut ws, n, p > 0.0);
+            });
+            let l = ws.row_loss[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let want = c["loss_value"].as_f64().unwrap();
+            assert!((l - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{label} loss: got {l}, want {want}");
+            for (i, g) in c["grad_weights"].as_array().unwrap().iter().enumerate() {
+                assert_close(&format!("{label} grad_weights[{i}]"), &ws.grads.w[i], &flat(g), REL, ABS);
+            }
+            for (i, g) in c["grad_biases"].as_array().unwrap().iter().enumerate() {
+                assert_close(&format!("{label} grad_biases[{i}]"), &ws.grads.b[i], &flat(g), REL, ABS);
+            }
+        }
+    }
+    assert!(cases.len() >= 3);
+}

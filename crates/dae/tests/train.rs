@@ -73,28 +73,44 @@ fn gemm_matches_the_reference_product() {
     }
 }
 
+/// Counts the allocations made by the current thread while switched on: other tests run in
+/// parallel in this process and must not be counted.
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::cell::Cell;
 
-    pub static ON: AtomicBool = AtomicBool::new(false);
-    pub static COUNT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn start() {
+        COUNT.with(|c| c.set(0));
+        ON.with(|o| o.set(true));
+    }
+
+    pub fn stop() -> usize {
+        ON.with(|o| o.set(false));
+        COUNT.with(|c| c.get())
+    }
+
+    fn note() {
+        if ON.with(|o| o.get()) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+    }
 
     pub struct Counting;
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            if ON.load(Ordering::Relaxed) {
-                COUNT.fetch_add(1, Ordering::Relaxed);
-            }
+            note();
             unsafe { System.alloc(l) }
         }
         unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
             unsafe { System.dealloc(p, l) }
         }
         unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-            if ON.load(Ordering::Relaxed) {
-                COUNT.fetch_add(1, Ordering::Relaxed);
-            }
+            note();
             unsafe { System.realloc(p, l, n) }
         }
     }
@@ -105,7 +121,6 @@ static ALLOC: counting::Counting = counting::Counting;
 
 #[test]
 fn the_training_step_allocates_nothing() {
-    use std::sync::atomic::Ordering;
     // The reference product: the `gemm` crate allocates packing scratch of its own.
     let cpu = Cpu::reference(Some(1)).unwrap();
     let ds = prototypes(64, 30, 2);
@@ -131,14 +146,12 @@ fn the_training_step_allocates_nothing() {
                 let chunk = &rows[((t as usize - 1) % 4) * 16..][..if t == 4 { 9 } else { 16 }];
                 let key = NoiseKey { seed: 1, stream: 16, epoch: 1, row0: 0 };
                 let step = StepSpec { optimizer, lr: 0.01, t };
-                if t > 1 {
-                    counting::COUNT.store(0, Ordering::SeqCst);
-                    counting::ON.store(true, Ordering::SeqCst);
-                }
+                // The one-thread pool runs everything on this thread.
+                counting::start();
                 train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, &mut losses);
-                counting::ON.store(false, Ordering::SeqCst);
+                let n = counting::stop();
                 if t > 1 {
-                    count += counting::COUNT.load(Ordering::SeqCst);
+                    count += n;
                 }
             }
             count

@@ -4,7 +4,8 @@ use super::{check_output, read_options};
 use crate::args::{DataOpts, EncodeArgs, ReconstructArgs, RunOpts, ScoreArgs};
 use dae::data::{write_matrix, write_vector, OutputFormat};
 use dae::infer::{encode_all, reconstruct_all, score_all, EvalNoise};
-use dae::{read_data, Cpu, Dataset, Result, SavedDae};
+use dae::network::hidden_all;
+use dae::{read_data, AnyModel, Cpu, Dataset, Error, Result, SavedDae};
 use std::path::Path;
 
 /// Loads the model and the data, checking that they fit together and that the output is
@@ -33,12 +34,60 @@ fn done(run: &RunOpts, output: &Path, rows: usize, cols: usize) {
     }
 }
 
+/// Lays the blocks (rows × widths[i] each) side by side: rows × Σ widths.
+fn concatenate(blocks: &[Vec<f32>], widths: &[usize], rows: usize) -> Vec<f32> {
+    let total: usize = widths.iter().sum();
+    let mut out = Vec::with_capacity(rows * total);
+    for r in 0..rows {
+        for (b, &w) in blocks.iter().zip(widths) {
+            out.extend_from_slice(&b[r * w..(r + 1) * w]);
+        }
+    }
+    out
+}
+
 pub fn encode(a: EncodeArgs) -> Result<()> {
-    let (saved, ds, cpu) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run)?;
-    let k = saved.model.config.hidden;
-    let codes = encode_all(&cpu, &saved.model, &ds, &saved.scaler)?;
-    write_matrix(&a.output, ds.rows, k, &codes)?;
-    done(&a.run, &a.output, ds.rows, k);
+    OutputFormat::from_path(&a.output)?;
+    check_output(&a.output, "--output")?;
+    let model = AnyModel::load(&a.model)?;
+    let mut ds = read_data(&a.data, &read_options(&a.data_opts))?;
+    let cpu = Cpu::new(a.run.threads)?;
+    // Every model is a stack of encoders: its hidden sizes, and a way to compute layer codes.
+    let sizes: Vec<usize> = match &model {
+        AnyModel::Autoencoder(m) => vec![m.model.config.inputs, m.model.config.hidden],
+        AnyModel::Stack(m) => m.stack.sizes(),
+        AnyModel::Network(m) => m.network.config.sizes.clone(),
+    };
+    if let AnyModel::Network(m) = &model {
+        if let (Some(col), Some(names)) = (&m.label_column, &ds.column_names) {
+            if names.contains(col) {
+                ds = dae::data::take_column(&ds, col)?.1;
+            }
+        }
+    }
+    ds.check_width(sizes[0], &format!("the model {}", a.model.display()))?;
+    let depth = sizes.len() - 1;
+    let layer = a.layer.unwrap_or(depth);
+    if layer == 0 || layer > depth {
+        return Err(Error::usage("--layer", format!("{layer} is not a layer of this model: it has layers 1 to {depth}")));
+    }
+    let upto = if a.all_layers { depth } else { layer };
+    let scaler = model.scaler();
+    let blocks: Vec<Vec<f32>> = match &model {
+        AnyModel::Autoencoder(m) => vec![encode_all(&cpu, &m.model, &ds, scaler)?],
+        AnyModel::Stack(m) => m.stack.encode_layers(&cpu, &ds, scaler, upto)?,
+        AnyModel::Network(m) => (0..upto)
+            .map(|l| hidden_all(&cpu, &m.network, &ds, scaler, l))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let (codes, width) = if a.all_layers {
+        let widths = &sizes[1..];
+        (concatenate(&blocks, widths, ds.rows), widths.iter().sum())
+    } else {
+        (blocks.into_iter().last().expect("at least one layer"), sizes[layer])
+    };
+    write_matrix(&a.output, ds.rows, width, &codes)?;
+    done(&a.run, &a.output, ds.rows, width);
     Ok(())
 }
 

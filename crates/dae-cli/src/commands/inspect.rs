@@ -1,46 +1,151 @@
 //! `dae inspect`: what a model file holds.
 
 use crate::args::InspectArgs;
-use dae::{Result, SavedDae};
-use serde_json::json;
+use dae::model_file::DataInfo;
+use dae::network::Task;
+use dae::train::EpochRecord;
+use dae::{AnyModel, DaeConfig, Result, Scaler, TrainConfig};
+use dae::network::NetworkConfig;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct AutoencoderJson<'a> {
+    file: &'a str,
+    kind: &'a str,
+    parameters: usize,
+    config: &'a DaeConfig,
+    train: &'a TrainConfig,
+    scaling: &'a Scaler,
+    data: &'a DataInfo,
+    best_epoch: Option<usize>,
+    history: &'a [EpochRecord],
+}
+
+#[derive(Serialize)]
+struct StackJson<'a> {
+    file: &'a str,
+    kind: &'a str,
+    sizes: Vec<usize>,
+    parameters: usize,
+    layers: Vec<&'a DaeConfig>,
+    train: &'a [TrainConfig],
+    scaling: &'a Scaler,
+    data: &'a DataInfo,
+    best_epoch: &'a [Option<usize>],
+    history: &'a [Vec<EpochRecord>],
+}
+
+#[derive(Serialize)]
+struct NetworkJson<'a> {
+    file: &'a str,
+    kind: &'a str,
+    parameters: usize,
+    network: &'a NetworkConfig,
+    init: &'a str,
+    label_column: &'a Option<String>,
+    train: &'a TrainConfig,
+    scaling: &'a Scaler,
+    data: &'a DataInfo,
+    best_epoch: Option<usize>,
+    history: &'a [EpochRecord],
+}
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let saved = SavedDae::load(&a.model)?;
-    let cfg = &saved.model.config;
+    let model = AnyModel::load(&a.model)?;
+    let file = a.model.display().to_string();
     if a.json {
-        let v = json!({
-            "file": a.model.display().to_string(),
-            "kind": "autoencoder",
-            "parameters": saved.model.num_params(),
-            "config": cfg,
-            "train": saved.train,
-            "scaling": saved.scaler,
-            "data": saved.data,
-            "best_epoch": saved.best_epoch,
-            "history": saved.history,
-        });
-        println!("{v}");
+        // Serialised straight from the model's types (not through serde_json::Value) so that
+        // f32 settings print as written (0.05, not 0.05000000074505806).
+        let text = match &model {
+            AnyModel::Autoencoder(m) => serde_json::to_string(&AutoencoderJson {
+                file: &file, kind: "autoencoder", parameters: m.model.num_params(),
+                config: &m.model.config, train: &m.train, scaling: &m.scaler, data: &m.data,
+                best_epoch: m.best_epoch, history: &m.history,
+            }),
+            AnyModel::Stack(m) => serde_json::to_string(&StackJson {
+                file: &file, kind: "stack", sizes: m.stack.sizes(),
+                parameters: m.stack.layers.iter().map(|l| l.num_params()).sum(),
+                layers: m.stack.layers.iter().map(|l| &l.config).collect(),
+                train: &m.train, scaling: &m.scaler, data: &m.data,
+                best_epoch: &m.best_epochs, history: &m.histories,
+            }),
+            AnyModel::Network(m) => serde_json::to_string(&NetworkJson {
+                file: &file, kind: m.kind(), parameters: m.network.num_params(),
+                network: &m.network.config, init: &m.init, label_column: &m.label_column,
+                train: &m.train, scaling: &m.scaler, data: &m.data,
+                best_epoch: m.best_epoch, history: &m.history,
+            }),
+        };
+        println!("{}", text.expect("model metadata serialises to JSON"));
         return Ok(());
     }
-    println!("{}: denoising autoencoder", a.model.display());
+    match &model {
+        AnyModel::Autoencoder(m) => {
+            println!("{file}: denoising autoencoder");
+            print_dae("  ", &m.model.config, m.model.num_params());
+            print_train("  ", &m.train);
+            print_common(&m.scaler, &m.data);
+            print_history("  ", &m.history, m.best_epoch);
+        }
+        AnyModel::Stack(m) => {
+            let sizes: Vec<String> = m.stack.sizes().iter().map(|s| s.to_string()).collect();
+            println!("{file}: stack of {} denoising autoencoders, {}", m.stack.layers.len(), sizes.join("-"));
+            print_common(&m.scaler, &m.data);
+            for (i, l) in m.stack.layers.iter().enumerate() {
+                println!("  layer {}", i + 1);
+                print_dae("    ", &l.config, l.num_params());
+                print_train("    ", &m.train[i]);
+                print_history("    ", &m.histories[i], m.best_epochs[i]);
+            }
+        }
+        AnyModel::Network(m) => {
+            let cfg = &m.network.config;
+            let sizes: Vec<String> = cfg.sizes.iter().map(|s| s.to_string()).collect();
+            let task = match cfg.task {
+                Task::Classification { classes } => format!("classifier, {classes} classes"),
+                Task::Regression { outputs } => format!("regressor, {outputs} outputs"),
+            };
+            println!("{file}: {task}");
+            println!(
+                "  network       {}-{} ({} hidden units, {} parameters), from {}",
+                sizes.join("-"),
+                cfg.task.outputs(),
+                cfg.activation,
+                m.network.num_params(),
+                m.init
+            );
+            println!("  dropout       {} on hidden layers, {} on inputs", cfg.dropout, cfg.input_dropout);
+            if let Some(c) = &m.label_column {
+                println!("  labels        column '{c}' of the data");
+            }
+            print_train("  ", &m.train);
+            print_common(&m.scaler, &m.data);
+            print_history("  ", &m.history, m.best_epoch);
+        }
+    }
+    Ok(())
+}
+
+fn print_dae(ind: &str, cfg: &DaeConfig, params: usize) {
     println!(
-        "  architecture  {} → {} → {}  ({} encoder, {} decoder, {} weights, {} parameters)",
+        "{ind}architecture  {} → {} → {}  ({} encoder, {} decoder, {} weights, {params} parameters)",
         cfg.inputs,
         cfg.hidden,
         cfg.inputs,
         cfg.encoder,
         cfg.decoder,
         if cfg.tied { "tied" } else { "untied" },
-        saved.model.num_params()
     );
     let emphasis = cfg
         .emphasis
         .map(|e| format!(", emphasis {} on corrupted / {} on clean inputs", e.corrupted, e.clean))
         .unwrap_or_default();
-    println!("  objective     {} under noise {}{emphasis}", cfg.loss, cfg.noise);
-    let t = &saved.train;
+    println!("{ind}objective     {} under noise {}{emphasis}", cfg.loss, cfg.noise);
+}
+
+fn print_train(ind: &str, t: &TrainConfig) {
     println!(
-        "  training      {} epochs, batch {}, {} lr {}{}, seed {}",
+        "{ind}training      {} epochs, batch {}, {} lr {}{}, seed {}",
         t.epochs,
         t.batch,
         t.optimizer.name(),
@@ -48,22 +153,41 @@ pub fn run(a: InspectArgs) -> Result<()> {
         if t.lr_decay != 1.0 { format!(" × {} per epoch", t.lr_decay) } else { String::new() },
         t.seed
     );
-    println!("  scaling       {}", saved.scaler.kind);
-    let shape = saved
-        .data
-        .image_shape
-        .map(|(h, w)| format!(", images {h}×{w}"))
-        .unwrap_or_default();
-    println!(
-        "  data          {} ({} rows × {} columns{shape})",
-        saved.data.source, saved.data.rows, saved.data.cols
-    );
-    println!("  history");
-    println!("    epoch  train loss    val loss   seconds");
-    for r in &saved.history {
-        let val = r.val_loss.map(|v| format!("{v:>10.4}")).unwrap_or_else(|| format!("{:>10}", "-"));
-        let best = if saved.best_epoch == Some(r.epoch) { "  (kept)" } else { "" };
-        println!("    {:>5}  {:>10.4}  {val}  {:>8.2}{best}", r.epoch, r.train_loss, r.seconds);
+}
+
+fn print_common(scaler: &Scaler, data: &DataInfo) {
+    println!("  scaling       {}", scaler.kind);
+    let shape = data.image_shape.map(|(h, w)| format!(", images {h}×{w}")).unwrap_or_default();
+    println!("  data          {} ({} rows × {} columns{shape})", data.source, data.rows, data.cols);
+}
+
+fn print_history(ind: &str, history: &[EpochRecord], best: Option<usize>) {
+    let acc = history.iter().any(|r| r.val_accuracy.is_some() || r.train_accuracy.is_some());
+    println!("{ind}history");
+    if acc {
+        println!("{ind}  epoch  train loss   train acc    val loss     val acc   seconds");
+    } else {
+        println!("{ind}  epoch  train loss    val loss   seconds");
     }
-    Ok(())
+    let opt = |v: Option<f64>, pct: bool| match v {
+        Some(v) if pct => format!("{:>9.2} %", 100.0 * v),
+        Some(v) => format!("{v:>10.4}"),
+        None => format!("{:>10}", "-"),
+    };
+    for r in history {
+        let kept = if best == Some(r.epoch) { "  (kept)" } else { "" };
+        if acc {
+            println!(
+                "{ind}  {:>5}  {:>10.4}  {}  {}  {}  {:>8.2}{kept}",
+                r.epoch,
+                r.train_loss,
+                opt(r.train_accuracy, true),
+                opt(r.val_loss, false),
+                opt(r.val_accuracy, true),
+                r.seconds
+            );
+        } else {
+            println!("{ind}  {:>5}  {:>10.4}  {}  {:>8.2}{kept}", r.epoch, r.train_loss, opt(r.val_loss, false), r.seconds);
+        }
+    }
 }

@@ -2,12 +2,57 @@
 
 pub mod apply;
 pub mod demo;
+pub mod finetune;
 pub mod inspect;
+pub mod predict;
+pub mod pretrain;
 pub mod train;
 
 use crate::args::DataOpts;
-use dae::{Error, ReadOptions, Result};
+use dae::train::holdout;
+use dae::{read_data, Dataset, Error, ReadOptions, Result, Split};
 use std::path::Path;
+
+/// Validation rows: from a separate file, or held out of the training data.
+pub struct Validation {
+    /// A separate validation file.
+    pub external: Option<Dataset>,
+    /// Rows of the training data held out.
+    pub holdout: Option<Vec<u32>>,
+}
+
+impl Validation {
+    /// The validation split, over `train_data` for a holdout.
+    pub fn split<'a>(&'a self, train_data: &'a Dataset) -> Option<Split<'a>> {
+        match (&self.external, &self.holdout) {
+            (Some(v), _) => Some(Split::all(v)),
+            (None, Some(rows)) => Some(Split { data: train_data, rows: rows.clone() }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The training rows of `ds` and the validation data from `--val FILE` or `--val-fraction F`.
+pub fn validation_split(
+    ds: &Dataset,
+    val: Option<&Path>,
+    fraction: Option<f32>,
+    seed: u64,
+    opts: &ReadOptions,
+) -> Result<(Vec<u32>, Validation)> {
+    if let Some(p) = val {
+        let v = read_data(p, opts)?;
+        v.check_width(ds.cols, &format!("the training data {}", ds.source.display()))?;
+        return Ok(((0..ds.rows as u32).collect(), Validation { external: Some(v), holdout: None }));
+    }
+    match fraction {
+        Some(f) => {
+            let (t, v) = holdout(ds.rows, f, seed)?;
+            Ok((t, Validation { external: None, holdout: Some(v) }))
+        }
+        None => Ok(((0..ds.rows as u32).collect(), Validation { external: None, holdout: None })),
+    }
+}
 
 /// Reading options from the command line.
 pub fn read_options(o: &DataOpts) -> ReadOptions {

@@ -1,7 +1,7 @@
 //! `dae train`: fit a denoising autoencoder and save it.
 
 use super::{check_output, read_options};
-use crate::args::{OptimizerName, TrainArgs};
+use crate::args::{OptimOpts, OptimizerName, TrainArgs};
 use crate::progress::Progress;
 use dae::rng::stream;
 use dae::train::holdout;
@@ -10,8 +10,9 @@ use dae::{
     Scaler, Split, TrainConfig,
 };
 
-/// The optimiser and learning rate the options describe.
-pub fn optimizer(a: &TrainArgs) -> (Optimizer, f32) {
+/// The optimiser the options describe, and its default learning rate (`sgd_lr` for SGD, 0.001
+/// for Adam and AdamW).
+pub fn optimizer(a: &OptimOpts, sgd_lr: f32) -> (Optimizer, f32) {
     let wd = a.weight_decay;
     match a.optimizer {
         OptimizerName::Sgd => (
@@ -20,7 +21,7 @@ pub fn optimizer(a: &TrainArgs) -> (Optimizer, f32) {
                 nesterov: a.nesterov,
                 weight_decay: wd.unwrap_or(0.0),
             },
-            a.lr.unwrap_or(0.1),
+            sgd_lr,
         ),
         OptimizerName::Adam => (
             Optimizer::Adam {
@@ -29,7 +30,7 @@ pub fn optimizer(a: &TrainArgs) -> (Optimizer, f32) {
                 eps: a.eps,
                 weight_decay: wd.unwrap_or(0.0),
             },
-            a.lr.unwrap_or(1e-3),
+            1e-3,
         ),
         OptimizerName::Adamw => (
             Optimizer::AdamW {
@@ -38,19 +39,19 @@ pub fn optimizer(a: &TrainArgs) -> (Optimizer, f32) {
                 eps: a.eps,
                 weight_decay: wd.unwrap_or(0.01),
             },
-            a.lr.unwrap_or(1e-3),
+            1e-3,
         ),
     }
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let (opt, lr) = optimizer(&a);
+    let (opt, default_lr) = optimizer(&a.optim, 0.1);
     let tc = TrainConfig {
         epochs: a.epochs,
         batch: a.batch,
         optimizer: opt,
-        lr,
-        lr_decay: a.lr_decay,
+        lr: a.lr.unwrap_or(default_lr),
+        lr_decay: a.optim.lr_decay,
         seed: a.seed,
         patience: a.patience,
         val_fraction: a.val_fraction,

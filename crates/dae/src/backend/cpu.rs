@@ -5,9 +5,9 @@
 //! depend only on the shapes, and no reduction is split across threads, so results are bit-for-bit
 //! the same for a given thread count.
 
-use super::{Backend, LossSpec, OptState, StepSpec, Trans};
+use super::{Backend, LossOutput, LossSpec, OptState, StepSpec, Trans};
 use crate::config::{Activation, Corruption};
-use crate::corrupt::{corrupt_row, NoiseKey};
+use crate::corrupt::{corrupt_row, dropout_mask_row, NoiseKey};
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::kernels;
@@ -296,6 +296,54 @@ impl Backend for Cpu {
                         .for_each(|(i, a)| f((i, (a, None))));
                 }
             }
+        }
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &mut Vec<f32>,
+        bias: &Vec<f32>,
+        labels: &Vec<f32>,
+        output: LossOutput,
+        grad_scale: f32,
+        rows: usize,
+        classes: usize,
+        row_loss: &mut Vec<f32>,
+        row_correct: &mut Vec<f32>,
+    ) {
+        let bias = &bias[..classes];
+        for r in 0..rows {
+            let z = &mut logits[r * classes..(r + 1) * classes];
+            let (loss, correct) = kernels::softmax_xent_row(z, bias, labels[r] as usize, output, grad_scale);
+            row_loss[r] = loss;
+            row_correct[r] = correct as u8 as f32;
+        }
+    }
+
+    fn dropout_mask(&self, mask: &mut Vec<f32>, p: f32, key: &NoiseKey, rows: usize, cols: usize) {
+        let rpc = Self::rows_per_chunk(cols);
+        let f = |(i, chunk): (usize, &mut [f32])| {
+            for (r, row) in chunk.chunks_exact_mut(cols).enumerate() {
+                dropout_mask_row(p, key, key.row0 + (i * rpc + r) as u32, row);
+            }
+        };
+        let mask = &mut mask[..rows * cols];
+        if self.par(mask.len()) {
+            mask.par_chunks_mut(rpc * cols).enumerate().for_each(f);
+        } else {
+            mask.chunks_mut(rpc * cols).enumerate().for_each(f);
+        }
+    }
+
+    fn mul(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, len: usize) {
+        for ((o, &x), &y) in out[..len].iter_mut().zip(&a[..len]).zip(&b[..len]) {
+            *o = x * y;
+        }
+    }
+
+    fn mul_assign(&self, x: &mut Vec<f32>, m: &Vec<f32>, len: usize) {
+        for (v, &y) in x[..len].iter_mut().zip(&m[..len]) {
+            *v *= y;
         }
     }
 

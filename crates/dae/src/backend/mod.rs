@@ -145,6 +145,36 @@ pub trait Backend: Sync {
         cols: usize,
     );
 
+    /// Softmax cross-entropy over `classes` logits per row. On entry `logits` holds the output
+    /// layer's pre-activation without its bias; `labels` holds each row's class index (as f32).
+    /// Writes each row's loss −log p(label) to `row_loss[r]` and 1 or 0 to `row_correct[r]`
+    /// (whether the arg-max is the label), and replaces `logits` with ∂L/∂logits
+    /// (`LossOutput::Grad`, L the batch mean), with the probabilities (`LossOutput::Elements`),
+    /// or leaves them (`LossOutput::Rows`).
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent(
+        &self,
+        logits: &mut Self::Buf,
+        bias: &Self::Buf,
+        labels: &Self::Buf,
+        output: LossOutput,
+        grad_scale: f32,
+        rows: usize,
+        classes: usize,
+        row_loss: &mut Self::Buf,
+        row_correct: &mut Self::Buf,
+    );
+
+    /// Inverted-dropout masks: `mask` = 1/(1−p) where a unit is kept (probability 1−p), 0 where
+    /// it is dropped, over `rows` × `cols`, drawn like masking noise from `key`.
+    fn dropout_mask(&self, mask: &mut Self::Buf, p: f32, key: &NoiseKey, rows: usize, cols: usize);
+
+    /// `out`[i] = `a`[i] · `b`[i] for i < `len`.
+    fn mul(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf, len: usize);
+
+    /// `x`[i] ·= `m`[i] for i < `len`.
+    fn mul_assign(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize);
+
     /// `out`[j] = Σ_r `x`[r, j] over `rows` × `cols`, summed in row order.
     fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize);
 

@@ -6,15 +6,17 @@
 
 mod csv;
 mod idx;
+mod labels;
 mod npy;
 mod scale;
 mod write;
 
 pub use self::csv::read_csv;
 pub use idx::{read_idx, read_idx_bytes};
+pub use labels::{class_dataset, column_index, read_targets, take_column, Targets};
 pub use npy::read_npy;
 pub use scale::Scaler;
-pub use write::{write_matrix, write_vector, OutputFormat};
+pub use write::{write_classes, write_matrix, write_vector, OutputFormat};
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -33,6 +33,10 @@ impl OutputFormat {
 }
 
 fn npy_header(shape: &[usize]) -> Vec<u8> {
+    npy_header_of("<f4", shape)
+}
+
+fn npy_header_of(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [n] => format!("({n},)"),
         _ => format!(
@@ -40,7 +44,7 @@ fn npy_header(shape: &[usize]) -> Vec<u8> {
             shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ),
     };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Pad so that the data starts on a 64-byte boundary; the header ends with a newline.
     let total = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -101,6 +105,26 @@ pub fn write_matrix(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Resu
 /// Writes a 1-D array to `path` as `.npy` (shape `(n,)`) or `.csv` (one value per line).
 pub fn write_vector(path: &Path, data: &[f32]) -> Result<()> {
     write_values(path, &[data.len()], 1, data)
+}
+
+/// Writes class indices to `path`: `.npy` as int64 (numpy's default integer), `.csv` one per
+/// line.
+pub fn write_classes(path: &Path, classes: &[u32]) -> Result<()> {
+    let fmt = OutputFormat::from_path(path)?;
+    write_atomic(path, |w| {
+        let e = write_err(path);
+        match fmt {
+            OutputFormat::Npy => {
+                w.write_all(&npy_header_of("<i8", &[classes.len()])).map_err(&e)?;
+                let bytes: Vec<u8> = classes.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect();
+                w.write_all(&bytes).map_err(&e)
+            }
+            OutputFormat::Csv => {
+                let text: String = classes.iter().map(|c| format!("{c}\n")).collect();
+                w.write_all(text.as_bytes()).map_err(&e)
+            }
+        }
+    })
 }
 
 #[cfg(test)]

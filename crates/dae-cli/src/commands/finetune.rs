@@ -1,0 +1,186 @@
+//! `dae finetune`: supervised fine-tuning of a pretrained stack (or of the same network from
+//! random initialisation) into a classifier or regressor.
+
+use super::pretrain::layer_sizes;
+use super::train::optimizer;
+use super::{check_output, read_options};
+use crate::args::FinetuneArgs;
+use crate::progress::Progress;
+use dae::data::{class_dataset, read_targets, take_column, Targets};
+use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
+use dae::train::holdout;
+use dae::{read_data, Backend, Cpu, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split, TrainConfig};
+use std::path::{Path, PathBuf};
+
+/// Features and targets: labels from `labels` (column `column` of a CSV), or, without
+/// `labels`, column `column` of the data itself, which is then dropped from the features.
+pub fn features_and_targets(
+    ds: Dataset,
+    labels: Option<&Path>,
+    column: Option<&str>,
+    opts: &ReadOptions,
+) -> Result<(Dataset, Targets)> {
+    match (labels, column) {
+        (Some(p), col) => {
+            let t = read_targets(p, opts, col)?;
+            t.check_rows(ds.rows, &ds.source)?;
+            Ok((ds, t))
+        }
+        (None, Some(col)) => {
+            let (values, rest) = take_column(&ds, col)?;
+            let t = Targets::column(values, &ds.source);
+            Ok((rest, t))
+        }
+        (None, None) => Err(Error::usage("--labels", "give the labels: --labels FILE, or --label-column NAME of the data")),
+    }
+}
+
+/// Training targets as a dataset, after checking them against the task.
+fn target_data(t: &Targets, task: &Task) -> Result<Dataset> {
+    match task {
+        Task::Classification { classes } => Ok(class_dataset(&t.classes(Some(*classes), "the classifier")?, &t.source)),
+        Task::Regression { .. } => Ok(t.to_dataset()),
+    }
+}
+
+pub fn run(a: FinetuneArgs) -> Result<()> {
+    let (stack_path, data_path): (Option<&PathBuf>, &PathBuf) = match (a.from_scratch, a.inputs.len()) {
+        (true, 1) => (None, &a.inputs[0]),
+        (false, 2) => (Some(&a.inputs[0]), &a.inputs[1]),
+        (true, _) => return Err(Error::usage("--from-scratch", "takes DATA alone: drop the STACK")),
+        (false, _) => return Err(Error::usage("arguments", "give STACK DATA, or DATA with --from-scratch --layers …")),
+    };
+    if a.layers.is_some() && !a.from_scratch {
+        return Err(Error::usage("--layers", "sets the layers of --from-scratch; a stack brings its own"));
+    }
+    if a.from_scratch && a.layers.is_none() {
+        return Err(Error::usage("--layers", "--from-scratch needs the hidden sizes, as in --layers 1000,1000,1000"));
+    }
+    let (opt, default_lr) = optimizer(&a.optim, 0.1);
+    let tc = TrainConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        optimizer: opt,
+        lr: a.lr.unwrap_or(default_lr),
+        lr_decay: a.optim.lr_decay,
+        seed: a.seed,
+        patience: a.patience,
+        val_fraction: a.val_fraction,
+        threads: a.run.threads,
+    };
+    tc.validate()?;
+    check_output(&a.output, "--output")?;
+    let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;
+    let opts = read_options(&a.data_opts);
+    let raw = read_data(data_path, &opts)?;
+    let (ds, targets) = features_and_targets(raw, a.labels.as_deref(), a.label_column.as_deref(), &opts)?;
+    let label_column = if a.labels.is_none() { a.label_column.clone() } else { None };
+
+    let task = if a.regression {
+        Task::Regression { outputs: targets.cols }
+    } else {
+        let seen = targets.classes(a.classes, "--classes")?;
+        let classes = a.classes.unwrap_or_else(|| seen.iter().max().map_or(0, |&m| m as usize + 1));
+        if classes < 2 {
+            return Err(Error::input(&targets.source, "the labels hold a single class: a classifier needs at least two"));
+        }
+        Task::Classification { classes }
+    };
+    let train_targets = target_data(&targets, &task)?;
+
+    let (train_rows, holdout_rows) = match a.val_fraction {
+        Some(f) => {
+            let (t, v) = holdout(ds.rows, f, a.seed)?;
+            (t, Some(v))
+        }
+        None => ((0..ds.rows as u32).collect::<Vec<_>>(), None),
+    };
+    let (network, scaler, init) = match &stack {
+        Some(s) => {
+            let sizes = s.stack.sizes();
+            ds.check_width(sizes[0], &format!("the stack {}", stack_path.unwrap().display()))?;
+            let activation = s.stack.layers[0].config.encoder;
+            if s.stack.layers.iter().any(|l| l.config.encoder != activation) {
+                return Err(Error::input(stack_path.unwrap(), "the stack's layers use different activations; fine-tuning needs one"));
+            }
+            let cfg = NetworkConfig { sizes, activation, task, dropout: a.dropout, input_dropout: a.input_dropout };
+            let net = Network::from_encoders(cfg, s.stack.encoders())?;
+            (net, s.scaler.clone(), format!("pretrained: {}", stack_path.unwrap().display()))
+        }
+        None => {
+            let mut sizes = vec![ds.cols];
+            sizes.extend(layer_sizes(a.layers.as_deref().unwrap_or_default(), "--layers")?);
+            let cfg = NetworkConfig { sizes, activation: a.activation, task, dropout: a.dropout, input_dropout: a.input_dropout };
+            let scaler = Scaler::fit(a.scale, &ds, Some(&train_rows));
+            (Network::init(cfg, a.seed)?, scaler, "random".to_string())
+        }
+    };
+
+    // Validation: a separate file with its labels, or rows held out.
+    let val_data = match &a.val {
+        Some(p) => {
+            let raw = read_data(p, &opts)?;
+            let col = if a.val_labels.is_none() { label_column.as_deref().or(a.label_column.as_deref()) } else { a.label_column.as_deref() };
+            let (vds, vt) = features_and_targets(raw, a.val_labels.as_deref(), col, &opts).map_err(|e| match e {
+                Error::Usage { .. } => Error::usage("--val-labels", "give the labels of --val with --val-labels FILE"),
+                other => other,
+            })?;
+            vds.check_width(ds.cols, &format!("the training data {}", data_path.display()))?;
+            let vtd = target_data(&vt, &network.config.task)?;
+            Some((vds, vtd))
+        }
+        None => None,
+    };
+    let train = LabeledSplit { split: Split { data: &ds, rows: train_rows }, targets: &train_targets };
+    let val = match (&val_data, holdout_rows) {
+        (Some((vds, vtd)), _) => Some(LabeledSplit { split: Split::all(vds), targets: vtd }),
+        (None, Some(rows)) => Some(LabeledSplit { split: Split { data: &ds, rows }, targets: &train_targets }),
+        (None, None) => None,
+    };
+
+    let cpu = Cpu::new(a.run.threads)?;
+    if !a.run.quiet {
+        let cfg = &network.config;
+        eprintln!(
+            "fine-tuning {}-{} ({}, {}{}) from {} on {} rows with {} lr {}, {} epochs, batch {}, {}",
+            cfg.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
+            cfg.task.outputs(),
+            cfg.activation,
+            match cfg.task { Task::Classification { classes } => format!("{classes} classes"), Task::Regression { outputs } => format!("regression, {outputs} outputs") },
+            if cfg.dropout > 0.0 || cfg.input_dropout > 0.0 { format!(", dropout {} / inputs {}", cfg.dropout, cfg.input_dropout) } else { String::new() },
+            init,
+            train.split.rows.len(),
+            opt.name(),
+            tc.lr,
+            tc.epochs,
+            tc.batch,
+            cpu.describe()
+        );
+    }
+    let mut progress = Progress::new(a.run.quiet, "");
+    let trained = finetune(&cpu, network, &scaler, &train, val.as_ref(), &tc, &mut progress)?;
+    drop(progress);
+    let saved = SavedNetwork {
+        network: trained.network,
+        scaler,
+        train: tc,
+        history: trained.history,
+        best_epoch: trained.best_epoch,
+        data: DataInfo::of(&ds),
+        init,
+        label_column,
+    };
+    saved.save(&a.output)?;
+    if !a.run.quiet {
+        let last = saved.history.last().expect("at least one epoch ran");
+        let mut line = format!("wrote {}: {} epochs, final train loss {:.4}", a.output.display(), saved.history.len(), last.train_loss);
+        if let Some(acc) = last.val_accuracy {
+            line += &format!(", val accuracy {:.2} %", 100.0 * acc);
+        }
+        if let Some(b) = saved.best_epoch {
+            line += &format!(" (kept the weights of epoch {b})");
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

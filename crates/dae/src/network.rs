@@ -1,0 +1,645 @@
+//! The fine-tuning network: a stack of encoders with an output layer on top, trained with labels
+//! by backpropagation, without corruption, with optional inverted dropout.
+//!
+//! Shapes, for a batch of n rows and layer sizes [s₀, s₁, …, s_L, C]:
+//!
+//! ```text
+//! a₀ = x ⊙ m₀                      n×s₀    (m₀: input-dropout mask, or none)
+//! hₗ = act(aₗ₋₁·Wₗ + bₗ)            n×sₗ    Wₗ: sₗ₋₁×sₗ
+//! aₗ = hₗ ⊙ mₗ                      n×sₗ    (mₗ ∈ {0, 1/(1−p)}: inverted dropout, or aₗ = hₗ)
+//! logits = a_L·W_out + b_out        n×C
+//! L = mean over rows of −log softmax(logits)[label]      (classification)
+//! L = mean over rows of Σ_j (logits_j − t_j)²             (regression)
+//! ```
+
+use crate::backend::{Backend, LossOutput, LossSpec, OptState, StepSpec, Trans};
+use crate::config::{init_range, Activation, Loss, Optimizer, TrainConfig};
+use crate::corrupt::NoiseKey;
+use crate::data::{Dataset, Scaler};
+use crate::error::{Error, Result};
+use crate::rng::{stream, Rng};
+use crate::train::{BatchProgress, EpochRecord, Observer, Split};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// What the output layer predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Task {
+    /// Softmax over `classes` classes, cross-entropy loss.
+    Classification { classes: usize },
+    /// A linear output of `outputs` values, squared-error loss.
+    Regression { outputs: usize },
+}
+
+impl Task {
+    /// Width of the output layer.
+    pub fn outputs(&self) -> usize {
+        match *self {
+            Task::Classification { classes } => classes,
+            Task::Regression { outputs } => outputs,
+        }
+    }
+}
+
+/// The architecture of a fine-tuning network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// [inputs, hidden sizes…]: the encoder part; the output layer comes from `task`.
+    pub sizes: Vec<usize>,
+    pub activation: Activation,
+    pub task: Task,
+    /// Dropout probability on every hidden layer's output while training.
+    pub dropout: f32,
+    /// Dropout probability on the inputs while training.
+    pub input_dropout: f32,
+}
+
+impl NetworkConfig {
+    /// Number of hidden layers.
+    pub fn hidden_layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// Checks sizes and dropout rates.
+    pub fn validate(&self) -> Result<()> {
+        if self.sizes.len() < 2 || self.sizes.contains(&0) {
+            return Err(Error::usage("--layers", "give at least one hidden layer, each of at least one unit"));
+        }
+        if self.task.outputs() == 0 {
+            return Err(Error::usage("labels", "there must be at least one class or output"));
+        }
+        for (name, p) in [("--dropout", self.dropout), ("--input-dropout", self.input_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::usage(name, format!("{p} is outside [0, 1)")));
+            }
+        }
+        Ok(())
+    }
+
+    /// (fan-in, fan-out) of weight matrix `l` (the last one is the output layer).
+    pub fn layer_shape(&self, l: usize) -> (usize, usize) {
+        let out = if l + 1 < self.sizes.len() {
+            self.sizes[l + 1]
+        } else {
+            self.task.outputs()
+        };
+        (self.sizes[l], out)
+    }
+}
+
+/// A network's parameters on the host: `weights[l]` is fan-in × fan-out; the last entry is the
+/// output layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    pub config: NetworkConfig,
+    pub weights: Vec<Vec<f32>>,
+    pub biases: Vec<Vec<f32>>,
+}
+
+impl Network {
+    /// Hidden layers from the given encoders (W, b), an output layer of zeros.
+    pub fn from_encoders(config: NetworkConfig, encoders: Vec<(Vec<f32>, Vec<f32>)>) -> Result<Network> {
+        config.validate()?;
+        if encoders.len() != config.hidden_layers() {
+            return Err(Error::Runtime("one encoder per hidden layer is needed".into()));
+        }
+        let (fin, fout) = config.layer_shape(config.hidden_layers());
+        let (mut weights, mut biases): (Vec<_>, Vec<_>) = encoders.into_iter().unzip();
+        weights.push(vec![0.0; fin * fout]);
+        biases.push(vec![0.0; fout]);
+        Ok(Network { config, weights, biases })
+    }
+
+    /// Hidden layers uniform in ±sqrt(6/(fan-in+fan-out)) (times 4 for sigmoid units) from
+    /// `seed`, biases zero, output layer zero: the same network as a pretrained one, without
+    /// the pretraining.
+    pub fn init(config: NetworkConfig, seed: u64) -> Result<Network> {
+        let mut rng = Rng::new(seed, stream::INIT);
+        let encoders = (0..config.hidden_layers())
+            .map(|l| {
+                let (fin, fout) = config.layer_shape(l);
+                let r = init_range(fin, fout, config.activation);
+                let w = (0..fin * fout).map(|_| (rng.next_f32() * 2.0 - 1.0) * r).collect();
+                (w, vec![0.0; fout])
+            })
+            .collect();
+        Network::from_encoders(config, encoders)
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.weights.iter().chain(&self.biases).map(Vec::len).sum()
+    }
+}
+
+/// Parameters (or gradients) on the device, one buffer per tensor.
+pub struct NetParams<B: Backend> {
+    pub w: Vec<B::Buf>,
+    pub b: Vec<B::Buf>,
+}
+
+impl<B: Backend> NetParams<B> {
+    pub fn zeros(be: &B, cfg: &NetworkConfig) -> Result<Self> {
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        for l in 0..=cfg.hidden_layers() {
+            let (fin, fout) = cfg.layer_shape(l);
+            w.push(be.alloc(fin * fout)?);
+            b.push(be.alloc(fout)?);
+        }
+        Ok(NetParams { w, b })
+    }
+
+    pub fn upload(be: &B, net: &Network) -> Result<Self> {
+        let mut p = Self::zeros(be, &net.config)?;
+        for (dst, src) in p.w.iter_mut().zip(&net.weights) {
+            be.upload(dst, src);
+        }
+        for (dst, src) in p.b.iter_mut().zip(&net.biases) {
+            be.upload(dst, src);
+        }
+        Ok(p)
+    }
+
+    pub fn download(&self, be: &B, net: &mut Network) {
+        for (src, dst) in self.w.iter().zip(net.weights.iter_mut()) {
+            be.download(src, dst);
+        }
+        for (src, dst) in self.b.iter().zip(net.biases.iter_mut()) {
+            be.download(src, dst);
+        }
+    }
+}
+
+/// How dropout is applied in a forward pass.
+#[derive(Clone, Copy, Debug)]
+pub enum Dropout {
+    /// No dropout (evaluation).
+    Off,
+    /// Fresh masks from this key (training); layer l draws from stream `key.stream + l`.
+    Sample(NoiseKey),
+    /// Use the masks already in the workspace (tests against given masks).
+    Given,
+}
+
+/// The activations of one batch: what the backward pass reads.
+pub struct Activations<B: Backend> {
+    /// Inputs, n×s₀.
+    pub x: B::Buf,
+    /// Inputs after input dropout (when used).
+    pub x_dropped: Option<B::Buf>,
+    /// Hidden activations hₗ.
+    pub h: Vec<B::Buf>,
+    /// Hidden activations after dropout aₗ (when used).
+    pub a: Vec<Option<B::Buf>>,
+    /// Dropout masks: [inputs, hidden layers…].
+    pub masks: Vec<Option<B::Buf>>,
+}
+
+impl<B: Backend> Activations<B> {
+    /// The input of weight matrix `l`: x (l = 0) or the activation of hidden layer l − 1, after
+    /// dropout when `dropped`.
+    pub fn input_of(&self, l: usize, dropped: bool) -> &B::Buf {
+        if l == 0 {
+            match (&self.x_dropped, dropped) {
+                (Some(x), true) => x,
+                _ => &self.x,
+            }
+        } else {
+            match (&self.a[l - 1], dropped) {
+                (Some(a), true) => a,
+                _ => &self.h[l - 1],
+            }
+        }
+    }
+}
+
+/// Activations and gradients of one batch, allocated once for at most `capacity` rows.
+pub struct NetWorkspace<B: Backend> {
+    pub capacity: usize,
+    pub act: Activations<B>,
+    /// Output pre-activations, then their gradient, n×C.
+    pub logits: B::Buf,
+    /// Targets: class indices (n) or values (n×C).
+    pub targets: B::Buf,
+    pub row_loss: B::Buf,
+    pub row_correct: B::Buf,
+    /// Two gradient buffers of the widest hidden layer, used in turn.
+    pub delta: [B::Buf; 2],
+    pub grads: NetParams<B>,
+}
+
+impl<B: Backend> NetWorkspace<B> {
+    pub fn new(be: &B, cfg: &NetworkConfig, capacity: usize) -> Result<Self> {
+        let n = capacity;
+        let hidden = &cfg.sizes[1..];
+        let widest = hidden.iter().copied().max().unwrap_or(1);
+        let drop_hidden = cfg.dropout > 0.0;
+        let drop_in = cfg.input_dropout > 0.0;
+        let c = cfg.task.outputs();
+        let mut masks = vec![if drop_in { Some(be.alloc(n * cfg.sizes[0])?) } else { None }];
+        let mut h = Vec::new();
+        let mut a = Vec::new();
+        for &s in hidden {
+            h.push(be.alloc(n * s)?);
+            a.push(if drop_hidden { Some(be.alloc(n * s)?) } else { None });
+            masks.push(if drop_hidden { Some(be.alloc(n * s)?) } else { None });
+        }
+        let target_width = match cfg.task {
+            Task::Classification { .. } => 1,
+            Task::Regression { outputs } => outputs,
+        };
+        Ok(NetWorkspace {
+            capacity,
+            act: Activations {
+                x: be.alloc(n * cfg.sizes[0])?,
+                x_dropped: if drop_in { Some(be.alloc(n * cfg.sizes[0])?) } else { None },
+                h,
+                a,
+                masks,
+            },
+            logits: be.alloc(n * c)?,
+            targets: be.alloc(n * target_width)?,
+            row_loss: be.alloc(n)?,
+            row_correct: be.alloc(n)?,
+            delta: [be.alloc(n * widest)?, be.alloc(n * widest)?],
+            grads: NetParams::zeros(be, cfg)?,
+        })
+    }
+}
+
+/// Forward pass over the first `n` rows of `ws.act.x`: leaves the output pre-activation
+/// (without its bias) in `ws.logits`.
+pub fn forward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &mut NetWorkspace<B>, n: usize, dropout: Dropout) {
+    let apply = !matches!(dropout, Dropout::Off);
+    let act = &mut ws.act;
+    // Layer i's mask (0 = inputs) from stream `key.stream + i`, unless given.
+    let sample = |mask: &mut B::Buf, i: usize, p_drop: f32, cols: usize| {
+        if let Dropout::Sample(key) = dropout {
+            be.dropout_mask(mask, p_drop, &NoiseKey { stream: key.stream + i as u32, ..key }, n, cols);
+        }
+    };
+    let d0 = cfg.sizes[0];
+    if apply {
+        if let (Some(xd), Some(m)) = (act.x_dropped.as_mut(), act.masks[0].as_mut()) {
+            sample(m, 0, cfg.input_dropout, d0);
+            be.mul(xd, &act.x, m, n * d0);
+        }
+    }
+    let layers = cfg.hidden_layers();
+    for l in 0..layers {
+        let (fin, fout) = cfg.layer_shape(l);
+        {
+            let (before, rest) = act.h.split_at_mut(l);
+            let prev: &B::Buf = if l == 0 {
+                match (&act.x_dropped, apply) {
+                    (Some(x), true) => x,
+                    _ => &act.x,
+                }
+            } else {
+                match (&act.a[l - 1], apply) {
+                    (Some(a), true) => a,
+                    _ => &before[l - 1],
+                }
+            };
+            be.matmul(&mut rest[0], prev, Trans::N, &p.w[l], Trans::N, n, fout, fin, false);
+            be.bias_act(&mut rest[0], &p.b[l], cfg.activation, n, fout);
+        }
+        if apply {
+            if let (Some(a), Some(m)) = (act.a[l].as_mut(), act.masks[l + 1].as_mut()) {
+                sample(m, l + 1, cfg.dropout, fout);
+                be.mul(a, &act.h[l], m, n * fout);
+            }
+        }
+    }
+    let (fin, c) = cfg.layer_shape(layers);
+    be.matmul(&mut ws.logits, act.input_of(layers, apply), Trans::N, &p.w[layers], Trans::N, n, c, fin, false);
+}
+
+/// The loss and, with `output` = Grad, ∂L/∂logits in `ws.logits`; per-row losses in
+/// `ws.row_loss` (and correctness in `ws.row_correct` for classification).
+pub fn loss<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &mut NetWorkspace<B>, n: usize, output: LossOutput) {
+    let layers = cfg.hidden_layers();
+    match cfg.task {
+        Task::Classification { classes } => be.softmax_xent(
+            &mut ws.logits,
+            &p.b[layers],
+            &ws.targets,
+            output,
+            1.0 / n as f32,
+            n,
+            classes,
+            &mut ws.row_loss,
+            &mut ws.row_correct,
+        ),
+        Task::Regression { outputs } => {
+            let spec = LossSpec {
+                loss: Loss::SquaredError,
+                decoder: Activation::Identity,
+                emphasis: None,
+                grad_scale: 1.0 / n as f32,
+                output,
+            };
+            be.loss_grad(&mut ws.logits, &p.b[layers], &ws.targets, None, &spec, n, outputs, &mut ws.row_loss, 0);
+        }
+    }
+}
+
+/// Backward pass from ∂L/∂logits in `ws.logits` to every gradient in `ws.grads`.
+pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &mut NetWorkspace<B>, n: usize, dropout_applied: bool) {
+    let layers = cfg.hidden_layers();
+    let (fin, c) = cfg.layer_shape(layers);
+    let (act, g) = (&ws.act, &mut ws.grads);
+    be.col_sums(&mut g.b[layers], &ws.logits, n, c);
+    be.matmul(&mut g.w[layers], act.input_of(layers, dropout_applied), Trans::T, &ws.logits, Trans::N, fin, c, n, false);
+    // delta = ∂L/∂a_L = ∂L/∂logits · W_outᵀ (n×s_L).
+    let [d0, d1] = &mut ws.delta;
+    be.matmul(d0, &ws.logits, Trans::N, &p.w[layers], Trans::T, n, fin, c, false);
+    let (mut cur, mut other) = (d0, d1);
+    for l in (0..layers).rev() {
+        let (lin, lout) = cfg.layer_shape(l);
+        if dropout_applied {
+            if let Some(m) = &act.masks[l + 1] {
+                be.mul_assign(cur, m, n * lout);
+            }
+        }
+        be.act_grad(cur, &act.h[l], cfg.activation, n * lout);
+        be.matmul(&mut g.w[l], act.input_of(l, dropout_applied), Trans::T, cur, Trans::N, lin, lout, n, false);
+        be.col_sums(&mut g.b[l], cur, n, lout);
+        if l > 0 {
+            be.matmul(other, cur, Trans::N, &p.w[l], Trans::T, n, lin, lout, false);
+            std::mem::swap(&mut cur, &mut other);
+        }
+    }
+}
+
+/// Optimiser state of every tensor.
+pub struct NetOptState<B: Backend> {
+    w: Vec<OptState<B>>,
+    b: Vec<OptState<B>>,
+}
+
+impl<B: Backend> NetOptState<B> {
+    pub fn new(be: &B, cfg: &NetworkConfig, opt: &Optimizer) -> Result<Self> {
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        for l in 0..=cfg.hidden_layers() {
+            let (fin, fout) = cfg.layer_shape(l);
+            w.push(be.opt_state(opt, fin * fout)?);
+            b.push(be.opt_state(opt, fout)?);
+        }
+        Ok(NetOptState { w, b })
+    }
+}
+
+fn apply_update<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, g: &NetParams<B>, st: &mut NetOptState<B>, step: &StepSpec) {
+    for l in 0..=cfg.hidden_layers() {
+        let (fin, fout) = cfg.layer_shape(l);
+        be.update(&mut p.w[l], &g.w[l], &mut st.w[l], step, fin * fout);
+        be.update(&mut p.b[l], &g.b[l], &mut st.b[l], step, fout);
+    }
+}
+
+/// Inputs and targets of the rows used for one purpose.
+pub struct LabeledSplit<'a> {
+    pub split: Split<'a>,
+    /// Row r's target: a class index (1 column) or values; rows align with `split.data`.
+    pub targets: &'a Dataset,
+}
+
+/// The result of fine-tuning.
+#[derive(Clone, Debug)]
+pub struct TrainedNetwork {
+    pub network: Network,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+}
+
+/// Fine-tunes `net` on `train` with `tc`; dropout as configured; early stopping on the
+/// validation loss (keeping the best weights) when `tc.patience` is set.
+pub fn finetune<B: Backend>(
+    be: &B,
+    net: Network,
+    scaler: &Scaler,
+    train: &LabeledSplit<'_>,
+    val: Option<&LabeledSplit<'_>>,
+    tc: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<TrainedNetwork> {
+    tc.validate()?;
+    net.config.validate()?;
+    if train.split.rows.is_empty() {
+        return Err(Error::input(&train.split.data.source, "no training rows"));
+    }
+    if tc.patience.is_some() && val.is_none() {
+        return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
+    }
+    be.install(|| finetune_loop(be, net, scaler, train, val, tc, obs))
+}
+
+fn finetune_loop<B: Backend>(
+    be: &B,
+    net: Network,
+    scaler: &Scaler,
+    train: &LabeledSplit<'_>,
+    val: Option<&LabeledSplit<'_>>,
+    tc: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<TrainedNetwork> {
+    let cfg = net.config.clone();
+    let classify = matches!(cfg.task, Task::Classification { .. });
+    let n_rows = train.split.rows.len();
+    let batch = tc.batch.min(n_rows);
+    let identity = Scaler::identity(0);
+    let data = be.data(train.split.data, scaler)?;
+    let targets = be.data(train.targets, &identity)?;
+    let mut params = NetParams::upload(be, &net)?;
+    let mut ws = NetWorkspace::new(be, &cfg, batch)?;
+    let mut opt = NetOptState::new(be, &cfg, &tc.optimizer)?;
+    let mut order = train.split.rows.clone();
+    let mut losses = vec![0f32; batch];
+    let mut correct = vec![0f32; batch];
+    let mut network = net;
+    let mut best: Option<(f64, usize, Network)> = None;
+    let mut history = Vec::with_capacity(tc.epochs);
+    let batches = n_rows.div_ceil(batch);
+    let dropping = cfg.dropout > 0.0 || cfg.input_dropout > 0.0;
+    let mut t = 0u64;
+    let mut stopped_early = false;
+    for epoch in 1..=tc.epochs {
+        let start = Instant::now();
+        let lr = tc.lr * tc.lr_decay.powi(epoch as i32 - 1);
+        order.copy_from_slice(&train.split.rows);
+        Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
+        let (mut sum, mut hits) = (0f64, 0f64);
+        for (bi, rows) in order.chunks(batch).enumerate() {
+            let n = rows.len();
+            be.gather(&mut ws.act.x, &data, rows);
+            be.gather(&mut ws.targets, &targets, rows);
+            let key = NoiseKey { seed: tc.seed, stream: stream::DROPOUT, epoch: epoch as u32, row0: (bi * batch) as u32 };
+            let dropout = if dropping { Dropout::Sample(key) } else { Dropout::Off };
+            forward(be, &cfg, &params, &mut ws, n, dropout);
+            loss(be, &cfg, &params, &mut ws, n, LossOutput::Grad);
+            backward(be, &cfg, &params, &mut ws, n, dropping);
+            t += 1;
+            apply_update(be, &cfg, &mut params, &ws.grads, &mut opt, &StepSpec { optimizer: tc.optimizer, lr, t });
+            be.download(&ws.row_loss, &mut losses[..n]);
+            let s: f64 = losses[..n].iter().map(|&l| l as f64).sum();
+            if !s.is_finite() {
+                return Err(Error::Runtime(format!(
+                    "fine-tuning diverged at epoch {epoch}, batch {}: the loss became {s}. Try a smaller learning rate (now --lr {})",
+                    bi + 1,
+                    tc.lr
+                )));
+            }
+            sum += s;
+            if classify {
+                be.download(&ws.row_correct, &mut correct[..n]);
+                hits += correct[..n].iter().map(|&c| c as f64).sum::<f64>();
+            }
+            let done = bi * batch + n;
+            obs.batch(&BatchProgress {
+                epoch,
+                epochs: tc.epochs,
+                batch: bi + 1,
+                batches,
+                rows_done: done,
+                rows_total: n_rows,
+                mean_loss: sum / done as f64,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
+        let (val_loss, val_accuracy) = match val {
+            Some(v) => {
+                let e = evaluate_loss(be, &cfg, &params, &mut ws, v, scaler)?;
+                (Some(e.0), e.1)
+            }
+            None => (None, None),
+        };
+        let record = EpochRecord {
+            epoch,
+            train_loss: sum / n_rows as f64,
+            val_loss,
+            seconds: start.elapsed().as_secs_f64(),
+            lr,
+            train_accuracy: classify.then(|| hits / n_rows as f64),
+            val_accuracy,
+        };
+        obs.epoch(&record);
+        history.push(record);
+        if let (Some(vl), Some(patience)) = (val_loss, tc.patience) {
+            if best.as_ref().is_none_or(|b| vl < b.0) {
+                let mut snapshot = network.clone();
+                params.download(be, &mut snapshot);
+                best = Some((vl, epoch, snapshot));
+            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= patience {
+                stopped_early = epoch < tc.epochs;
+                break;
+            }
+        }
+    }
+    let best_epoch = match best {
+        Some((_, e, snapshot)) => {
+            network = snapshot;
+            Some(e)
+        }
+        None => {
+            params.download(be, &mut network);
+            None
+        }
+    };
+    Ok(TrainedNetwork { network, history, best_epoch, stopped_early })
+}
+
+/// Mean loss (and accuracy, for classification) over a labelled split, without dropout.
+fn evaluate_loss<B: Backend>(
+    be: &B,
+    cfg: &NetworkConfig,
+    params: &NetParams<B>,
+    ws: &mut NetWorkspace<B>,
+    v: &LabeledSplit<'_>,
+    scaler: &Scaler,
+) -> Result<(f64, Option<f64>)> {
+    let identity = Scaler::identity(0);
+    let data = be.data(v.split.data, scaler)?;
+    let targets = be.data(v.targets, &identity)?;
+    let cap = ws.capacity;
+    let mut losses = vec![0f32; cap];
+    let mut correct = vec![0f32; cap];
+    let (mut sum, mut hits) = (0f64, 0f64);
+    for rows in v.split.rows.chunks(cap) {
+        let n = rows.len();
+        be.gather(&mut ws.act.x, &data, rows);
+        be.gather(&mut ws.targets, &targets, rows);
+        forward(be, cfg, params, ws, n, Dropout::Off);
+        loss(be, cfg, params, ws, n, LossOutput::Rows);
+        be.download(&ws.row_loss, &mut losses[..n]);
+        be.download(&ws.row_correct, &mut correct[..n]);
+        sum += losses[..n].iter().map(|&l| l as f64).sum::<f64>();
+        hits += correct[..n].iter().map(|&c| c as f64).sum::<f64>();
+    }
+    let rows = v.split.rows.len().max(1) as f64;
+    let classify = matches!(cfg.task, Task::Classification { .. });
+    Ok((sum / rows, classify.then(|| hits / rows)))
+}
+
+/// The network's outputs for every row of `ds`: class probabilities (classification) or
+/// predicted values (regression), rows × C.
+pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler) -> Result<Vec<f32>> {
+    let cfg = &net.config;
+    ds.check_width(cfg.sizes[0], "the network")?;
+    let c = cfg.task.outputs();
+    let mut out = vec![0f32; ds.rows * c];
+    be.install(|| {
+        let params = NetParams::upload(be, net)?;
+        let cap = 1024.min(ds.rows.max(1));
+        let mut ws = NetWorkspace::new(be, cfg, cap)?;
+        let data = be.data(ds, scaler)?;
+        let mut idx = Vec::with_capacity(cap);
+        let mut start = 0;
+        while start < ds.rows {
+            let n = cap.min(ds.rows - start);
+            idx.clear();
+            idx.extend(start as u32..(start + n) as u32);
+            be.gather(&mut ws.act.x, &data, &idx);
+            forward(be, cfg, &params, &mut ws, n, Dropout::Off);
+            match cfg.task {
+                Task::Classification { .. } => loss(be, cfg, &params, &mut ws, n, LossOutput::Elements),
+                Task::Regression { outputs } => {
+                    let layers = cfg.hidden_layers();
+                    be.bias_act(&mut ws.logits, &params.b[layers], Activation::Identity, n, outputs);
+                }
+            }
+            be.download(&ws.logits, &mut out[start * c..(start + n) * c]);
+            start += n;
+        }
+        Ok(out)
+    })
+}
+
+/// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.
+pub fn hidden_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler, layer: usize) -> Result<Vec<f32>> {
+    let cfg = &net.config;
+    ds.check_width(cfg.sizes[0], "the network")?;
+    let width = cfg.sizes[layer + 1];
+    let mut out = vec![0f32; ds.rows * width];
+    be.install(|| {
+        let params = NetParams::upload(be, net)?;
+        let cap = 1024.min(ds.rows.max(1));
+        let mut ws = NetWorkspace::new(be, cfg, cap)?;
+        let data = be.data(ds, scaler)?;
+        let mut idx = Vec::with_capacity(cap);
+        let mut start = 0;
+        while start < ds.rows {
+            let n = cap.min(ds.rows - start);
+            idx.clear();
+            idx.extend(start as u32..(start + n) as u32);
+            be.gather(&mut ws.act.x, &data, &idx);
+            forward(be, cfg, &params, &mut ws, n, Dropout::Off);
+            be.download(&ws.act.h[layer], &mut out[start * width..(start + n) * width]);
+            start += n;
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,166 @@
+//! Stacked denoising autoencoders (Vincent et al., JMLR 2010): greedy layer-wise pretraining,
+//! each layer a DAE trained on the clean codes of the layer below.
+
+use crate::backend::Backend;
+use crate::config::{Loss, TrainConfig};
+use crate::dae::Dae;
+use crate::config::DaeConfig;
+use crate::data::{Dataset, Scaler};
+use crate::error::{Error, Result};
+use crate::infer::encode_all;
+use crate::rng::stream;
+use crate::train::{train_dae, EpochRecord, Observer, Split};
+
+/// A stack of autoencoders; layer i encodes the codes of layer i − 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stack {
+    pub layers: Vec<Dae>,
+}
+
+impl Stack {
+    /// [inputs, hidden sizes…].
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut s = vec![self.layers[0].config.inputs];
+        s.extend(self.layers.iter().map(|l| l.config.hidden));
+        s
+    }
+
+    /// Each layer's encoder (W, b).
+    pub fn encoders(&self) -> Vec<(Vec<f32>, Vec<f32>)> {
+        self.layers.iter().map(|l| (l.w.clone(), l.b.clone())).collect()
+    }
+
+    /// Checks that each layer's input is the layer below's code.
+    pub fn validate(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Err(Error::usage("--layers", "a stack needs at least one layer"));
+        }
+        for (i, pair) in self.layers.windows(2).enumerate() {
+            if pair[1].config.inputs != pair[0].config.hidden {
+                return Err(Error::Runtime(format!(
+                    "layer {} takes {} inputs but layer {} has {} units",
+                    i + 2,
+                    pair[1].config.inputs,
+                    i + 1,
+                    pair[0].config.hidden
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The codes of layer `upto` (1-based) for every row of `ds`, scaled by `scaler` first.
+    pub fn encode<B: Backend>(&self, be: &B, ds: &Dataset, scaler: &Scaler, upto: usize) -> Result<Vec<f32>> {
+        let mut all = self.encode_layers(be, ds, scaler, upto)?;
+        Ok(all.pop().expect("at least one layer"))
+    }
+
+    /// The codes of layers 1..=`upto` for every row of `ds`.
+    pub fn encode_layers<B: Backend>(&self, be: &B, ds: &Dataset, scaler: &Scaler, upto: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(upto);
+        for (i, layer) in self.layers[..upto].iter().enumerate() {
+            let codes = match out.last() {
+                None => encode_all(be, layer, ds, scaler)?,
+                Some(prev) => {
+                    let input = Dataset::from_f32(ds.rows, self.layers[i - 1].config.hidden, prev.clone());
+                    encode_all(be, layer, &input, &Scaler::identity(input.cols))?
+                }
+            };
+            out.push(codes);
+        }
+        Ok(out)
+    }
+}
+
+/// One layer's plan: its autoencoder (inputs are filled in from the layer below) and training.
+#[derive(Clone, Debug)]
+pub struct LayerPlan {
+    pub config: DaeConfig,
+    pub train: TrainConfig,
+}
+
+/// The result of pretraining.
+#[derive(Clone, Debug)]
+pub struct Pretrained {
+    pub stack: Stack,
+    pub histories: Vec<Vec<EpochRecord>>,
+    pub best_epochs: Vec<Option<usize>>,
+}
+
+/// Greedy layer-wise pretraining: layer 1 is a DAE on `train` (scaled by `scaler`), layer i a DAE
+/// on the clean codes of layer i − 1, each with its own noise stream. `val` (rows of `val_data`)
+/// is encoded alongside and gives each layer's validation loss. `obs.begin` is told
+/// "layer i/L" before each layer.
+pub fn pretrain<B: Backend>(
+    be: &B,
+    plans: &[LayerPlan],
+    scaler: &Scaler,
+    train: &Split<'_>,
+    val: Option<&Split<'_>>,
+    obs: &mut dyn Observer,
+) -> Result<Pretrained> {
+    if plans.is_empty() {
+        return Err(Error::usage("--layers", "a stack needs at least one layer"));
+    }
+    for (i, p) in plans.iter().enumerate().skip(1) {
+        if p.config.loss == Loss::CrossEntropy && plans[i - 1].config.encoder != crate::Activation::Sigmoid {
+            return Err(Error::usage(
+                "--loss",
+                format!(
+                    "layer {} would reconstruct the {} codes of layer {i}, which are not in [0, 1] as \
+                     cross-entropy needs; use --loss squared-error or --encoder sigmoid",
+                    i + 1,
+                    plans[i - 1].config.encoder
+                ),
+            ));
+        }
+    }
+    let mut layers: Vec<Dae> = Vec::new();
+    let mut histories = Vec::new();
+    let mut best_epochs = Vec::new();
+    // The current layer's inputs: the data itself, then the codes of the layer below.
+    let mut codes: Option<Dataset> = None;
+    let mut val_codes: Option<Dataset> = None;
+    let total = plans.len();
+    for (i, plan) in plans.iter().enumerate() {
+        let input = codes.as_ref().unwrap_or(train.data);
+        let mut config = plan.config.clone();
+        config.inputs = input.cols;
+        config.validate()?;
+        let layer_scaler = if i == 0 { scaler.clone() } else { Scaler::identity(input.cols) };
+        let tr = Split { data: input, rows: train.rows.clone() };
+        // Validation rows held out of the training data share its codes.
+        let shared = |v: &Split<'_>| std::ptr::eq(v.data, train.data);
+        let va = val.map(|v| Split {
+            data: if shared(v) { input } else { val_codes.as_ref().unwrap_or(v.data) },
+            rows: v.rows.clone(),
+        });
+        obs.begin(&format!("layer {}/{total}", i + 1));
+        let trained = train_dae(
+            be,
+            Dae::init(&config, plan.train.seed.wrapping_add(i as u64)),
+            &layer_scaler,
+            &tr,
+            va.as_ref(),
+            &plan.train,
+            stream::TRAIN_NOISE + i as u32,
+            obs,
+        )?;
+        if i + 1 < total {
+            let next = encode_all(be, &trained.model, input, &layer_scaler)?;
+            let next_val = match val {
+                Some(v) if !shared(v) => {
+                    let vin = val_codes.as_ref().unwrap_or(v.data);
+                    Some(Dataset::from_f32(vin.rows, config.hidden, encode_all(be, &trained.model, vin, &layer_scaler)?))
+                }
+                _ => None,
+            };
+            codes = Some(Dataset::from_f32(input.rows, config.hidden, next));
+            val_codes = next_val;
+        }
+        histories.push(trained.history);
+        best_epochs.push(trained.best_epoch);
+        layers.push(trained.model);
+    }
+    Ok(Pretrained { stack: Stack { layers }, histories, best_epochs })
+}

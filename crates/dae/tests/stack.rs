@@ -1,0 +1,112 @@
+//! Stacked autoencoders and fine-tuning: layer-wise pretraining on clean codes, and a
+//! fine-tuned classifier that learns.
+
+use dae::data::class_dataset;
+use dae::network::{finetune, predict_all, LabeledSplit, Network, NetworkConfig, Task};
+use dae::rng::Rng;
+use dae::stack::{pretrain, LayerPlan};
+use dae::train::{holdout, validation_loss};
+use dae::{Corruption, Cpu, DaeConfig, Dataset, Scaler, Silent, Split, TrainConfig};
+
+/// Rows from 4 binary prototypes with 10 % of bits flipped; the label is the prototype.
+fn labelled(rows: usize, cols: usize, seed: u64) -> (Dataset, Vec<u32>) {
+    let mut rng = Rng::new(seed, 5);
+    let protos: Vec<Vec<f32>> = (0..4).map(|_| (0..cols).map(|_| (rng.next_f32() < 0.5) as u8 as f32).collect()).collect();
+    let mut v = Vec::new();
+    let mut y = Vec::new();
+    for _ in 0..rows {
+        let c = rng.below(4);
+        y.push(c);
+        v.extend(protos[c as usize].iter().map(|&b| if rng.next_f32() < 0.1 { 1.0 - b } else { b }));
+    }
+    (Dataset::from_f32(rows, cols, v), y)
+}
+
+fn plan(hidden: usize, level: f32, epochs: usize) -> LayerPlan {
+    let mut config = DaeConfig::new(0, hidden);
+    config.noise = Corruption::Masking { level };
+    LayerPlan { config, train: TrainConfig { epochs, batch: 16, lr: 0.1, ..Default::default() } }
+}
+
+#[test]
+fn each_layer_is_trained_on_the_clean_codes_of_the_layer_below() {
+    let (ds, _) = labelled(300, 24, 1);
+    let (train_rows, val_rows) = holdout(ds.rows, 0.2, 3).unwrap();
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let scaler = Scaler::identity(24);
+    let plans = [plan(12, 0.1, 3), plan(6, 0.2, 3)];
+    let train = Split { data: &ds, rows: train_rows };
+    let val = Split { data: &ds, rows: val_rows.clone() };
+    let p = pretrain(&cpu, &plans, &scaler, &train, Some(&val), &mut Silent).unwrap();
+    assert_eq!(p.stack.sizes(), vec![24, 12, 6]);
+    assert_eq!(p.stack.layers[1].config.inputs, 12);
+    assert_eq!(p.stack.layers[1].config.noise, Corruption::Masking { level: 0.2 });
+    // Layer 2's recorded validation loss is its loss on the clean layer-1 codes of the
+    // validation rows: recompute it from codes computed here.
+    let codes = p.stack.encode(&cpu, &ds, &scaler, 1).unwrap();
+    let codes = Dataset::from_f32(ds.rows, 12, codes);
+    let again = validation_loss(&cpu, &p.stack.layers[1], &Scaler::identity(12), &Split { data: &codes, rows: val_rows }, 1, 16).unwrap();
+    let recorded = p.histories[1].last().unwrap().val_loss.unwrap();
+    assert!((again - recorded).abs() <= 1e-9 * recorded.abs(), "{again} vs {recorded}");
+    // And it learned.
+    assert!(p.histories[1].last().unwrap().train_loss < p.histories[1][0].train_loss);
+}
+
+#[test]
+fn finetuned_classifier_learns_and_dropout_is_reproducible() {
+    let (ds, y) = labelled(400, 30, 2);
+    let targets = class_dataset(&y, std::path::Path::new("labels"));
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let scaler = Scaler::identity(30);
+    let config = NetworkConfig {
+        sizes: vec![30, 16, 8],
+        activation: dae::Activation::Sigmoid,
+        task: Task::Classification { classes: 4 },
+        dropout: 0.2,
+        input_dropout: 0.1,
+    };
+    let (train_rows, val_rows) = holdout(ds.rows, 0.25, 1).unwrap();
+    let train = LabeledSplit { split: Split { data: &ds, rows: train_rows }, targets: &targets };
+    let val = LabeledSplit { split: Split { data: &ds, rows: val_rows }, targets: &targets };
+    let tc = TrainConfig { epochs: 12, batch: 16, lr: 0.5, patience: Some(20), ..Default::default() };
+    let run = || finetune(&cpu, Network::init(config.clone(), 1).unwrap(), &scaler, &train, Some(&val), &tc, &mut Silent).unwrap();
+    let a = run();
+    let b = run();
+    assert!(a.network == b.network, "same seed, same threads: same weights, dropout included");
+    let last = a.history.last().unwrap();
+    assert!(last.val_accuracy.unwrap() > 0.95, "{:?}", a.history);
+    assert!(a.best_epoch.is_some());
+    let probs = predict_all(&cpu, &a.network, &ds, &scaler).unwrap();
+    for row in probs.chunks(4) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    // The output layer starts at zero, as in the Theano tutorial's logistic layer.
+    let fresh = Network::init(config, 1).unwrap();
+    assert!(fresh.weights.last().unwrap().iter().all(|&w| w == 0.0));
+}
+
+#[test]
+fn regression_fits_a_linear_target() {
+    let mut rng = Rng::new(4, 1);
+    let rows = 300;
+    let x: Vec<f32> = (0..rows * 3).map(|_| rng.next_f32()).collect();
+    let t: Vec<f32> = x.chunks(3).map(|r| 2.0 * r[0] - r[1] + 0.5 * r[2]).collect();
+    let ds = Dataset::from_f32(rows, 3, x);
+    let targets = Dataset::from_f32(rows, 1, t.clone());
+    let config = NetworkConfig {
+        sizes: vec![3, 8],
+        activation: dae::Activation::Tanh,
+        task: Task::Regression { outputs: 1 },
+        dropout: 0.0,
+        input_dropout: 0.0,
+    };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let scaler = Scaler::identity(3);
+    let train = LabeledSplit { split: Split::all(&ds), targets: &targets };
+    let tc = TrainConfig { epochs: 60, batch: 10, lr: 0.05, ..Default::default() };
+    let net = finetune(&cpu, Network::init(config, 2).unwrap(), &scaler, &train, None, &tc, &mut Silent).unwrap();
+    let pred = predict_all(&cpu, &net.network, &ds, &scaler).unwrap();
+    let mse = pred.iter().zip(&t).map(|(p, y)| (p - y) * (p - y)).sum::<f32>() / rows as f32;
+    let var = { let m = t.iter().sum::<f32>() / rows as f32; t.iter().map(|y| (y - m) * (y - m)).sum::<f32>() / rows as f32 };
+    assert!(mse < 0.05 * var, "mse {mse}, variance {var}");
+}
