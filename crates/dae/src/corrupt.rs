@@ -1,19 +1,22 @@
 //! The corruption processes q_D, drawn from counter-based random numbers.
 //!
-//! Element (r, j) of a batch whose first row sits at position `row0` of the epoch's order draws
-//! its random bits from Philox4x32-10 under the key `seed` and the counter
-//! `[j / per_block, row0 + r, epoch, stream]`, so the noise an example receives depends only on
-//! the seed, the epoch and its position in that epoch: never on the batch size, the thread count
-//! or the backend.
+//! A row's random words come from Philox4x32-10 under the key `seed`, in groups of 32 words:
+//! group g of row position r is the 8 blocks with counters `[8g + l, r, epoch, stream]`,
+//! l = 0..8, and its word `(w, l)` (word w of block 8g + l) is the row's word `32g + 8w + l`.
+//! So the noise an example receives depends only on the seed, the epoch and its position in that
+//! epoch (`row0` + its index in the batch): never on the batch size, the thread count or the
+//! backend. (The interleaving puts 8 consecutive words in the 8 lanes of one vector.)
 //!
-//! - masking ν: one 32-bit word per element (4 per block); the input is zeroed when the word's
-//!   uniform u ∈ [0, 1) satisfies u < ν.
-//! - gaussian σ: Box–Muller on word pairs (4 normals per block); x̃ = x + σ·n.
-//! - salt-and-pepper ν: two words per element (2 per block): hit when u₀ < ν, then 1 when the top
-//!   bit of the second word is set, else 0.
+//! - masking ν, dropout p: element j uses word j; it is hit when the word's uniform u ∈ [0, 1)
+//!   satisfies u < ν.
+//! - gaussian σ: element j uses word j and its partner j ^ 8 (the same lane of the neighbouring
+//!   word of the group): x̃ = x + σ·n with n = √(−2 ln u₁)·cos(2πu₂) for the even word of the pair
+//!   and ·sin for the odd one (Box–Muller), u₁ from the even word, u₂ from the odd one.
+//! - salt-and-pepper ν: element j uses words 2j − (j mod 8) and that + 8: hit when the first's
+//!   uniform is below ν, then 1 when the top bit of the second is set, else 0.
 
 use crate::config::Corruption;
-use crate::rng::{box_muller, philox4x32, seed_key, unit_f32};
+use crate::rng::{philox4x32_x8, seed_key, unit_f32, unit_open_f32};
 
 /// Where a batch's noise comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,61 +29,59 @@ pub struct NoiseKey {
     pub row0: u32,
 }
 
-/// Corrupts one row: `xt` = q_D(`x`), and `mask[j]` = 1 where input j was corrupted, else 0.
-/// `row` is the row's position in the epoch's order.
-#[inline]
-pub fn corrupt_row(
-    noise: Corruption,
-    key: &NoiseKey,
-    row: u32,
-    x: &[f32],
-    xt: &mut [f32],
-    mut mask: Option<&mut [f32]>,
-) {
-    let k = seed_key(key.seed);
-    let ctr = |blk: usize| [blk as u32, row, key.epoch, key.stream];
-    match noise {
-        Corruption::None => {
-            xt.copy_from_slice(x);
-            if let Some(m) = mask {
-                m.fill(0.0);
+/// The 32 words of group `g` of row position `row`: `out[w][l]` is the row's word 32g + 8w + l.
+#[inline(always)]
+fn group(key: &NoiseKey, row: u32, g: usize) -> [[u32; 8]; 4] {
+    philox4x32_x8(seed_key(key.seed), (8 * g) as u32, row, key.epoch, key.stream)
+}
+
+/// Masking (or dropout) of one row: `out[j]` = 0 where hit, else `x[j]` (or `kept` without x),
+/// and `mask[j]` = 1 where hit. Whole groups of 32 are straight-line code that vectorises.
+#[inline(always)]
+fn masking_row_generic(level: f32, key: &NoiseKey, row: u32, x: Option<&[f32]>, out: &mut [f32], mut mask: Option<&mut [f32]>, kept: f32) {
+    let n = out.len();
+    let whole = n / 32;
+    for g in 0..n.div_ceil(32) {
+        let bits = group(key, row, g);
+        let base = 32 * g;
+        if g < whole {
+            // Keep (1) or drop (0) for the 32 elements, in element order.
+            let mut keep = [0f32; 32];
+            for (w, word) in bits.iter().enumerate() {
+                for (l, &b) in word.iter().enumerate() {
+                    keep[8 * w + l] = if unit_f32(b) < level { 0.0 } else { 1.0 };
+                }
             }
-        }
-        Corruption::Masking { level } => {
-            for (blk, (xs, ts)) in x.chunks(4).zip(xt.chunks_mut(4)).enumerate() {
-                let bits = philox4x32(k, ctr(blk));
-                for t in 0..xs.len() {
-                    let hit = unit_f32(bits[t]) < level;
-                    ts[t] = if hit { 0.0 } else { xs[t] };
-                    if let Some(m) = mask.as_deref_mut() {
-                        m[blk * 4 + t] = hit as u32 as f32;
+            let o: &mut [f32; 32] = (&mut out[base..base + 32]).try_into().expect("32 values");
+            match x {
+                Some(x) => {
+                    let xs: &[f32; 32] = x[base..base + 32].try_into().expect("32 values");
+                    for j in 0..32 {
+                        o[j] = xs[j] * keep[j];
+                    }
+                }
+                None => {
+                    for j in 0..32 {
+                        o[j] = kept * keep[j];
                     }
                 }
             }
-        }
-        Corruption::Gaussian { sigma } => {
-            for (blk, (xs, ts)) in x.chunks(4).zip(xt.chunks_mut(4)).enumerate() {
-                let bits = philox4x32(k, ctr(blk));
-                let (n0, n1) = box_muller(bits[0], bits[1]);
-                let (n2, n3) = box_muller(bits[2], bits[3]);
-                let n = [n0, n1, n2, n3];
-                for t in 0..xs.len() {
-                    ts[t] = xs[t] + sigma * n[t];
+            if let Some(m) = mask.as_deref_mut() {
+                let ms: &mut [f32; 32] = (&mut m[base..base + 32]).try_into().expect("32 values");
+                for j in 0..32 {
+                    ms[j] = 1.0 - keep[j];
                 }
             }
-            if let Some(m) = mask {
-                m.fill(1.0);
-            }
-        }
-        Corruption::SaltAndPepper { level } => {
-            for (blk, (xs, ts)) in x.chunks(2).zip(xt.chunks_mut(2)).enumerate() {
-                let bits = philox4x32(k, ctr(blk));
-                for t in 0..xs.len() {
-                    let hit = unit_f32(bits[2 * t]) < level;
-                    let salt = (bits[2 * t + 1] >> 31) as f32;
-                    ts[t] = if hit { salt } else { xs[t] };
-                    if let Some(m) = mask.as_deref_mut() {
-                        m[blk * 2 + t] = hit as u32 as f32;
+        } else {
+            for (w, word) in bits.iter().enumerate() {
+                for (l, &b) in word.iter().enumerate() {
+                    let j = base + 8 * w + l;
+                    if j < n {
+                        let hit = unit_f32(b) < level;
+                        out[j] = if hit { 0.0 } else { x.map_or(kept, |x| x[j]) };
+                        if let Some(m) = mask.as_deref_mut() {
+                            m[j] = hit as u32 as f32;
+                        }
                     }
                 }
             }
@@ -88,18 +89,94 @@ pub fn corrupt_row(
     }
 }
 
-/// Inverted-dropout mask of one row: 1/(1−`p`) where the unit is kept, 0 where it is dropped
-/// (uniform u < p, one word per element as for masking noise).
-#[inline]
-pub fn dropout_mask_row(p: f32, key: &NoiseKey, row: u32, mask: &mut [f32]) {
-    let k = seed_key(key.seed);
-    let keep = 1.0 / (1.0 - p);
-    for (blk, ms) in mask.chunks_mut(4).enumerate() {
-        let bits = philox4x32(k, [blk as u32, row, key.epoch, key.stream]);
-        for (t, m) in ms.iter_mut().enumerate() {
-            *m = if unit_f32(bits[t]) < p { 0.0 } else { keep };
+#[inline(always)]
+fn corrupt_row_generic(noise: Corruption, key: &NoiseKey, row: u32, x: &[f32], xt: &mut [f32], mask: Option<&mut [f32]>) {
+    let n = x.len();
+    match noise {
+        Corruption::None => {
+            xt.copy_from_slice(x);
+            if let Some(m) = mask {
+                m.fill(0.0);
+            }
+        }
+        Corruption::Masking { level } => masking_row_generic(level, key, row, Some(x), xt, mask, 0.0),
+        Corruption::Gaussian { sigma } => {
+            for g in 0..n.div_ceil(32) {
+                let bits = group(key, row, g);
+                for w in [0, 2] {
+                    for l in 0..8 {
+                        let r = (-2.0 * unit_open_f32(bits[w][l]).ln()).sqrt();
+                        let (s, c) = (std::f32::consts::TAU * unit_f32(bits[w + 1][l])).sin_cos();
+                        for (ww, z) in [(w, r * c), (w + 1, r * s)] {
+                            let j = 32 * g + 8 * ww + l;
+                            if j < n {
+                                xt[j] = x[j] + sigma * z;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(m) = mask {
+                m.fill(1.0);
+            }
+        }
+        Corruption::SaltAndPepper { level } => {
+            let mut mask = mask;
+            // 16 elements per group: element 16g + 8h + l uses words (2h, 2h + 1) of lane l.
+            for g in 0..n.div_ceil(16) {
+                let bits = group(key, row, g);
+                for h in 0..2 {
+                    for l in 0..8 {
+                        let j = 16 * g + 8 * h + l;
+                        if j < n {
+                            let hit = unit_f32(bits[2 * h][l]) < level;
+                            let salt = (bits[2 * h + 1][l] >> 31) as f32;
+                            xt[j] = if hit { salt } else { x[j] };
+                            if let Some(m) = mask.as_deref_mut() {
+                                m[j] = hit as u32 as f32;
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn corrupt_row_avx2(noise: Corruption, key: &NoiseKey, row: u32, x: &[f32], xt: &mut [f32], mask: Option<&mut [f32]>) {
+    corrupt_row_generic(noise, key, row, x, xt, mask)
+}
+
+/// Corrupts one row: `xt` = q_D(`x`), and `mask[j]` = 1 where input j was corrupted, else 0.
+/// `row` is the row's position in the epoch's order.
+#[inline]
+pub fn corrupt_row(noise: Corruption, key: &NoiseKey, row: u32, x: &[f32], xt: &mut [f32], mask: Option<&mut [f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::has_avx2_fma() {
+        // SAFETY: the processor supports AVX2 and FMA (checked just now).
+        return unsafe { corrupt_row_avx2(noise, key, row, x, xt, mask) };
+    }
+    corrupt_row_generic(noise, key, row, x, xt, mask)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dropout_mask_avx2(p: f32, key: &NoiseKey, row: u32, mask: &mut [f32]) {
+    masking_row_generic(p, key, row, None, mask, None, 1.0 / (1.0 - p))
+}
+
+/// Inverted-dropout mask of one row: 1/(1−`p`) where the unit is kept, 0 where it is dropped
+/// (drawn as masking noise of level `p`).
+#[inline]
+pub fn dropout_mask_row(p: f32, key: &NoiseKey, row: u32, mask: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::has_avx2_fma() {
+        // SAFETY: the processor supports AVX2 and FMA (checked just now).
+        return unsafe { dropout_mask_avx2(p, key, row, mask) };
+    }
+    masking_row_generic(p, key, row, None, mask, None, 1.0 / (1.0 - p))
 }
 
 #[cfg(test)]
@@ -228,6 +305,38 @@ mod tests {
         // Inverted dropout preserves the expectation: the mean mask is 1.
         let mean = m.iter().map(|&v| v as f64).sum::<f64>() / n;
         within_4se(mean, 1.0, (1.0 / n).sqrt(), "mean mask");
+    }
+
+    /// The layout of the module documentation, drawn one block at a time.
+    #[test]
+    fn noise_follows_the_documented_counters() {
+        use crate::rng::philox4x32;
+        let key = NoiseKey { seed: 77, stream: 16, epoch: 3, row0: 0 };
+        // Word i of the row: word (i / 8) mod 4 of block 8·(i / 32) + i mod 8.
+        let word = |i: usize| philox4x32(seed_key(77), [(8 * (i / 32) + i % 8) as u32, 11, 3, 16])[(i / 8) % 4];
+        let x = vec![0.5f32; 77];
+        let (mut xt, mut mask) = (vec![0f32; 77], vec![0f32; 77]);
+        corrupt_row(Corruption::Masking { level: 0.4 }, &key, 11, &x, &mut xt, Some(&mut mask));
+        for j in 0..77 {
+            let hit = unit_f32(word(j)) < 0.4;
+            assert_eq!(mask[j], hit as u8 as f32, "element {j}");
+            assert_eq!(xt[j], if hit { 0.0 } else { 0.5 });
+        }
+        corrupt_row(Corruption::SaltAndPepper { level: 0.5 }, &key, 11, &x, &mut xt, Some(&mut mask));
+        for j in 0..77 {
+            let first = 2 * j - j % 8;
+            let hit = unit_f32(word(first)) < 0.5;
+            let want = if hit { (word(first + 8) >> 31) as f32 } else { 0.5 };
+            assert_eq!(xt[j], want, "element {j}");
+        }
+        corrupt_row(Corruption::Gaussian { sigma: 1.0 }, &key, 11, &x, &mut xt, None);
+        for j in 0..77 {
+            let (even, odd) = (j & !8, j | 8);
+            let r = (-2.0 * unit_open_f32(word(even)).ln()).sqrt();
+            let theta = std::f32::consts::TAU * unit_f32(word(odd));
+            let z = if j & 8 == 0 { r * theta.cos() } else { r * theta.sin() };
+            assert!((xt[j] - (0.5 + z)).abs() < 1e-5, "element {j}: {} vs {}", xt[j], 0.5 + z);
+        }
     }
 
     #[test]

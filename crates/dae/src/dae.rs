@@ -11,7 +11,7 @@
 //! L = (1/n) Σ_rows Σ_j w_j ℓ(z_j, x_j)       (w_j from emphasis, else 1)
 //! ```
 
-use crate::backend::{Backend, LossOutput, LossSpec, OptState, StepSpec, Trans};
+use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
 use crate::config::{Corruption, DaeConfig};
 use crate::corrupt::NoiseKey;
 use crate::error::Result;
@@ -207,34 +207,74 @@ pub fn loss_spec(cfg: &DaeConfig, n: usize, output: LossOutput) -> LossSpec {
     }
 }
 
+/// Where the gradients of a backward pass go.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GradSink {
+    /// Into the workspace's gradient buffers (for any optimiser, and for checking).
+    Buffers,
+    /// Straight into the parameters as a plain SGD step, θ ← (1 − lr·wd)·θ − lr·∇θ, with no
+    /// gradient buffer: the weight gradients are summed into the weights by the matrix product
+    /// itself.
+    Sgd { lr: f32, weight_decay: f32 },
+}
+
+impl GradSink {
+    /// The sink for one step of `optimizer` at rate `lr`: fused when it is plain SGD.
+    pub fn for_step(optimizer: &crate::config::Optimizer, lr: f32) -> GradSink {
+        match *optimizer {
+            crate::config::Optimizer::Sgd { momentum, weight_decay, .. } if momentum == 0.0 => GradSink::Sgd { lr, weight_decay },
+            _ => GradSink::Buffers,
+        }
+    }
+
+    /// (α, β) such that the target becomes β·target + α·Σ(gradient terms).
+    pub fn scales(&self) -> (f32, f32) {
+        match *self {
+            GradSink::Buffers => (1.0, 0.0),
+            GradSink::Sgd { lr, weight_decay } => (-lr, 1.0 - lr * weight_decay),
+        }
+    }
+}
+
 /// Forward and backward over the first `n` rows of `ws.x` (clean) and `ws.xt` (corrupted, with
-/// `ws.mask`): leaves h in `ws.h`, the per-row losses in `ws.row_loss` and every gradient of the
-/// batch-mean loss in `ws.grads`.
-pub fn forward_backward<B: Backend>(be: &B, cfg: &DaeConfig, p: &DaeParams<B>, ws: &mut DaeWorkspace<B>, n: usize) {
+/// `ws.mask`): leaves h in `ws.h` and the per-row losses in `ws.row_loss`; every gradient of the
+/// batch-mean loss goes to `sink`.
+pub fn forward_backward<B: Backend>(be: &B, cfg: &DaeConfig, p: &mut DaeParams<B>, ws: &mut DaeWorkspace<B>, n: usize, sink: GradSink) {
     let (d, k) = (cfg.inputs, cfg.hidden);
     encode(be, cfg, p, &ws.xt, &mut ws.h, n);
     decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
     // ws.a becomes ∂L/∂a (n×d).
     be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &loss_spec(cfg, n, LossOutput::Grad), n, d, &mut ws.row_loss, 0);
-    let g = &mut ws.grads;
-    be.col_sums(&mut g.c, &ws.a, n, d); // ∂L/∂c = Σ_rows ∂L/∂a
-    match (&p.v, &mut g.v) {
-        (None, _) => {
-            // Decoder use of W: ∂L/∂W = (∂L/∂a)ᵀ·h (d×k); and ∂L/∂h = ∂L/∂a · W (n×k).
-            be.matmul(&mut g.w, &ws.a, Trans::T, &ws.h, Trans::N, d, k, n, false);
-            be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false);
-        }
-        (Some(v), Some(gv)) => {
-            // ∂L/∂V = hᵀ·∂L/∂a (k×d); ∂L/∂h = ∂L/∂a · Vᵀ (n×k).
-            be.matmul(gv, &ws.h, Trans::T, &ws.a, Trans::N, k, d, n, false);
-            be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false);
-        }
-        (Some(_), None) => unreachable!("gradient buffers are shaped like the parameters"),
+    // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
+    match &p.v {
+        None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
+        Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
     }
     be.act_grad(&mut ws.dh, &ws.h, cfg.encoder, n * k);
-    be.col_sums(&mut g.b, &ws.dh, n, k);
-    // Encoder use of W: ∂L/∂W += x̃ᵀ·∂L/∂(hidden pre-activation) (d×k).
-    be.matmul(&mut g.w, &ws.xt, Trans::T, &ws.dh, Trans::N, d, k, n, p.v.is_none());
+    // Every product below reads only activations and gradients: the parameters may change.
+    let (alpha, beta) = sink.scales();
+    let g = &mut ws.grads;
+    let (w, b, c, v) = match sink {
+        GradSink::Buffers => (&mut g.w, &mut g.b, &mut g.c, g.v.as_mut()),
+        GradSink::Sgd { .. } => (&mut p.w, &mut p.b, &mut p.c, p.v.as_mut()),
+    };
+    // ∂L/∂c = Σ_rows ∂L/∂a; ∂L/∂b = Σ_rows ∂L/∂(hidden pre-activation).
+    be.col_sums_scaled(c, &ws.a, n, d, alpha, beta);
+    be.col_sums_scaled(b, &ws.dh, n, k, alpha, beta);
+    // Encoder use of W: x̃ᵀ·∂L/∂(hidden pre-activation) (d×k); with tied weights the decoder
+    // use (∂L/∂a)ᵀ·h adds to it, in the same pass.
+    let encoder = Product { a: &ws.xt, ta: Trans::T, b: &ws.dh, tb: Trans::N, k: n };
+    match v {
+        None => {
+            let decoder = Product { a: &ws.a, ta: Trans::T, b: &ws.h, tb: Trans::N, k: n };
+            be.gemm(w, d, k, &[decoder, encoder], alpha, beta);
+        }
+        Some(v) => {
+            // ∂L/∂V = hᵀ·∂L/∂a (k×d).
+            be.gemm(v, k, d, &[Product { a: &ws.h, ta: Trans::T, b: &ws.a, tb: Trans::N, k: n }], alpha, beta);
+            be.gemm(w, d, k, &[encoder], alpha, beta);
+        }
+    }
 }
 
 /// Applies one optimiser step to every parameter.

@@ -150,17 +150,22 @@ pub fn softmax_xent_row(z: &mut [f32], bias: &[f32], label: usize, output: LossO
     (loss, arg == label)
 }
 
-/// `out`[jj] = Σ_r `x`[r, col0 + jj] for the columns `col0..col0 + out.len()` of a
-/// `rows` × `cols` matrix, summed in row order.
+/// `out`[jj] = β·`out`[jj] + α·Σ_r `x`[r, col0 + jj] for the columns `col0..col0 + out.len()`
+/// of a `rows` × `cols` matrix, summed in row order (β = 0: `out` is not read).
 #[inline]
-pub fn col_sums(out: &mut [f32], x: &[f32], rows: usize, cols: usize, col0: usize) {
-    out.fill(0.0);
+pub fn col_sums(out: &mut [f32], x: &[f32], rows: usize, cols: usize, col0: usize, alpha: f32, beta: f32) {
+    const W: usize = 64;
     let w = out.len();
+    debug_assert!(w <= W);
+    let mut acc = [0f32; W];
     for r in 0..rows {
         let row = &x[r * cols + col0..r * cols + col0 + w];
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o += v;
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
         }
+    }
+    for (o, &s) in out.iter_mut().zip(&acc) {
+        *o = if beta == 0.0 { alpha * s } else { beta * *o + alpha * s };
     }
 }
 

@@ -12,7 +12,8 @@
 //! L = mean over rows of Σ_j (logits_j − t_j)²             (regression)
 //! ```
 
-use crate::backend::{Backend, LossOutput, LossSpec, OptState, StepSpec, Trans};
+use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
+use crate::dae::GradSink;
 use crate::config::{init_range, Activation, Loss, Optimizer, TrainConfig};
 use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler};
@@ -345,16 +346,26 @@ pub fn loss<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &mut 
     }
 }
 
-/// Backward pass from ∂L/∂logits in `ws.logits` to every gradient in `ws.grads`.
-pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &mut NetWorkspace<B>, n: usize, dropout_applied: bool) {
+/// Backward pass from ∂L/∂logits in `ws.logits`: every gradient goes to `sink` (the workspace's
+/// buffers, or straight into the parameters as an SGD step). Each layer's gradient with respect
+/// to its input is computed before that layer's weights may change.
+pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, ws: &mut NetWorkspace<B>, n: usize, dropout_applied: bool, sink: GradSink) {
     let layers = cfg.hidden_layers();
     let (fin, c) = cfg.layer_shape(layers);
-    let (act, g) = (&ws.act, &mut ws.grads);
-    be.col_sums(&mut g.b[layers], &ws.logits, n, c);
-    be.matmul(&mut g.w[layers], act.input_of(layers, dropout_applied), Trans::T, &ws.logits, Trans::N, fin, c, n, false);
-    // delta = ∂L/∂a_L = ∂L/∂logits · W_outᵀ (n×s_L).
+    let (alpha, beta) = sink.scales();
+    let act = &ws.act;
+    let grads = &mut ws.grads;
     let [d0, d1] = &mut ws.delta;
+    // delta = ∂L/∂a_L = ∂L/∂logits · W_outᵀ (n×s_L), before W_out changes.
     be.matmul(d0, &ws.logits, Trans::N, &p.w[layers], Trans::T, n, fin, c, false);
+    {
+        let target = match sink {
+            GradSink::Buffers => &mut *grads,
+            GradSink::Sgd { .. } => &mut *p,
+        };
+        be.col_sums_scaled(&mut target.b[layers], &ws.logits, n, c, alpha, beta);
+        be.gemm(&mut target.w[layers], fin, c, &[Product { a: act.input_of(layers, dropout_applied), ta: Trans::T, b: &ws.logits, tb: Trans::N, k: n }], alpha, beta);
+    }
     let (mut cur, mut other) = (d0, d1);
     for l in (0..layers).rev() {
         let (lin, lout) = cfg.layer_shape(l);
@@ -364,10 +375,17 @@ pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &NetParams<B>, ws: &
             }
         }
         be.act_grad(cur, &act.h[l], cfg.activation, n * lout);
-        be.matmul(&mut g.w[l], act.input_of(l, dropout_applied), Trans::T, cur, Trans::N, lin, lout, n, false);
-        be.col_sums(&mut g.b[l], cur, n, lout);
         if l > 0 {
+            // ∂L/∂(input of layer l), before W_l changes.
             be.matmul(other, cur, Trans::N, &p.w[l], Trans::T, n, lin, lout, false);
+        }
+        let target = match sink {
+            GradSink::Buffers => &mut *grads,
+            GradSink::Sgd { .. } => &mut *p,
+        };
+        be.gemm(&mut target.w[l], lin, lout, &[Product { a: act.input_of(l, dropout_applied), ta: Trans::T, b: cur, tb: Trans::N, k: n }], alpha, beta);
+        be.col_sums_scaled(&mut target.b[l], cur, n, lout, alpha, beta);
+        if l > 0 {
             std::mem::swap(&mut cur, &mut other);
         }
     }
@@ -392,7 +410,7 @@ impl<B: Backend> NetOptState<B> {
     }
 }
 
-fn apply_update<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, g: &NetParams<B>, st: &mut NetOptState<B>, step: &StepSpec) {
+pub fn apply_update<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, g: &NetParams<B>, st: &mut NetOptState<B>, step: &StepSpec) {
     for l in 0..=cfg.hidden_layers() {
         let (fin, fout) = cfg.layer_shape(l);
         be.update(&mut p.w[l], &g.w[l], &mut st.w[l], step, fin * fout);
@@ -481,9 +499,12 @@ fn finetune_loop<B: Backend>(
             let dropout = if dropping { Dropout::Sample(key) } else { Dropout::Off };
             forward(be, &cfg, &params, &mut ws, n, dropout);
             loss(be, &cfg, &params, &mut ws, n, LossOutput::Grad);
-            backward(be, &cfg, &params, &mut ws, n, dropping);
             t += 1;
-            apply_update(be, &cfg, &mut params, &ws.grads, &mut opt, &StepSpec { optimizer: tc.optimizer, lr, t });
+            let sink = GradSink::for_step(&tc.optimizer, lr);
+            backward(be, &cfg, &mut params, &mut ws, n, dropping, sink);
+            if sink == GradSink::Buffers {
+                apply_update(be, &cfg, &mut params, &ws.grads, &mut opt, &StepSpec { optimizer: tc.optimizer, lr, t });
+            }
             be.download(&ws.row_loss, &mut losses[..n]);
             let s: f64 = losses[..n].iter().map(|&l| l as f64).sum();
             if !s.is_finite() {

@@ -31,6 +31,35 @@ pub fn philox4x32(key: [u32; 2], counter: [u32; 4]) -> [u32; 4] {
     c
 }
 
+/// Eight Philox4x32-10 blocks at once, for the counters `[first + l, c1, c2, c3]`, l = 0..8:
+/// `out[w][l]` is word w of block l. The same numbers as [`philox4x32`], written lane by lane so
+/// that the compiler vectorises it.
+#[inline(always)]
+pub fn philox4x32_x8(key: [u32; 2], first: u32, c1: u32, c2: u32, c3: u32) -> [[u32; 8]; 4] {
+    let mut x0: [u32; 8] = std::array::from_fn(|l| first.wrapping_add(l as u32));
+    let mut x1 = [c1; 8];
+    let mut x2 = [c2; 8];
+    let mut x3 = [c3; 8];
+    let (mut k0, mut k1) = (key[0], key[1]);
+    for round in 0..10 {
+        if round > 0 {
+            k0 = k0.wrapping_add(W0);
+            k1 = k1.wrapping_add(W1);
+        }
+        for l in 0..8 {
+            let p0 = (M0 as u64) * (x0[l] as u64);
+            let p1 = (M1 as u64) * (x2[l] as u64);
+            let n0 = ((p1 >> 32) as u32) ^ x1[l] ^ k0;
+            let n2 = ((p0 >> 32) as u32) ^ x3[l] ^ k1;
+            x1[l] = p1 as u32;
+            x3[l] = p0 as u32;
+            x0[l] = n0;
+            x2[l] = n2;
+        }
+    }
+    [x0, x1, x2, x3]
+}
+
 /// The key for a 64-bit seed.
 #[inline]
 pub fn seed_key(seed: u64) -> [u32; 2] {
@@ -47,15 +76,6 @@ pub fn unit_f32(bits: u32) -> f32 {
 #[inline(always)]
 pub fn unit_open_f32(bits: u32) -> f32 {
     ((bits >> 8) + 1) as f32 * (1.0 / 16_777_216.0)
-}
-
-/// Two independent standard normals from two uniforms (Box–Muller).
-#[inline(always)]
-pub fn box_muller(b0: u32, b1: u32) -> (f32, f32) {
-    let r = (-2.0 * unit_open_f32(b0).ln()).sqrt();
-    let theta = std::f32::consts::TAU * unit_f32(b1);
-    let (s, c) = theta.sin_cos();
-    (r * c, r * s)
 }
 
 /// Streams: independent sequences drawn from one seed, one per purpose.
@@ -176,6 +196,18 @@ mod tests {
             ),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    #[test]
+    fn eight_lanes_match_one_block_at_a_time() {
+        let key = seed_key(0x1234_5678_9abc_def0);
+        let bits = philox4x32_x8(key, u32::MAX - 3, 7, 8, 9);
+        for l in 0..8u32 {
+            let one = philox4x32(key, [(u32::MAX - 3).wrapping_add(l), 7, 8, 9]);
+            for w in 0..4 {
+                assert_eq!(bits[w][l as usize], one[w]);
+            }
+        }
     }
 
     #[test]

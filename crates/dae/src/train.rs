@@ -6,7 +6,7 @@ use crate::config::{DaeConfig, TrainConfig};
 use crate::corrupt::NoiseKey;
 use crate::dae::{
     apply_update, corrupt_batch, decode_pre, encode, forward_backward, loss_spec, Dae,
-    DaeOptState, DaeParams, DaeWorkspace,
+    DaeOptState, DaeParams, DaeWorkspace, GradSink,
 };
 
 use crate::data::{Dataset, Scaler};
@@ -269,8 +269,11 @@ pub fn train_step<B: Backend>(
     let n = rows.len();
     be.gather(&mut ws.x, data, rows);
     corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
-    forward_backward(be, cfg, params, ws, n);
-    apply_update(be, params, &ws.grads, opt, step, cfg);
+    let sink = GradSink::for_step(&step.optimizer, step.lr);
+    forward_backward(be, cfg, params, ws, n, sink);
+    if sink == GradSink::Buffers {
+        apply_update(be, params, &ws.grads, opt, step, cfg);
+    }
     be.download(&ws.row_loss, &mut losses[..n]);
     losses[..n].iter().map(|&l| l as f64).sum()
 }

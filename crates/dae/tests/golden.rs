@@ -171,7 +171,7 @@ fn golden_mlp_forward_loss_and_gradients() {
         for threads in [1, 2] {
             let label = format!("mlp case seed {} ({act}, dropout {p}, {threads} threads)", c["seed"]);
             let cpu = Cpu::new(Some(threads)).unwrap();
-            let params = NetParams::upload(&cpu, &net).unwrap();
+            let mut params = NetParams::upload(&cpu, &net).unwrap();
             let mut ws = NetWorkspace::new(&cpu, &config, n).unwrap();
             cpu.upload(&mut ws.act.x, &flat(&c["x"]));
             let labels: Vec<f32> = c["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as f32).collect();
@@ -192,7 +192,7 @@ fn golden_mlp_forward_loss_and_gradients() {
                 let logits: Vec<f32> = ws.logits[..n * classes].iter().enumerate().map(|(i, &v)| v + bias[i % classes]).collect();
                 assert_close(&format!("{label} logits"), &logits, &flat(&c["logits"]), REL, ABS);
                 loss(&cpu, &config, &params, &mut ws, n, LossOutput::Grad);
-                backward(&cpu, &config, &params, &mut ws, n, p > 0.0);
+                backward(&cpu, &config, &mut params, &mut ws, n, p > 0.0, dae::dae::GradSink::Buffers);
             });
             let l = ws.row_loss[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let want = c["loss_value"].as_f64().unwrap();

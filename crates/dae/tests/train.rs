@@ -121,8 +121,9 @@ static ALLOC: counting::Counting = counting::Counting;
 
 #[test]
 fn the_training_step_allocates_nothing() {
-    // The reference product: the `gemm` crate allocates packing scratch of its own.
-    let cpu = Cpu::reference(Some(1)).unwrap();
+    // One thread, so that every allocation would happen on this thread and be counted. The
+    // product's packing buffers grow once, in the first step.
+    let cpu = Cpu::new(Some(1)).unwrap();
     let ds = prototypes(64, 30, 2);
     let scaler = Scaler::identity(30);
     for (optimizer, emphasis, untied) in [
@@ -196,5 +197,87 @@ fn training_learns_the_structure() {
         let (first, last) = (t.history[0].train_loss, t.history.last().unwrap().train_loss);
         assert!(last < 0.75 * first, "{optimizer:?}: loss {first} → {last}");
         assert!((t.history[1].lr - lr * 0.9).abs() < 1e-7, "lr decays per epoch");
+    }
+}
+
+#[test]
+fn fused_sgd_step_equals_gradients_then_update() {
+    use dae::dae::{apply_update, forward_backward, GradSink};
+    use dae::network::{backward, forward, loss, Dropout, NetOptState, NetParams, NetWorkspace, Network, NetworkConfig, Task};
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let ds = prototypes(40, 30, 9);
+    let scaler = Scaler::identity(30);
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    };
+    for (tied, wd) in [(true, 0.0), (false, 0.01)] {
+        let mut cfg = DaeConfig::new(30, 12);
+        cfg.tied = tied;
+        let opt = Optimizer::Sgd { momentum: 0.0, nesterov: false, weight_decay: wd };
+        let model = Dae::init(&cfg, 3);
+        let data = cpu.data(&ds, &scaler).unwrap();
+        let rows: Vec<u32> = (0..40).collect();
+        let run = |fused: bool| {
+            let mut p = DaeParams::upload(&cpu, &model).unwrap();
+            let mut ws = DaeWorkspace::new(&cpu, &cfg, 40).unwrap();
+            let mut st = DaeOptState::new(&cpu, &cfg, &opt).unwrap();
+            cpu.gather(&mut ws.x, &data, &rows);
+            let key = NoiseKey { seed: 1, stream: 16, epoch: 1, row0: 0 };
+            dae::dae::corrupt_batch(&cpu, cfg.noise, &key, &mut ws, 30, 40);
+            let step = StepSpec { optimizer: opt, lr: 0.3, t: 1 };
+            if fused {
+                forward_backward(&cpu, &cfg, &mut p, &mut ws, 40, GradSink::for_step(&opt, 0.3));
+            } else {
+                forward_backward(&cpu, &cfg, &mut p, &mut ws, 40, GradSink::Buffers);
+                apply_update(&cpu, &mut p, &ws.grads, &mut st, &step, &cfg);
+            }
+            let mut out = model.clone();
+            p.download(&cpu, &mut out);
+            out
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(a.w != model.w, "the step changed the weights");
+        close(&a.w, &b.w, "W");
+        close(&a.b, &b.b, "b");
+        close(&a.c, &b.c, "c");
+        if !tied {
+            close(a.v.as_ref().unwrap(), b.v.as_ref().unwrap(), "V");
+        }
+    }
+    // The fine-tuning network, dropout included.
+    let config = NetworkConfig { sizes: vec![30, 16, 8], activation: dae::Activation::Sigmoid, task: Task::Classification { classes: 3 }, dropout: 0.2, input_dropout: 0.1 };
+    let mut net = Network::init(config.clone(), 4).unwrap();
+    // A non-zero output layer, so that every gradient flows.
+    net.weights[2].iter_mut().enumerate().for_each(|(i, w)| *w = ((i % 7) as f32 - 3.0) * 0.1);
+    let labels: Vec<f32> = (0..40).map(|i| (i % 3) as f32).collect();
+    let opt = Optimizer::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.001 };
+    let run = |fused: bool| {
+        let mut p = NetParams::upload(&cpu, &net).unwrap();
+        let mut ws = NetWorkspace::new(&cpu, &config, 40).unwrap();
+        let mut st = NetOptState::new(&cpu, &config, &opt).unwrap();
+        let data = cpu.data(&ds, &scaler).unwrap();
+        let rows: Vec<u32> = (0..40).collect();
+        cpu.gather(&mut ws.act.x, &data, &rows);
+        cpu.upload(&mut ws.targets, &labels);
+        let key = NoiseKey { seed: 2, stream: 0x3000, epoch: 1, row0: 0 };
+        forward(&cpu, &config, &p, &mut ws, 40, Dropout::Sample(key));
+        loss(&cpu, &config, &p, &mut ws, 40, dae::backend::LossOutput::Grad);
+        if fused {
+            backward(&cpu, &config, &mut p, &mut ws, 40, true, GradSink::for_step(&opt, 0.5));
+        } else {
+            backward(&cpu, &config, &mut p, &mut ws, 40, true, GradSink::Buffers);
+            dae::network::apply_update(&cpu, &config, &mut p, &ws.grads, &mut st, &StepSpec { optimizer: opt, lr: 0.5, t: 1 });
+        }
+        let mut out = net.clone();
+        p.download(&cpu, &mut out);
+        out
+    };
+    let (a, b) = (run(true), run(false));
+    for l in 0..3 {
+        assert!(a.weights[l] != net.weights[l], "layer {l} changed");
+        close(&a.weights[l], &b.weights[l], &format!("weights[{l}]"));
+        close(&a.biases[l], &b.biases[l], &format!("biases[{l}]"));
     }
 }

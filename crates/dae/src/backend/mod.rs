@@ -22,6 +22,15 @@ pub enum Trans {
     T,
 }
 
+/// One product op(a)·op(b) of a [`Backend::gemm`] sum; op(a) is m×k and op(b) k×n.
+pub struct Product<'a, B: Backend + ?Sized> {
+    pub a: &'a B::Buf,
+    pub ta: Trans,
+    pub b: &'a B::Buf,
+    pub tb: Trans,
+    pub k: usize,
+}
+
 /// What [`Backend::loss_grad`] computes.
 #[derive(Clone, Copy, Debug)]
 pub struct LossSpec {
@@ -92,6 +101,11 @@ pub trait Backend: Sync {
     /// `dst` = the rows `rows` of `data`, in that order (`rows.len()` × cols).
     fn gather(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32]);
 
+    /// `c`[m×n] = β·`c` + α·Σ op(aᵢ)·op(bᵢ) over the `terms`. With β = 0 the old `c` is not
+    /// read. A sum of products is one pass over `c`: the two gradient terms of tied weights, or
+    /// an SGD step straight into the weights (α = −lr, β = 1).
+    fn gemm(&self, c: &mut Self::Buf, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32);
+
     /// `c`[m×n] = op(`a`)·op(`b`), plus the old `c` when `accumulate`. op(a) is m×k, op(b) k×n.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
@@ -105,7 +119,10 @@ pub trait Backend: Sync {
         n: usize,
         k: usize,
         accumulate: bool,
-    );
+    ) {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        self.gemm(c, m, n, &[Product { a, ta, b, tb, k }], 1.0, beta);
+    }
 
     /// `x`[r, j] = act(`x`[r, j] + `bias`[j]) over `rows` × `cols`.
     fn bias_act(&self, x: &mut Self::Buf, bias: &Self::Buf, act: Activation, rows: usize, cols: usize);
@@ -175,8 +192,15 @@ pub trait Backend: Sync {
     /// `x`[i] ·= `m`[i] for i < `len`.
     fn mul_assign(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize);
 
+    /// `out`[j] = β·`out`[j] + α·Σ_r `x`[r, j] over `rows` × `cols`, summed in row order (β = 0:
+    /// the old `out` is not read). With α = −lr, β = 1 it is an SGD step on a bias.
+    #[allow(clippy::too_many_arguments)]
+    fn col_sums_scaled(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize, alpha: f32, beta: f32);
+
     /// `out`[j] = Σ_r `x`[r, j] over `rows` × `cols`, summed in row order.
-    fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize);
+    fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize) {
+        self.col_sums_scaled(out, x, rows, cols, 1.0, 0.0);
+    }
 
     /// One optimiser step on the first `len` values of `param` with gradient `grad`.
     fn update(

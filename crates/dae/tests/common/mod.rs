@@ -58,14 +58,14 @@ pub fn run_batch(
     mask: &[f32],
     n: usize,
 ) -> (DaeWorkspace<Cpu>, DaeParams<Cpu>) {
-    let p = DaeParams::upload(cpu, model).unwrap();
+    let mut p = DaeParams::upload(cpu, model).unwrap();
     let mut ws = DaeWorkspace::new(cpu, &model.config, n).unwrap();
     cpu.upload(&mut ws.x, x);
     cpu.upload(&mut ws.xt, xt);
     if let Some(m) = ws.mask.as_mut() {
         cpu.upload(m, mask);
     }
-    cpu.install(|| dae::dae::forward_backward(cpu, &model.config, &p, &mut ws, n));
+    dae::dae::forward_backward(cpu, &model.config, &mut p, &mut ws, n, dae::dae::GradSink::Buffers);
     (ws, p)
 }
 
