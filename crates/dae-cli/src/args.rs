@@ -42,6 +42,118 @@ pub enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision and recall, and the confusion matrix of a classifier.
     Evaluate(EvaluateArgs),
+    /// Pictures of a model: its filters, its reconstructions, its learning curves.
+    Viz(VizArgs),
+    /// Write one self-contained HTML page about a model (works offline).
+    Report(ReportArgs),
+}
+
+/// Files a training command writes besides the model.
+#[derive(Args, Debug, Clone)]
+pub struct ExtraOutputs {
+    /// Append one JSON object per epoch to FILE (stage, epoch, losses, accuracies, seconds, rate).
+    #[arg(long, value_name = "FILE")]
+    pub log_json: Option<PathBuf>,
+    /// Write an HTML report about the trained model (and its training data) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// Height × width of image rows, as `28x28`.
+pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(['x', 'X', '×'])
+        .ok_or_else(|| format!("'{s}' is not HEIGHTxWIDTH (for example 28x28)"))?;
+    let num = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("'{v}' in '{s}' is not a positive size"));
+    Ok((num(h)?, num(w)?))
+}
+
+#[derive(Args, Debug)]
+pub struct VizArgs {
+    #[command(subcommand)]
+    pub what: VizCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VizCommand {
+    /// Each first-layer unit's input weights as an image tile, in a grid (PNG).
+    Filters(VizFiltersArgs),
+    /// Rows of clean, corrupted and reconstructed examples (PNG).
+    Reconstructions(VizReconstructionsArgs),
+    /// Training and validation loss (and accuracy) per epoch (PNG or SVG, by extension).
+    Curves(VizCurvesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VizFiltersArgs {
+    /// An autoencoder, a stack (its first layer) or a classifier (its first layer).
+    pub model: PathBuf,
+    #[arg(short, long, value_name = "OUT.png")]
+    pub output: PathBuf,
+    /// How many units to draw.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub units: usize,
+    /// Image shape when the model does not know it (models trained on IDX or 3-D NPY do).
+    #[arg(long, value_parser = parse_shape, value_name = "HxW")]
+    pub shape: Option<(usize, usize)>,
+}
+
+#[derive(Args, Debug)]
+pub struct VizReconstructionsArgs {
+    /// An autoencoder or a stack (its first layer reconstructs).
+    pub model: PathBuf,
+    pub data: PathBuf,
+    #[arg(short, long, value_name = "OUT.png")]
+    pub output: PathBuf,
+    /// Corruption to show (default: the model's own).
+    #[arg(long, value_name = "PROCESS")]
+    pub noise: Option<dae::Corruption>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many examples (spread evenly over DATA).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub rows: usize,
+    #[arg(long, value_parser = parse_shape, value_name = "HxW")]
+    pub shape: Option<(usize, usize)>,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct VizCurvesArgs {
+    pub model: PathBuf,
+    /// Output file: .png or .svg.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Any model: autoencoder, stack or classifier.
+    pub model: PathBuf,
+    /// Data for reconstructions, the error histogram and anomalies (and, with labels, a
+    /// classifier's confusion matrix).
+    pub data: Option<PathBuf>,
+    #[arg(short, long, value_name = "OUT.html")]
+    pub output: PathBuf,
+    /// True classes of DATA, for a classifier's confusion matrix.
+    #[arg(long, value_name = "LABELS")]
+    pub labels: Option<PathBuf>,
+    /// The CSV column of LABELS (or of DATA) holding the labels.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+    /// Image shape when the model does not know it.
+    #[arg(long, value_parser = parse_shape, value_name = "HxW")]
+    pub shape: Option<(usize, usize)>,
+    /// Rows in the table of anomalies.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub anomalies: usize,
+    #[command(flatten)]
+    pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 /// Options of every command that computes.
@@ -155,6 +267,8 @@ pub struct TrainArgs {
     pub scale: ScaleKind,
     #[command(flatten)]
     pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub extra: ExtraOutputs,
     #[command(flatten)]
     pub run: RunOpts,
 }
@@ -292,6 +406,8 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub data_opts: DataOpts,
     #[command(flatten)]
+    pub extra: ExtraOutputs,
+    #[command(flatten)]
     pub run: RunOpts,
 }
 
@@ -326,6 +442,10 @@ pub struct FinetuneArgs {
     /// The number of classes (default: the largest label + 1).
     #[arg(long, value_name = "N")]
     pub classes: Option<usize>,
+    /// Train on the first N rows of each class only (few-label experiments); the other rows are
+    /// not used.
+    #[arg(long, value_name = "N")]
+    pub per_class: Option<usize>,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -360,6 +480,8 @@ pub struct FinetuneArgs {
     pub scale: ScaleKind,
     #[command(flatten)]
     pub data_opts: DataOpts,
+    #[command(flatten)]
+    pub extra: ExtraOutputs,
     #[command(flatten)]
     pub run: RunOpts,
 }

@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod images;
 mod progress;
+mod report;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -22,6 +23,8 @@ fn main() {
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Predict(a) => commands::predict::predict(a),
         Command::Evaluate(a) => commands::predict::run_evaluate(a),
+        Command::Viz(a) => commands::viz::run(a),
+        Command::Report(a) => commands::viz::report(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

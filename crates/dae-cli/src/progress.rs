@@ -11,6 +11,8 @@ pub struct Progress {
     label: String,
     last_draw: Option<Instant>,
     drawn: bool,
+    /// `--log-json`: one JSON object per epoch.
+    log: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
 }
 
 impl Progress {
@@ -22,7 +24,17 @@ impl Progress {
             label: label.into(),
             last_draw: None,
             drawn: false,
+            log: None,
         }
+    }
+
+    /// Also writes one JSON object per epoch to `path` (created or truncated now).
+    pub fn with_log(mut self, path: Option<&std::path::Path>) -> dae::Result<Progress> {
+        if let Some(path) = path {
+            let f = std::fs::File::create(path).map_err(|e| dae::Error::io(path, "writing", e))?;
+            self.log = Some((path.to_path_buf(), std::io::BufWriter::new(f)));
+        }
+        Ok(self)
     }
 
     fn prefix(&self) -> String {
@@ -92,6 +104,22 @@ impl Observer for Progress {
 
     fn epoch(&mut self, r: &EpochRecord) {
         self.clear();
+        if let Some((path, log)) = self.log.as_mut() {
+            let line = serde_json::json!({
+                "stage": if self.label.is_empty() { None } else { Some(&self.label) },
+                "epoch": r.epoch,
+                "train_loss": r.train_loss,
+                "val_loss": r.val_loss,
+                "train_accuracy": r.train_accuracy,
+                "val_accuracy": r.val_accuracy,
+                "seconds": r.seconds,
+                "lr": r.lr,
+            });
+            if writeln!(log, "{line}").and_then(|_| log.flush()).is_err() {
+                eprintln!("warning: cannot write to {}; the JSON log stops here", path.display());
+                self.log = None;
+            }
+        }
         if !self.lines {
             return;
         }

@@ -135,6 +135,23 @@ fn label_column_of_the_data_and_from_scratch() {
 }
 
 #[test]
+fn per_class_keeps_the_first_rows_of_each_class() {
+    let s = Scratch::new("perclass");
+    let (features, labels) = features_csv(240);
+    let x = s.write("x.csv", features);
+    let y = s.write("y.csv", labels);
+    let out = s.path("clf.safetensors");
+    let o = dae([
+        "finetune", "--from-scratch", "--layers", "6", x.to_str().unwrap(), "--labels", y.to_str().unwrap(),
+        "-o", out.to_str().unwrap(), "--epochs", "2", "--per-class", "5",
+    ]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("on 20 rows"), "4 classes × 5 rows: {}", stderr(&o));
+    let o = dae(["finetune", "--from-scratch", "--layers", "6", x.to_str().unwrap(), "--labels", y.to_str().unwrap(), "-o", out.to_str().unwrap(), "--per-class", "0"]);
+    assert_fails(&o, 2, &["--per-class", "at least 1"]);
+}
+
+#[test]
 fn regression_targets() {
     let s = Scratch::new("regress");
     let mut x = String::new();

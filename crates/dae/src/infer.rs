@@ -55,13 +55,15 @@ pub fn corrupt_all(ds: &Dataset, scaler: &Scaler, noise: EvalNoise) -> Vec<f32> 
 }
 
 /// Runs `f(ws, params, n, first_row)` on every chunk of `ds`, after gathering the chunk's rows
-/// into `ws.x` and corrupting them into `ws.xt` with `noise`.
+/// into `ws.x` and corrupting them into `ws.xt` with `noise`. Without noise the rows are
+/// gathered into `ws.xt` alone (`ws.x` is not filled) unless `need_clean`.
 fn for_each_chunk<B: Backend>(
     be: &B,
     model: &Dae,
     ds: &Dataset,
     scaler: &Scaler,
     noise: EvalNoise,
+    need_clean: bool,
     mut f: impl FnMut(&B, &mut DaeWorkspace<B>, &DaeParams<B>, usize, usize) + Send,
 ) -> Result<()> {
     let cfg = &model.config;
@@ -78,8 +80,12 @@ fn for_each_chunk<B: Backend>(
             let n = cap.min(ds.rows - start);
             idx.clear();
             idx.extend(start as u32..(start + n) as u32);
-            be.gather(&mut ws.x, &data, &idx);
-            corrupt_batch(be, noise.noise, &noise.key(start), &mut ws, cfg.inputs, n);
+            if noise.noise.is_none() && !need_clean && ws.mask.is_none() {
+                be.gather(&mut ws.xt, &data, &idx);
+            } else {
+                be.gather(&mut ws.x, &data, &idx);
+                corrupt_batch(be, noise.noise, &noise.key(start), &mut ws, cfg.inputs, n);
+            }
             f(be, &mut ws, &params, n, start);
             start += n;
         }
@@ -92,7 +98,7 @@ pub fn encode_all<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler
     let k = model.config.hidden;
     let mut out = vec![0f32; ds.rows * k];
     let cfg = &model.config;
-    for_each_chunk(be, model, ds, scaler, EvalNoise::none(), |be, ws, p, n, start| {
+    for_each_chunk(be, model, ds, scaler, EvalNoise::none(), false, |be, ws, p, n, start| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         be.download(&ws.h, &mut out[start * k..(start + n) * k]);
     })?;
@@ -110,7 +116,7 @@ pub fn reconstruct_all<B: Backend>(
     let d = model.config.inputs;
     let mut out = vec![0f32; ds.rows * d];
     let cfg = &model.config;
-    for_each_chunk(be, model, ds, scaler, noise, |be, ws, p, n, start| {
+    for_each_chunk(be, model, ds, scaler, noise, false, |be, ws, p, n, start| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode(be, cfg, p, &ws.h, &mut ws.a, n);
         be.download(&ws.a, &mut out[start * d..(start + n) * d]);
@@ -138,7 +144,7 @@ pub fn score_all<B: Backend>(
     } else {
         LossOutput::Rows
     };
-    for_each_chunk(be, model, ds, scaler, noise, |be, ws, p, n, start| {
+    for_each_chunk(be, model, ds, scaler, noise, true, |be, ws, p, n, start| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
         let spec = loss_spec(cfg, n, output);

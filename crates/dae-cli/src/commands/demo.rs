@@ -2,21 +2,17 @@
 //! Fashion-MNIST test split (10,000 images, MIT licence; see data/fashion-mnist/README.md) and
 //! writes the model, its filters and a grid of clean / corrupted / reconstructed examples.
 
+use super::write_file;
 use crate::args::DemoArgs;
 use crate::images::{filters_png, reconstructions_png};
 use crate::progress::Progress;
-use dae::atomic::{write_atomic, write_err};
+use crate::report::{render, ReportInput};
 use dae::data::read_idx_bytes;
 use dae::infer::EvalNoise;
 use dae::rng::stream;
-use dae::{train_dae, Backend, Cpu, Dae, DaeConfig, DataInfo, Error, Result, SavedDae, Scaler, Split, TrainConfig};
-use std::path::Path;
+use dae::{train_dae, AnyModel, Backend, Cpu, Dae, DaeConfig, DataInfo, Error, Result, SavedDae, Scaler, Split, TrainConfig};
 
 static IMAGES: &[u8] = include_bytes!("../../../../data/fashion-mnist/t10k-images-idx3-ubyte.gz");
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |w| w.write_all(bytes).map_err(write_err(path)))
-}
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let ds = read_idx_bytes("fashion-mnist/t10k-images-idx3-ubyte.gz (embedded)", IMAGES)?;
@@ -55,13 +51,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         data: DataInfo::of(&ds),
     };
     saved.save(&model_path)?;
+    let model = AnyModel::Autoencoder(saved);
     let filters_path = a.output.join("filters.png");
-    write_file(&filters_path, &filters_png(&saved.model, shape, 100))?;
+    write_file(&filters_path, &filters_png(&model, shape, 100))?;
     let recon_path = a.output.join("reconstructions.png");
     let rows: Vec<usize> = (0..10).map(|i| i * 997).collect();
     let noise = EvalNoise { noise: config.noise, seed: 1 };
+    let AnyModel::Autoencoder(saved) = &model else { unreachable!("built above") };
     let png = reconstructions_png(&cpu, &saved.model, &ds, &saved.scaler, &rows, noise, shape)?;
     write_file(&recon_path, &png)?;
+    let report_path = a.output.join("report.html");
+    let html = render(&cpu, &ReportInput { model_path: &model_path, model: &model, data: Some(&ds), labels: None, shape: None, anomalies: 10 })?;
+    write_file(&report_path, html.as_bytes())?;
 
     let last = saved.history.last().expect("at least one epoch ran");
     let total: f64 = saved.history.iter().map(|r| r.seconds).sum();
@@ -69,5 +70,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
     println!("wrote {}", model_path.display());
     println!("wrote {}  (the first 100 filters of W)", filters_path.display());
     println!("wrote {}  (rows: clean, masked 30%, reconstructed)", recon_path.display());
+    println!("wrote {}  (open it in a browser: curves, filters, reconstructions, anomalies)", report_path.display());
     Ok(())
 }

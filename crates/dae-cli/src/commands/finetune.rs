@@ -5,7 +5,6 @@ use super::pretrain::layer_sizes;
 use super::train::optimizer;
 use super::{check_output, read_options};
 use crate::args::FinetuneArgs;
-use crate::progress::Progress;
 use dae::data::{class_dataset, read_targets, take_column, Targets};
 use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
 use dae::train::holdout;
@@ -88,12 +87,32 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     let train_targets = target_data(&targets, &task)?;
 
+    // The rows to learn from: all, or the first N of each class.
+    let usable: Vec<u32> = match (a.per_class, &task) {
+        (Some(0), _) => return Err(Error::usage("--per-class", "must be at least 1")),
+        (Some(n), Task::Classification { classes }) => {
+            let labels = targets.classes(Some(*classes), "the classifier")?;
+            let mut taken = vec![0usize; *classes];
+            (0..ds.rows as u32)
+                .filter(|&r| {
+                    let c = labels[r as usize] as usize;
+                    taken[c] += 1;
+                    taken[c] <= n
+                })
+                .collect()
+        }
+        (Some(_), Task::Regression { .. }) => {
+            return Err(Error::usage("--per-class", "needs class labels, not --regression"))
+        }
+        (None, _) => (0..ds.rows as u32).collect(),
+    };
     let (train_rows, holdout_rows) = match a.val_fraction {
         Some(f) => {
-            let (t, v) = holdout(ds.rows, f, a.seed)?;
-            (t, Some(v))
+            let (t, v) = holdout(usable.len(), f, a.seed)?;
+            let pick = |rows: Vec<u32>| rows.into_iter().map(|i| usable[i as usize]).collect::<Vec<u32>>();
+            (pick(t), Some(pick(v)))
         }
-        None => ((0..ds.rows as u32).collect::<Vec<_>>(), None),
+        None => (usable, None),
     };
     let (network, scaler, init) = match &stack {
         Some(s) => {
@@ -157,7 +176,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             cpu.describe()
         );
     }
-    let mut progress = Progress::new(a.run.quiet, "");
+    let mut progress = super::progress(&a.run, &a.extra)?;
     let trained = finetune(&cpu, network, &scaler, &train, val.as_ref(), &tc, &mut progress)?;
     drop(progress);
     let saved = SavedNetwork {
@@ -182,5 +201,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         }
         println!("{line}");
     }
-    Ok(())
+    let classes = match saved.network.config.task {
+        Task::Classification { classes } => Some(targets.classes(Some(classes), "the classifier")?),
+        Task::Regression { .. } => None,
+    };
+    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
 }

@@ -7,8 +7,13 @@ pub mod inspect;
 pub mod predict;
 pub mod pretrain;
 pub mod train;
+pub mod viz;
 
-use crate::args::DataOpts;
+use crate::args::{DataOpts, ExtraOutputs, RunOpts};
+use crate::progress::Progress;
+use crate::report::{render, ReportInput};
+use dae::atomic::{write_atomic, write_err};
+use dae::{AnyModel, Cpu};
 use dae::train::holdout;
 use dae::{read_data, Dataset, Error, ReadOptions, Result, Split};
 use std::path::Path;
@@ -75,6 +80,31 @@ pub fn check_output(path: &Path, option: &str) -> Result<()> {
                 format!("the folder {} does not exist", dir.display()),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The progress display of a training command, with its `--log-json` file.
+pub fn progress(run: &RunOpts, extra: &ExtraOutputs) -> Result<Progress> {
+    if let Some(p) = &extra.report {
+        check_output(p, "--report")?;
+    }
+    Progress::new(run.quiet, "").with_log(extra.log_json.as_deref())
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes).map_err(write_err(path)))
+}
+
+/// `--report`: the HTML report of the model just written to `model_path`, on `data`.
+pub fn write_report(cpu: &Cpu, report: Option<&Path>, model_path: &Path, data: Option<&Dataset>, labels: Option<&[u32]>, quiet: bool) -> Result<()> {
+    let Some(out) = report else { return Ok(()) };
+    let model = AnyModel::load(model_path)?;
+    let html = render(cpu, &ReportInput { model_path, model: &model, data, labels, shape: None, anomalies: 10 })?;
+    write_file(out, html.as_bytes())?;
+    if !quiet {
+        println!("wrote {}", out.display());
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 use super::train::optimizer;
 use super::{check_output, read_options, validation_split};
 use crate::args::PretrainArgs;
-use crate::progress::Progress;
 use dae::stack::{pretrain, LayerPlan};
 use dae::{read_data, Backend, Corruption, Cpu, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split, TrainConfig};
 use std::str::FromStr;
@@ -132,7 +131,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     }
     let train = Split { data: &ds, rows: train_rows };
     let val_split = val.split(&ds);
-    let mut progress = Progress::new(a.run.quiet, "");
+    let mut progress = super::progress(&a.run, &a.extra)?;
     let done = pretrain(&cpu, &plans, &scaler, &train, val_split.as_ref(), &mut progress)?;
     drop(progress);
     let saved = SavedStack {
@@ -152,5 +151,5 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             .collect();
         println!("wrote {}: {} layers, final training losses {}", a.output.display(), n, finals.join(", "));
     }
-    Ok(())
+    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

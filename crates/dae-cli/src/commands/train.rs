@@ -2,7 +2,6 @@
 
 use super::{check_output, read_options};
 use crate::args::{OptimOpts, OptimizerName, TrainArgs};
-use crate::progress::Progress;
 use dae::rng::stream;
 use dae::train::holdout;
 use dae::{
@@ -122,7 +121,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             dae::Backend::describe(&cpu),
         );
     }
-    let mut progress = Progress::new(a.run.quiet, "");
+    let mut progress = super::progress(&a.run, &a.extra)?;
     let init = Dae::init(&config, tc.seed);
     let trained = train_dae(&cpu, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress)?;
     drop(progress);
@@ -151,5 +150,5 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         println!("{line}");
     }
-    Ok(())
+    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How long an idle helper spins before it sleeps.
 const SPIN: Duration = Duration::from_millis(2);
+/// A spinning thread yields its core once every this many spins.
+const YIELD_EVERY: u32 = 256;
 
 /// The job being run, seen by the helpers: a thin pointer to a `&(dyn Fn(usize) + Sync)` on the
 /// stack of `Team::run`, which keeps it alive until every helper is done with it.
@@ -100,8 +102,17 @@ impl Team {
         }
         s.wake.notify_all();
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            // When the machine has more runnable threads than cores, a helper may not be
+            // running at all: let it have this core now and then instead of spinning the whole
+            // time slice away.
+            if spins % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         s.job.store(std::ptr::null_mut(), Ordering::Relaxed);
         self.busy.store(false, Ordering::Release);
@@ -123,6 +134,9 @@ fn helper(index: usize, s: &Shared) {
         let mut gen = s.generation.load(Ordering::Acquire);
         while gen == seen && !s.stop.load(Ordering::Relaxed) {
             spins = spins.wrapping_add(1);
+            if spins % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            }
             // Reading the clock costs more than a spin: look at it now and then.
             if spins % 1024 == 0 && start.elapsed() > SPIN {
                 let guard = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
