@@ -48,6 +48,23 @@ pub enum Command {
     Report(ReportArgs),
 }
 
+/// Checkpoints of a training command.
+#[derive(Args, Debug, Clone)]
+pub struct CheckpointOpts {
+    /// Save the whole training state to PATH (atomically) every --checkpoint-every epochs; Ctrl-C
+    /// saves it too (to MODEL.ckpt without this option) and exits with code 130.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints (with --checkpoint).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "checkpoint")]
+    pub checkpoint_every: usize,
+    /// Continue from a checkpoint of the same command with the same settings and data
+    /// (--epochs may be raised to train further); the result is bit-identical to an
+    /// uninterrupted run on the same number of threads.
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
+}
+
 /// Files a training command writes besides the model.
 #[derive(Args, Debug, Clone)]
 pub struct ExtraOutputs {
@@ -194,6 +211,9 @@ pub struct OptimOpts {
     /// Adam's ε.
     #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     pub eps: f32,
+    /// Scale the gradients down when their global L2 norm exceeds this (before each step).
+    #[arg(long, value_name = "NORM", allow_negative_numbers = true)]
+    pub max_grad_norm: Option<f32>,
 }
 
 /// Options for reading data files.
@@ -269,6 +289,8 @@ pub struct TrainArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub extra: ExtraOutputs,
+    #[command(flatten)]
+    pub checkpoints: CheckpointOpts,
     #[command(flatten)]
     pub run: RunOpts,
 }
@@ -408,6 +430,8 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub extra: ExtraOutputs,
     #[command(flatten)]
+    pub checkpoints: CheckpointOpts,
+    #[command(flatten)]
     pub run: RunOpts,
 }
 
@@ -482,6 +506,8 @@ pub struct FinetuneArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub extra: ExtraOutputs,
+    #[command(flatten)]
+    pub checkpoints: CheckpointOpts,
     #[command(flatten)]
     pub run: RunOpts,
 }

@@ -2,6 +2,7 @@
 //! command; all the work is done by the `dae` library.
 
 mod args;
+mod checkpoint;
 mod commands;
 mod images;
 mod progress;
@@ -27,7 +28,10 @@ fn main() {
         Command::Report(a) => commands::viz::report(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
+        match e {
+            dae::Error::Interrupted(_) => eprintln!("{e}"),
+            _ => eprintln!("error: {e}"),
+        }
         std::process::exit(e.exit_code());
     }
 }

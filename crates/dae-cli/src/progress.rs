@@ -13,6 +13,8 @@ pub struct Progress {
     drawn: bool,
     /// `--log-json`: one JSON object per epoch.
     log: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
+    /// Checkpoints and the Ctrl-C flag.
+    sink: Option<crate::checkpoint::Sink>,
 }
 
 impl Progress {
@@ -25,7 +27,14 @@ impl Progress {
             last_draw: None,
             drawn: false,
             log: None,
+            sink: None,
         }
+    }
+
+    /// Saves checkpoints to `sink` and stops on its Ctrl-C flag.
+    pub fn with_checkpoints(mut self, sink: crate::checkpoint::Sink) -> Progress {
+        self.sink = Some(sink);
+        self
     }
 
     /// Also writes one JSON object per epoch to `path` (created or truncated now).
@@ -64,6 +73,28 @@ pub fn clock(seconds: f64) -> String {
 }
 
 impl Observer for Progress {
+    fn stop_requested(&self) -> bool {
+        self.sink.as_ref().is_some_and(|s| s.stop_requested())
+    }
+
+    fn checkpoint_every(&self) -> usize {
+        self.sink.as_ref().map_or(0, |s| s.every)
+    }
+
+    fn checkpoint(&mut self, checkpoint: &dae::train::Checkpoint) -> dae::Result<String> {
+        self.clear();
+        match &self.sink {
+            Some(s) => s.save(Some(checkpoint)),
+            None => Err(dae::Error::Runtime("no checkpoint path".into())),
+        }
+    }
+
+    fn layer_done(&mut self, layer: &dae::stack::DoneLayer) {
+        if let Some(s) = self.sink.as_mut() {
+            s.done.push(layer.clone());
+        }
+    }
+
     fn begin(&mut self, stage: &str) {
         self.clear();
         self.label = stage.to_string();

@@ -525,6 +525,9 @@ pub struct TrainConfig {
     pub val_fraction: Option<f32>,
     /// Worker threads; `None` uses every core.
     pub threads: Option<usize>,
+    /// Clip the gradients' global L2 norm to this before each step.
+    #[serde(default)]
+    pub max_grad_norm: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -539,6 +542,7 @@ impl Default for TrainConfig {
             patience: None,
             val_fraction: None,
             threads: None,
+            max_grad_norm: None,
         }
     }
 }
@@ -574,6 +578,11 @@ impl TrainConfig {
         }
         if self.threads == Some(0) {
             return Err(Error::usage("--threads", "must be at least 1"));
+        }
+        if let Some(m) = self.max_grad_norm {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(Error::usage("--max-grad-norm", format!("{m} must be a number above 0")));
+            }
         }
         self.optimizer.validate()
     }

@@ -174,6 +174,30 @@ impl<B: Backend> DaeOptState<B> {
     }
 }
 
+impl<B: Backend> DaeOptState<B> {
+    fn states(&self) -> Vec<&OptState<B>> {
+        let mut s = vec![&self.w, &self.b, &self.c];
+        s.extend(self.v.as_ref());
+        s
+    }
+
+    /// The state's buffers on the host, in checkpoint order: for W, b, c, V in turn, the first
+    /// moment (or momentum) and the second moment where the optimiser keeps them.
+    pub fn download(&self, be: &B) -> Vec<Vec<f32>> {
+        self.states().into_iter().flat_map(|s| s.download(be)).collect()
+    }
+
+    /// Restores buffers from [`DaeOptState::download`]'s layout.
+    pub fn upload(&mut self, be: &B, host: &[Vec<f32>]) {
+        let mut it = host.iter();
+        let mut states = vec![&mut self.w, &mut self.b, &mut self.c];
+        states.extend(self.v.as_mut());
+        for s in states {
+            s.upload(be, &mut it);
+        }
+    }
+}
+
 /// h = enc(x̃·W + b) for the first `n` rows.
 pub fn encode<B: Backend>(be: &B, cfg: &DaeConfig, p: &DaeParams<B>, xt: &B::Buf, h: &mut B::Buf, n: usize) {
     let (d, k) = (cfg.inputs, cfg.hidden);

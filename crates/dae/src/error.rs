@@ -29,6 +29,8 @@ pub enum Error {
     Usage { field: String, message: String },
     /// Training or computation failed at run time (divergence, a backend failure).
     Runtime(String),
+    /// The run was stopped on request (Ctrl-C) after saving its state; the message says where.
+    Interrupted(String),
 }
 
 impl Error {
@@ -79,6 +81,7 @@ impl Error {
             Error::Io { .. } => 1,
             Error::Input { .. } | Error::Usage { .. } => 2,
             Error::Runtime(_) => 1,
+            Error::Interrupted(_) => 130,
         }
     }
 }
@@ -109,7 +112,7 @@ impl fmt::Display for Error {
                 message,
             } => write!(f, "{}: {message}", path.display()),
             Error::Usage { field, message } => write!(f, "invalid {field}: {message}"),
-            Error::Runtime(message) => f.write_str(message),
+            Error::Runtime(message) | Error::Interrupted(message) => f.write_str(message),
         }
     }
 }

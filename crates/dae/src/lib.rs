@@ -53,7 +53,7 @@
 //! let cpu = Cpu::new(Some(1)).unwrap();
 //! let scaler = Scaler::identity(8);
 //! let trained = train_dae(&cpu, Dae::init(&config, 1), &scaler, &Split::all(&data), None,
-//!                         &train, dae::rng::stream::TRAIN_NOISE, &mut dae::Silent).unwrap();
+//!                         &train, dae::rng::stream::TRAIN_NOISE, &mut dae::Silent, None).unwrap();
 //! assert_eq!(trained.history.len(), 3);
 //! let codes = dae::infer::encode_all(&cpu, &trained.model, &data, &scaler).unwrap();
 //! assert_eq!(codes.len(), 64 * 4);

@@ -105,13 +105,18 @@ impl ModelFile {
     /// Reads and checks a dae model file: safetensors with `format` = "dae" metadata.
     pub fn read(path: &Path) -> Result<ModelFile> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
+        ModelFile::parse(path, &bytes)
+    }
+
+    /// Parses the bytes of a model file; `path` names it in errors.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         let not_ours = |why: String| {
             Error::input(
                 path,
                 format!("not a dae model file ({why}); models are written by `dae train`"),
             )
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
+        let (_, meta) = SafeTensors::read_metadata(bytes)
             .map_err(|e| not_ours(format!("not a valid safetensors file: {}", describe(&e))))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         if metadata.get("format").map(String::as_str) != Some("dae") {
@@ -128,7 +133,7 @@ impl ModelFile {
                 format!("version {version} is not supported by this dae (it reads up to {FORMAT_VERSION}); upgrade dae"),
             ));
         }
-        let st = SafeTensors::deserialize(&bytes)
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| not_ours(format!("corrupt safetensors data: {}", describe(&e))))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
@@ -165,6 +170,14 @@ impl ModelFile {
         })
     }
 
+    /// The number of values of tensor `name`.
+    pub fn tensor_len(&self, name: &str) -> Result<usize> {
+        self.tensors
+            .get(name)
+            .map(|(s, _)| s.iter().product())
+            .ok_or_else(|| Error::input_at(&self.path, format!("tensor '{name}'"), "missing"))
+    }
+
     /// Removes and returns tensor `name`, checking its shape.
     pub fn take_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (s, v) = self.tensors.remove(name).ok_or_else(|| {
@@ -196,6 +209,7 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
     match e {
         E::HeaderTooSmall | E::MetadataIncompleteBuffer => "the file is truncated".into(),
+        E::InvalidHeaderLength => "the file is truncated, or its first 8 bytes are not a safetensors header length".into(),
         other => format!("{other:?}"),
     }
 }
@@ -449,7 +463,17 @@ pub enum AnyModel {
 impl AnyModel {
     /// Reads a model of any kind.
     pub fn load(path: &Path) -> Result<AnyModel> {
-        let mut f = ModelFile::read(path)?;
+        AnyModel::from_file(ModelFile::read(path)?)
+    }
+
+    /// Parses a model of any kind held in memory; `name` stands for the file in errors.
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<AnyModel> {
+        AnyModel::from_file(ModelFile::parse(Path::new(name), bytes)?)
+    }
+
+    fn from_file(mut f: ModelFile) -> Result<AnyModel> {
+        let path = f.path.clone();
+        let path = &path;
         match f.kind.as_str() {
             "autoencoder" => Ok(AnyModel::Autoencoder(SavedDae::from_file(&mut f)?)),
             "stack" => Ok(AnyModel::Stack(SavedStack::from_file(&mut f)?)),

@@ -19,9 +19,8 @@ use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::rng::{stream, Rng};
-use crate::train::{BatchProgress, EpochRecord, Observer, Split};
+use crate::train::{run, Checkpoint, EpochRecord, Observer, Split, Trainable};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 /// What the output layer predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,8 +392,8 @@ pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, w
 
 /// Optimiser state of every tensor.
 pub struct NetOptState<B: Backend> {
-    w: Vec<OptState<B>>,
-    b: Vec<OptState<B>>,
+    pub w: Vec<OptState<B>>,
+    pub b: Vec<OptState<B>>,
 }
 
 impl<B: Backend> NetOptState<B> {
@@ -434,8 +433,123 @@ pub struct TrainedNetwork {
     pub stopped_early: bool,
 }
 
+/// A network being fine-tuned, on the device.
+struct NetTrainer<'a, B: Backend + 'a> {
+    cfg: NetworkConfig,
+    params: NetParams<B>,
+    ws: NetWorkspace<B>,
+    opt: NetOptState<B>,
+    data: B::Data<'a>,
+    targets: B::Data<'a>,
+    val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
+    seed: u64,
+    losses: Vec<f32>,
+    correct: Vec<f32>,
+    shape: Network,
+}
+
+impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)> {
+        let n = rows.len();
+        let cfg = &self.cfg;
+        let ws = &mut self.ws;
+        be.gather(&mut ws.act.x, &self.data, rows);
+        be.gather(&mut ws.targets, &self.targets, rows);
+        let dropping = cfg.dropout > 0.0 || cfg.input_dropout > 0.0;
+        let key = NoiseKey { seed: self.seed, stream: stream::DROPOUT, ..*key };
+        let dropout = if dropping { Dropout::Sample(key) } else { Dropout::Off };
+        forward(be, cfg, &self.params, ws, n, dropout);
+        loss(be, cfg, &self.params, ws, n, LossOutput::Grad);
+        let sink = if max_grad_norm.is_some() { GradSink::Buffers } else { GradSink::for_step(&step.optimizer, step.lr) };
+        backward(be, cfg, &mut self.params, ws, n, dropping, sink);
+        if sink == GradSink::Buffers {
+            if let Some(max) = max_grad_norm {
+                let sizes: Vec<usize> = (0..=cfg.hidden_layers()).map(|l| cfg.layer_shape(l)).flat_map(|(i, o)| [i * o, o]).collect();
+                let tensors: Vec<&B::Buf> = ws.grads.w.iter().zip(&ws.grads.b).flat_map(|(w, b)| [w, b]).collect();
+                let norm = tensors.iter().zip(&sizes).map(|(t, &n)| be.sum_squares(t, n)).sum::<f64>().sqrt();
+                if !norm.is_finite() {
+                    return Err(Error::Runtime(format!(
+                        "fine-tuning diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
+                        key.epoch, step.t, step.lr
+                    )));
+                }
+                if norm > max as f64 {
+                    let f = (max as f64 / norm) as f32;
+                    let g = &mut ws.grads;
+                    for (l, (w, b)) in g.w.iter_mut().zip(g.b.iter_mut()).enumerate() {
+                        be.scale(w, f, sizes[2 * l]);
+                        be.scale(b, f, sizes[2 * l + 1]);
+                    }
+                }
+            }
+            apply_update(be, cfg, &mut self.params, &ws.grads, &mut self.opt, step);
+        }
+        be.download(&ws.row_loss, &mut self.losses[..n]);
+        let s = self.losses[..n].iter().map(|&l| l as f64).sum();
+        let hits = if matches!(cfg.task, Task::Classification { .. }) {
+            be.download(&ws.row_correct, &mut self.correct[..n]);
+            self.correct[..n].iter().map(|&c| c as f64).sum()
+        } else {
+            0.0
+        };
+        Ok((s, hits))
+    }
+
+    fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
+        let (data, targets, rows) = self.val.as_ref().expect("validation data");
+        evaluate_loss(be, &self.cfg, &self.params, &mut self.ws, data, targets, rows)
+    }
+
+    fn param_norm2(&self, be: &B) -> f64 {
+        (0..=self.cfg.hidden_layers())
+            .map(|l| {
+                let (fin, fout) = self.cfg.layer_shape(l);
+                be.sum_squares(&self.params.w[l], fin * fout) + be.sum_squares(&self.params.b[l], fout)
+            })
+            .sum()
+    }
+
+    fn classifies(&self) -> bool {
+        matches!(self.cfg.task, Task::Classification { .. })
+    }
+
+    fn params(&self, be: &B) -> Vec<Vec<f32>> {
+        let mut host = self.shape.clone();
+        self.params.download(be, &mut host);
+        host.weights.into_iter().zip(host.biases).flat_map(|(w, b)| [w, b]).collect()
+    }
+
+    fn set_params(&mut self, be: &B, params: &[Vec<f32>]) {
+        let mut host = self.shape.clone();
+        for (l, pair) in params.chunks(2).enumerate() {
+            host.weights[l].clone_from(&pair[0]);
+            host.biases[l].clone_from(&pair[1]);
+        }
+        for (dst, src) in self.params.w.iter_mut().zip(&host.weights) {
+            be.upload(dst, src);
+        }
+        for (dst, src) in self.params.b.iter_mut().zip(&host.biases) {
+            be.upload(dst, src);
+        }
+    }
+
+    fn opt_state(&self, be: &B) -> Vec<Vec<f32>> {
+        self.opt.w.iter().zip(&self.opt.b).flat_map(|(w, b)| [w, b]).flat_map(|s| s.download(be)).collect()
+    }
+
+    fn set_opt_state(&mut self, be: &B, state: &[Vec<f32>]) {
+        let mut it = state.iter();
+        for (w, b) in self.opt.w.iter_mut().zip(self.opt.b.iter_mut()) {
+            w.upload(be, &mut it);
+            b.upload(be, &mut it);
+        }
+    }
+}
+
 /// Fine-tunes `net` on `train` with `tc`; dropout as configured; early stopping on the
-/// validation loss (keeping the best weights) when `tc.patience` is set.
+/// validation loss (keeping the best weights) when `tc.patience` is set; from `resume` when
+/// given.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune<B: Backend>(
     be: &B,
     net: Network,
@@ -444,6 +558,7 @@ pub fn finetune<B: Backend>(
     val: Option<&LabeledSplit<'_>>,
     tc: &TrainConfig,
     obs: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
 ) -> Result<TrainedNetwork> {
     tc.validate()?;
     net.config.validate()?;
@@ -453,146 +568,51 @@ pub fn finetune<B: Backend>(
     if tc.patience.is_some() && val.is_none() {
         return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
     }
-    be.install(|| finetune_loop(be, net, scaler, train, val, tc, obs))
+    be.install(|| {
+        let cfg = net.config.clone();
+        let batch = tc.batch.min(train.split.rows.len());
+        let identity = Scaler::identity(0);
+        let mut trainer = NetTrainer {
+            params: NetParams::upload(be, &net)?,
+            ws: NetWorkspace::new(be, &cfg, batch)?,
+            opt: NetOptState::new(be, &cfg, &tc.optimizer)?,
+            data: be.data(train.split.data, scaler)?,
+            targets: be.data(train.targets, &identity)?,
+            val: match val {
+                Some(v) => Some((be.data(v.split.data, scaler)?, be.data(v.targets, &identity)?, &v.split.rows[..])),
+                None => None,
+            },
+            seed: tc.seed,
+            losses: vec![0f32; batch],
+            correct: vec![0f32; batch],
+            shape: net,
+            cfg,
+        };
+        let out = run(be, &mut trainer, &train.split.rows, val.is_some(), tc, stream::DROPOUT, obs, resume)?;
+        let mut network = trainer.shape.clone();
+        trainer.params.download(be, &mut network);
+        Ok(TrainedNetwork { network, history: out.history, best_epoch: out.best_epoch, stopped_early: out.stopped_early })
+    })
 }
 
-fn finetune_loop<B: Backend>(
-    be: &B,
-    net: Network,
-    scaler: &Scaler,
-    train: &LabeledSplit<'_>,
-    val: Option<&LabeledSplit<'_>>,
-    tc: &TrainConfig,
-    obs: &mut dyn Observer,
-) -> Result<TrainedNetwork> {
-    let cfg = net.config.clone();
-    let classify = matches!(cfg.task, Task::Classification { .. });
-    let n_rows = train.split.rows.len();
-    let batch = tc.batch.min(n_rows);
-    let identity = Scaler::identity(0);
-    let data = be.data(train.split.data, scaler)?;
-    let targets = be.data(train.targets, &identity)?;
-    let mut params = NetParams::upload(be, &net)?;
-    let mut ws = NetWorkspace::new(be, &cfg, batch)?;
-    let mut opt = NetOptState::new(be, &cfg, &tc.optimizer)?;
-    let mut order = train.split.rows.clone();
-    let mut losses = vec![0f32; batch];
-    let mut correct = vec![0f32; batch];
-    let mut network = net;
-    let mut best: Option<(f64, usize, Network)> = None;
-    let mut history = Vec::with_capacity(tc.epochs);
-    let batches = n_rows.div_ceil(batch);
-    let dropping = cfg.dropout > 0.0 || cfg.input_dropout > 0.0;
-    let mut t = 0u64;
-    let mut stopped_early = false;
-    for epoch in 1..=tc.epochs {
-        let start = Instant::now();
-        let lr = tc.lr * tc.lr_decay.powi(epoch as i32 - 1);
-        order.copy_from_slice(&train.split.rows);
-        Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
-        let (mut sum, mut hits) = (0f64, 0f64);
-        for (bi, rows) in order.chunks(batch).enumerate() {
-            let n = rows.len();
-            be.gather(&mut ws.act.x, &data, rows);
-            be.gather(&mut ws.targets, &targets, rows);
-            let key = NoiseKey { seed: tc.seed, stream: stream::DROPOUT, epoch: epoch as u32, row0: (bi * batch) as u32 };
-            let dropout = if dropping { Dropout::Sample(key) } else { Dropout::Off };
-            forward(be, &cfg, &params, &mut ws, n, dropout);
-            loss(be, &cfg, &params, &mut ws, n, LossOutput::Grad);
-            t += 1;
-            let sink = GradSink::for_step(&tc.optimizer, lr);
-            backward(be, &cfg, &mut params, &mut ws, n, dropping, sink);
-            if sink == GradSink::Buffers {
-                apply_update(be, &cfg, &mut params, &ws.grads, &mut opt, &StepSpec { optimizer: tc.optimizer, lr, t });
-            }
-            be.download(&ws.row_loss, &mut losses[..n]);
-            let s: f64 = losses[..n].iter().map(|&l| l as f64).sum();
-            if !s.is_finite() {
-                return Err(Error::Runtime(format!(
-                    "fine-tuning diverged at epoch {epoch}, batch {}: the loss became {s}. Try a smaller learning rate (now --lr {})",
-                    bi + 1,
-                    tc.lr
-                )));
-            }
-            sum += s;
-            if classify {
-                be.download(&ws.row_correct, &mut correct[..n]);
-                hits += correct[..n].iter().map(|&c| c as f64).sum::<f64>();
-            }
-            let done = bi * batch + n;
-            obs.batch(&BatchProgress {
-                epoch,
-                epochs: tc.epochs,
-                batch: bi + 1,
-                batches,
-                rows_done: done,
-                rows_total: n_rows,
-                mean_loss: sum / done as f64,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
-        let (val_loss, val_accuracy) = match val {
-            Some(v) => {
-                let e = evaluate_loss(be, &cfg, &params, &mut ws, v, scaler)?;
-                (Some(e.0), e.1)
-            }
-            None => (None, None),
-        };
-        let record = EpochRecord {
-            epoch,
-            train_loss: sum / n_rows as f64,
-            val_loss,
-            seconds: start.elapsed().as_secs_f64(),
-            lr,
-            train_accuracy: classify.then(|| hits / n_rows as f64),
-            val_accuracy,
-        };
-        obs.epoch(&record);
-        history.push(record);
-        if let (Some(vl), Some(patience)) = (val_loss, tc.patience) {
-            if best.as_ref().is_none_or(|b| vl < b.0) {
-                let mut snapshot = network.clone();
-                params.download(be, &mut snapshot);
-                best = Some((vl, epoch, snapshot));
-            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= patience {
-                stopped_early = epoch < tc.epochs;
-                break;
-            }
-        }
-    }
-    let best_epoch = match best {
-        Some((_, e, snapshot)) => {
-            network = snapshot;
-            Some(e)
-        }
-        None => {
-            params.download(be, &mut network);
-            None
-        }
-    };
-    Ok(TrainedNetwork { network, history, best_epoch, stopped_early })
-}
-
-/// Mean loss (and accuracy, for classification) over a labelled split, without dropout.
+/// Mean loss (and accuracy, for classification) over validation rows, without dropout.
 fn evaluate_loss<B: Backend>(
     be: &B,
     cfg: &NetworkConfig,
     params: &NetParams<B>,
     ws: &mut NetWorkspace<B>,
-    v: &LabeledSplit<'_>,
-    scaler: &Scaler,
+    data: &B::Data<'_>,
+    targets: &B::Data<'_>,
+    rows: &[u32],
 ) -> Result<(f64, Option<f64>)> {
-    let identity = Scaler::identity(0);
-    let data = be.data(v.split.data, scaler)?;
-    let targets = be.data(v.targets, &identity)?;
     let cap = ws.capacity;
     let mut losses = vec![0f32; cap];
     let mut correct = vec![0f32; cap];
     let (mut sum, mut hits) = (0f64, 0f64);
-    for rows in v.split.rows.chunks(cap) {
-        let n = rows.len();
-        be.gather(&mut ws.act.x, &data, rows);
-        be.gather(&mut ws.targets, &targets, rows);
+    for chunk in rows.chunks(cap) {
+        let n = chunk.len();
+        be.gather(&mut ws.act.x, data, chunk);
+        be.gather(&mut ws.targets, targets, chunk);
         forward(be, cfg, params, ws, n, Dropout::Off);
         loss(be, cfg, params, ws, n, LossOutput::Rows);
         be.download(&ws.row_loss, &mut losses[..n]);
@@ -600,9 +620,9 @@ fn evaluate_loss<B: Backend>(
         sum += losses[..n].iter().map(|&l| l as f64).sum::<f64>();
         hits += correct[..n].iter().map(|&c| c as f64).sum::<f64>();
     }
-    let rows = v.split.rows.len().max(1) as f64;
+    let count = rows.len().max(1) as f64;
     let classify = matches!(cfg.task, Task::Classification { .. });
-    Ok((sum / rows, classify.then(|| hits / rows)))
+    Ok((sum / count, classify.then(|| hits / count)))
 }
 
 /// The network's outputs for every row of `ds`: class probabilities (classification) or

@@ -9,7 +9,7 @@ use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::infer::encode_all;
 use crate::rng::stream;
-use crate::train::{train_dae, EpochRecord, Observer, Split};
+use crate::train::{train_dae, Checkpoint, EpochRecord, Observer, Split, Trained};
 
 /// A stack of autoencoders; layer i encodes the codes of layer i − 1.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +87,22 @@ pub struct Pretrained {
     pub best_epochs: Vec<Option<usize>>,
 }
 
+/// A trained layer of a stack, with its history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DoneLayer {
+    pub model: Dae,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+}
+
+/// Where an interrupted pretraining stands: the layers done, and the next layer's checkpoint
+/// (if it had begun).
+#[derive(Clone, Debug, Default)]
+pub struct PretrainResume {
+    pub done: Vec<DoneLayer>,
+    pub current: Option<Checkpoint>,
+}
+
 /// Greedy layer-wise pretraining: layer 1 is a DAE on `train` (scaled by `scaler`), layer i a DAE
 /// on the clean codes of layer i − 1, each with its own noise stream. `val` (rows of `val_data`)
 /// is encoded alongside and gives each layer's validation loss. `obs.begin` is told
@@ -98,6 +114,7 @@ pub fn pretrain<B: Backend>(
     train: &Split<'_>,
     val: Option<&Split<'_>>,
     obs: &mut dyn Observer,
+    resume: Option<&PretrainResume>,
 ) -> Result<Pretrained> {
     if plans.is_empty() {
         return Err(Error::usage("--layers", "a stack needs at least one layer"));
@@ -136,16 +153,31 @@ pub fn pretrain<B: Backend>(
             rows: v.rows.clone(),
         });
         obs.begin(&format!("layer {}/{total}", i + 1));
-        let trained = train_dae(
-            be,
-            Dae::init(&config, plan.train.seed.wrapping_add(i as u64)),
-            &layer_scaler,
-            &tr,
-            va.as_ref(),
-            &plan.train,
-            stream::TRAIN_NOISE + i as u32,
-            obs,
-        )?;
+        let done = resume.and_then(|r| r.done.get(i));
+        let trained = match done {
+            // Trained before the interruption: its weights are in the checkpoint.
+            Some(d) => {
+                if d.model.config != config {
+                    return Err(Error::Runtime(format!("the checkpoint's layer {} does not match this command's", i + 1)));
+                }
+                Trained { model: d.model.clone(), history: d.history.clone(), best_epoch: d.best_epoch, stopped_early: false }
+            }
+            None => {
+                let current = resume.filter(|r| r.done.len() == i).and_then(|r| r.current.as_ref());
+                train_dae(
+                    be,
+                    Dae::init(&config, plan.train.seed.wrapping_add(i as u64)),
+                    &layer_scaler,
+                    &tr,
+                    va.as_ref(),
+                    &plan.train,
+                    stream::TRAIN_NOISE + i as u32,
+                    obs,
+                    current,
+                )?
+            }
+        };
+        obs.layer_done(&DoneLayer { model: trained.model.clone(), history: trained.history.clone(), best_epoch: trained.best_epoch });
         if i + 1 < total {
             let next = encode_all(be, &trained.model, input, &layer_scaler)?;
             let next_val = match val {

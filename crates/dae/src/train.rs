@@ -1,5 +1,7 @@
 //! The training loop: minibatches in a fresh order each epoch, fresh noise for every example,
-//! validation each epoch, early stopping that keeps the best weights, and a per-epoch history.
+//! validation each epoch, early stopping that keeps the best weights, a per-epoch history,
+//! checkpoints to resume from, stop requests and divergence checks. Written once
+//! ([`run`]) for every model that implements [`Trainable`].
 
 use crate::backend::{Backend, LossOutput, StepSpec};
 use crate::config::{DaeConfig, TrainConfig};
@@ -8,7 +10,6 @@ use crate::dae::{
     apply_update, corrupt_batch, decode_pre, encode, forward_backward, loss_spec, Dae,
     DaeOptState, DaeParams, DaeWorkspace, GradSink,
 };
-
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::rng::{stream, Rng};
@@ -54,12 +55,27 @@ pub struct BatchProgress {
     pub seconds: f64,
 }
 
-/// Receives progress while training runs (a progress bar, a log).
+/// Follows a training run: progress (a bar, a log), stop requests (Ctrl-C) and checkpoints.
 pub trait Observer: Send {
     /// A new stage of a longer run begins ("layer 2/3").
     fn begin(&mut self, _stage: &str) {}
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _record: &EpochRecord) {}
+    /// Polled after every batch: true stops the run after that batch, with a checkpoint, and
+    /// training returns [`Error::Interrupted`].
+    fn stop_requested(&self) -> bool {
+        false
+    }
+    /// Epochs between checkpoints (0 for none but the one a stop request writes).
+    fn checkpoint_every(&self) -> usize {
+        0
+    }
+    /// Saves `checkpoint`; returns where, for messages.
+    fn checkpoint(&mut self, _checkpoint: &Checkpoint) -> Result<String> {
+        Err(Error::Runtime("this run does not save checkpoints".into()))
+    }
+    /// A layer of a stack is trained (pretraining): later checkpoints must carry it.
+    fn layer_done(&mut self, _layer: &crate::stack::DoneLayer) {}
 }
 
 /// An observer that ignores everything.
@@ -101,6 +117,183 @@ pub fn holdout(n: usize, fraction: f32, seed: u64) -> Result<(Vec<u32>, Vec<u32>
     Ok((train, val))
 }
 
+/// Where a run stands: enough, with the tensors of a [`Checkpoint`], to continue it exactly.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Batches completed of the epoch after those (a stop request can come mid-epoch).
+    pub batches_done: usize,
+    /// Optimiser steps so far (Adam's t).
+    pub step: u64,
+    /// The current epoch's sum of row losses, rows classified right and seconds so far.
+    pub loss_sum: f64,
+    pub hits: f64,
+    pub seconds: f64,
+    /// The best validation loss so far and its epoch (early stopping).
+    pub best: Option<(f64, usize)>,
+}
+
+/// A snapshot of a training run on the host: parameters and optimiser state (in the model's own
+/// order of tensors), the best weights kept by early stopping, the history and the position.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    pub position: Position,
+    pub history: Vec<EpochRecord>,
+    pub params: Vec<Vec<f32>>,
+    pub opt: Vec<Vec<f32>>,
+    /// The parameters of the best epoch, when early stopping keeps them.
+    pub best: Option<Vec<Vec<f32>>>,
+}
+
+/// A model the training loop can train: one optimiser step on a batch, a validation pass, and
+/// its state as host tensors for checkpoints and early stopping.
+pub(crate) trait Trainable<B: Backend> {
+    /// One step on the rows `rows`: returns (Σ row losses, rows classified right).
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)>;
+    /// Mean loss and, for a classifier, accuracy on the validation rows.
+    fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)>;
+    /// Σ of the squared parameters: not finite when the weights diverged.
+    fn param_norm2(&self, be: &B) -> f64;
+    /// Whether it classifies (and its steps count rows classified right).
+    fn classifies(&self) -> bool {
+        false
+    }
+    fn params(&self, be: &B) -> Vec<Vec<f32>>;
+    fn set_params(&mut self, be: &B, params: &[Vec<f32>]);
+    fn opt_state(&self, be: &B) -> Vec<Vec<f32>>;
+    fn set_opt_state(&mut self, be: &B, state: &[Vec<f32>]);
+}
+
+/// What the loop leaves: the history, and the epoch whose weights the model holds now when
+/// early stopping chose them.
+pub(crate) struct Outcome {
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+}
+
+/// The training loop shared by every model: a fresh order each epoch (from the seed and the
+/// epoch alone), noise keyed by position, validation, early stopping that keeps the best
+/// weights, checkpoints, stop requests, divergence checks, and resuming from a checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<B: Backend, M: Trainable<B>>(
+    be: &B,
+    model: &mut M,
+    rows: &[u32],
+    has_val: bool,
+    tc: &TrainConfig,
+    noise_stream: u32,
+    obs: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+) -> Result<Outcome> {
+    let n_rows = rows.len();
+    let batch = tc.batch.min(n_rows);
+    let batches = n_rows.div_ceil(batch);
+    let mut order = rows.to_vec();
+    let mut history = Vec::with_capacity(tc.epochs);
+    let mut pos = Position::default();
+    let mut best: Option<Vec<Vec<f32>>> = None;
+    if let Some(c) = resume {
+        if c.params.len() != model.params(be).len() || c.opt.len() != model.opt_state(be).len() {
+            return Err(Error::Runtime("the checkpoint's tensors do not fit this model".into()));
+        }
+        model.set_params(be, &c.params);
+        model.set_opt_state(be, &c.opt);
+        history = c.history.clone();
+        pos = c.position.clone();
+        best = c.best.clone();
+    }
+    let snapshot = |model: &M, pos: &Position, history: &[EpochRecord], best: &Option<Vec<Vec<f32>>>| Checkpoint {
+        position: pos.clone(),
+        history: history.to_vec(),
+        params: model.params(be),
+        opt: model.opt_state(be),
+        best: best.clone(),
+    };
+    let mut stopped_early = false;
+    for epoch in pos.epochs_done + 1..=tc.epochs {
+        let start = Instant::now();
+        let lr = tc.lr * tc.lr_decay.powi(epoch as i32 - 1);
+        order.copy_from_slice(rows);
+        Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
+        let skip = pos.batches_done;
+        let (mut sum, mut hits, earlier) = if skip > 0 { (pos.loss_sum, pos.hits, pos.seconds) } else { (0.0, 0.0, 0.0) };
+        for (bi, chunk) in order.chunks(batch).enumerate().skip(skip) {
+            let key = NoiseKey { seed: tc.seed, stream: noise_stream, epoch: epoch as u32, row0: (bi * batch) as u32 };
+            pos.step += 1;
+            let step = StepSpec { optimizer: tc.optimizer, lr, t: pos.step };
+            let (s, h) = model.step(be, chunk, &key, &step, tc.max_grad_norm)?;
+            if !s.is_finite() {
+                return Err(divergence(epoch, bi + 1, &format!("the loss became {s}"), tc));
+            }
+            sum += s;
+            hits += h;
+            let done = bi * batch + chunk.len();
+            let seconds = earlier + start.elapsed().as_secs_f64();
+            obs.batch(&BatchProgress { epoch, epochs: tc.epochs, batch: bi + 1, batches, rows_done: done, rows_total: n_rows, mean_loss: sum / done as f64, seconds });
+            if obs.stop_requested() {
+                pos = Position { epochs_done: epoch - 1, batches_done: bi + 1, step: pos.step, loss_sum: sum, hits, seconds, best: pos.best };
+                let at = obs.checkpoint(&snapshot(model, &pos, &history, &best))?;
+                return Err(Error::Interrupted(format!(
+                    "interrupted in epoch {epoch} after batch {} of {batches}; the state is saved in {at}: run the same command with --resume {at} to continue",
+                    bi + 1
+                )));
+            }
+        }
+        if !model.param_norm2(be).is_finite() {
+            return Err(divergence(epoch, batches, "the weights became NaN or infinite", tc));
+        }
+        let (val_loss, val_accuracy) = if has_val { model.validate(be).map(|(l, a)| (Some(l), a))? } else { (None, None) };
+        let record = EpochRecord {
+            epoch,
+            train_loss: sum / n_rows as f64,
+            val_loss,
+            seconds: earlier + start.elapsed().as_secs_f64(),
+            lr,
+            train_accuracy: model.classifies().then(|| hits / n_rows as f64),
+            val_accuracy,
+        };
+        obs.epoch(&record);
+        history.push(record);
+        pos = Position { epochs_done: epoch, batches_done: 0, step: pos.step, loss_sum: 0.0, hits: 0.0, seconds: 0.0, best: pos.best };
+        let mut stop = false;
+        if let (Some(vl), Some(patience)) = (val_loss, tc.patience) {
+            if pos.best.is_none_or(|(b, _)| vl < b) {
+                pos.best = Some((vl, epoch));
+                best = Some(model.params(be));
+            } else if epoch - pos.best.map_or(0, |b| b.1) >= patience {
+                stopped_early = epoch < tc.epochs;
+                stop = true;
+            }
+        }
+        let every = obs.checkpoint_every();
+        if every > 0 && (epoch % every == 0 || epoch == tc.epochs || stop) {
+            obs.checkpoint(&snapshot(model, &pos, &history, &best))?;
+        }
+        if stop {
+            break;
+        }
+    }
+    let best_epoch = match (best, pos.best) {
+        (Some(params), Some((_, e))) => {
+            model.set_params(be, &params);
+            Some(e)
+        }
+        _ => None,
+    };
+    Ok(Outcome { history, best_epoch, stopped_early })
+}
+
+fn divergence(epoch: usize, batch: usize, what: &str, tc: &TrainConfig) -> Error {
+    Error::Runtime(format!(
+        "training diverged at epoch {epoch}, batch {batch}: {what}. Try a smaller learning rate \
+         (now --lr {}), --max-grad-norm, or scaled inputs (--scale standardize or minmax); the \
+         last checkpoint, if any, holds the last good weights",
+        tc.lr
+    ))
+}
+
 /// The result of training.
 #[derive(Clone, Debug)]
 pub struct Trained {
@@ -111,8 +304,67 @@ pub struct Trained {
     pub stopped_early: bool,
 }
 
+/// An autoencoder being trained, on the device.
+struct DaeTrainer<'a, B: Backend + 'a> {
+    cfg: DaeConfig,
+    params: DaeParams<B>,
+    ws: DaeWorkspace<B>,
+    opt: DaeOptState<B>,
+    data: B::Data<'a>,
+    val: Option<(B::Data<'a>, &'a [u32])>,
+    seed: u64,
+    losses: Vec<f32>,
+    shape: Dae,
+}
+
+impl<'a, B: Backend + 'a> Trainable<B> for DaeTrainer<'a, B> {
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)> {
+        let s = train_step(be, &self.cfg, &mut self.params, &mut self.ws, &mut self.opt, &self.data, rows, key, step, max_grad_norm, &mut self.losses)?;
+        Ok((s, 0.0))
+    }
+
+    fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
+        let (data, rows) = self.val.as_ref().expect("validation data");
+        Ok((mean_loss(be, &self.cfg, &self.params, &mut self.ws, data, rows, self.seed, stream::VAL_NOISE)?, None))
+    }
+
+    fn param_norm2(&self, be: &B) -> f64 {
+        let s = cfg_sizes(&self.cfg);
+        let p = &self.params;
+        be.sum_squares(&p.w, s[0]) + be.sum_squares(&p.b, s[1]) + be.sum_squares(&p.c, s[2]) + p.v.as_ref().map_or(0.0, |v| be.sum_squares(v, s[3]))
+    }
+
+    fn params(&self, be: &B) -> Vec<Vec<f32>> {
+        let mut host = self.shape.clone();
+        self.params.download(be, &mut host);
+        let mut v = vec![host.w, host.b, host.c];
+        v.extend(host.v);
+        v
+    }
+
+    fn set_params(&mut self, be: &B, params: &[Vec<f32>]) {
+        let mut host = self.shape.clone();
+        host.w.clone_from(&params[0]);
+        host.b.clone_from(&params[1]);
+        host.c.clone_from(&params[2]);
+        if let Some(v) = host.v.as_mut() {
+            v.clone_from(&params[3]);
+        }
+        self.params.set(be, &host);
+    }
+
+    fn opt_state(&self, be: &B) -> Vec<Vec<f32>> {
+        self.opt.download(be)
+    }
+
+    fn set_opt_state(&mut self, be: &B, state: &[Vec<f32>]) {
+        self.opt.upload(be, state);
+    }
+}
+
 /// Trains `init` on `train` (scaled by `scaler`) with `tc`, drawing training noise from stream
-/// `noise_stream` (layers of a stack use different ones).
+/// `noise_stream` (layers of a stack use different ones); from `resume` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn train_dae<B: Backend>(
     be: &B,
     init: Dae,
@@ -122,6 +374,7 @@ pub fn train_dae<B: Backend>(
     tc: &TrainConfig,
     noise_stream: u32,
     obs: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
 ) -> Result<Trained> {
     tc.validate()?;
     init.config.validate()?;
@@ -129,130 +382,36 @@ pub fn train_dae<B: Backend>(
         return Err(Error::input(&train.data.source, "no training rows"));
     }
     if tc.patience.is_some() && val.is_none() {
-        return Err(Error::usage(
-            "--patience",
-            "early stopping needs validation data: add --val FILE or --val-fraction F",
-        ));
+        return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
     }
-    be.install(|| train_loop(be, init, scaler, train, val, tc, noise_stream, obs))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn train_loop<B: Backend>(
-    be: &B,
-    init: Dae,
-    scaler: &Scaler,
-    train: &Split<'_>,
-    val: Option<&Split<'_>>,
-    tc: &TrainConfig,
-    noise_stream: u32,
-    obs: &mut dyn Observer,
-) -> Result<Trained> {
-    let cfg = init.config.clone();
-    let n_rows = train.rows.len();
-    let batch = tc.batch.min(n_rows);
-    let data = be.data(train.data, scaler)?;
-    let val_data = match val {
-        Some(v) => Some(be.data(v.data, scaler)?),
-        None => None,
-    };
-    let mut params = DaeParams::upload(be, &init)?;
-    let mut ws = DaeWorkspace::new(be, &cfg, batch)?;
-    let mut opt = DaeOptState::new(be, &cfg, &tc.optimizer)?;
-    let mut order = train.rows.clone();
-    let mut losses = vec![0f32; batch];
-    let mut model = init;
-    let mut best: Option<(f64, usize, Dae)> = None;
-    let mut history = Vec::with_capacity(tc.epochs);
-    let batches = n_rows.div_ceil(batch);
-    let mut t = 0u64;
-    let mut stopped_early = false;
-
-    for epoch in 1..=tc.epochs {
-        let start = Instant::now();
-        let lr = tc.lr * tc.lr_decay.powi(epoch as i32 - 1);
-        order.copy_from_slice(&train.rows);
-        Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
-        let mut sum = 0f64;
-        for (bi, rows) in order.chunks(batch).enumerate() {
-            let n = rows.len();
-            let key = NoiseKey {
-                seed: tc.seed,
-                stream: noise_stream,
-                epoch: epoch as u32,
-                row0: (bi * batch) as u32,
-            };
-            t += 1;
-            let step = StepSpec {
-                optimizer: tc.optimizer,
-                lr,
-                t,
-            };
-            let batch_sum = train_step(be, &cfg, &mut params, &mut ws, &mut opt, &data, rows, &key, &step, &mut losses);
-            if !batch_sum.is_finite() {
-                return Err(divergence(epoch, bi + 1, batch_sum, tc));
-            }
-            sum += batch_sum;
-            let done = bi * batch + n;
-            obs.batch(&BatchProgress {
-                epoch,
-                epochs: tc.epochs,
-                batch: bi + 1,
-                batches,
-                rows_done: done,
-                rows_total: n_rows,
-                mean_loss: sum / done as f64,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
-        let val_loss = match (val, &val_data) {
-            (Some(v), Some(vd)) => Some(mean_loss(be, &cfg, &params, &mut ws, vd, &v.rows, tc.seed, stream::VAL_NOISE)?),
-            _ => None,
+    be.install(|| {
+        let cfg = init.config.clone();
+        let batch = tc.batch.min(train.rows.len());
+        let mut trainer = DaeTrainer {
+            params: DaeParams::upload(be, &init)?,
+            ws: DaeWorkspace::new(be, &cfg, batch)?,
+            opt: DaeOptState::new(be, &cfg, &tc.optimizer)?,
+            data: be.data(train.data, scaler)?,
+            val: match val {
+                Some(v) => Some((be.data(v.data, scaler)?, &v.rows[..])),
+                None => None,
+            },
+            seed: tc.seed,
+            losses: vec![0f32; batch],
+            shape: init,
+            cfg,
         };
-        let record = EpochRecord {
-            epoch,
-            train_loss: sum / n_rows as f64,
-            val_loss,
-            seconds: start.elapsed().as_secs_f64(),
-            lr,
-            train_accuracy: None,
-            val_accuracy: None,
-        };
-        obs.epoch(&record);
-        history.push(record);
-        if let (Some(vl), Some(patience)) = (val_loss, tc.patience) {
-            let improved = best.as_ref().is_none_or(|(b, _, _)| vl < *b);
-            if improved {
-                let mut snapshot = model.clone();
-                params.download(be, &mut snapshot);
-                best = Some((vl, epoch, snapshot));
-            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= patience {
-                stopped_early = epoch < tc.epochs;
-                break;
-            }
-        }
-    }
-    let best_epoch = match best {
-        Some((_, e, snapshot)) => {
-            model = snapshot;
-            Some(e)
-        }
-        None => {
-            params.download(be, &mut model);
-            None
-        }
-    };
-    Ok(Trained {
-        model,
-        history,
-        best_epoch,
-        stopped_early,
+        let out = run(be, &mut trainer, &train.rows, val.is_some(), tc, noise_stream, obs, resume)?;
+        let mut model = trainer.shape.clone();
+        trainer.params.download(be, &mut model);
+        Ok(Trained { model, history: out.history, best_epoch: out.best_epoch, stopped_early: out.stopped_early })
     })
 }
 
 /// One training step on the examples `rows` of `data`: gather, corrupt with the noise of `key`,
-/// forward, backward, update. Returns the sum of the rows' losses (before the update).
-/// Allocates nothing: every buffer was sized when the workspace was made.
+/// forward, backward, update (gradients clipped to `max_grad_norm` first when given). Returns
+/// the sum of the rows' losses (before the update). Allocates nothing: every buffer was sized
+/// when the workspace was made.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -264,27 +423,54 @@ pub fn train_step<B: Backend>(
     rows: &[u32],
     key: &NoiseKey,
     step: &StepSpec,
+    max_grad_norm: Option<f32>,
     losses: &mut [f32],
-) -> f64 {
+) -> Result<f64> {
     let n = rows.len();
     be.gather(&mut ws.x, data, rows);
     corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
-    let sink = GradSink::for_step(&step.optimizer, step.lr);
+    let sink = if max_grad_norm.is_some() { GradSink::Buffers } else { GradSink::for_step(&step.optimizer, step.lr) };
     forward_backward(be, cfg, params, ws, n, sink);
     if sink == GradSink::Buffers {
+        if let Some(max) = max_grad_norm {
+            clip(be, &mut ws.grads, &cfg_sizes(cfg), max, key, step)?;
+        }
         apply_update(be, params, &ws.grads, opt, step, cfg);
     }
     be.download(&ws.row_loss, &mut losses[..n]);
-    losses[..n].iter().map(|&l| l as f64).sum()
+    Ok(losses[..n].iter().map(|&l| l as f64).sum())
 }
 
-fn divergence(epoch: usize, batch: usize, loss: f64, tc: &TrainConfig) -> Error {
-    Error::Runtime(format!(
-        "training diverged at epoch {epoch}, batch {batch}: the loss became {loss}. \
-         Try a smaller learning rate (now --lr {}), or scale the inputs (--scale standardize \
-         or minmax)",
-        tc.lr
-    ))
+/// The lengths of W, b, c and V for `cfg`.
+fn cfg_sizes(cfg: &DaeConfig) -> [usize; 4] {
+    let (d, k) = (cfg.inputs, cfg.hidden);
+    [d * k, k, d, if cfg.tied { 0 } else { k * d }]
+}
+
+/// Scales every gradient so that their global L2 norm is at most `max`; fails if it is not
+/// finite.
+fn clip<B: Backend>(be: &B, g: &mut DaeParams<B>, sizes: &[usize; 4], max: f32, key: &NoiseKey, step: &StepSpec) -> Result<()> {
+    let mut norm2 = be.sum_squares(&g.w, sizes[0]) + be.sum_squares(&g.b, sizes[1]) + be.sum_squares(&g.c, sizes[2]);
+    if let Some(v) = &g.v {
+        norm2 += be.sum_squares(v, sizes[3]);
+    }
+    let norm = norm2.sqrt();
+    if !norm.is_finite() {
+        return Err(Error::Runtime(format!(
+            "training diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
+            key.epoch, step.t, step.lr
+        )));
+    }
+    if norm > max as f64 {
+        let f = (max as f64 / norm) as f32;
+        be.scale(&mut g.w, f, sizes[0]);
+        be.scale(&mut g.b, f, sizes[1]);
+        be.scale(&mut g.c, f, sizes[2]);
+        if let Some(v) = g.v.as_mut() {
+            be.scale(v, f, sizes[3]);
+        }
+    }
+    Ok(())
 }
 
 /// The validation loss the trainer reports for `model` on `split`: the mean per-row loss under

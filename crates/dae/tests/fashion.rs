@@ -41,7 +41,7 @@ fn denoising_autoencoder_learns_fashion_mnist() {
     let mean = |v: Vec<f32>| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     let test_small = Dataset { rows: 2000, ..test };
     let before = mean(score_all(&cpu, &init, &test_small, &scaler, noise, false).unwrap());
-    let t = train_dae(&cpu, init, &scaler, &split, None, &tc, stream::TRAIN_NOISE, &mut Silent).unwrap();
+    let t = train_dae(&cpu, init, &scaler, &split, None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
     let after = mean(score_all(&cpu, &t.model, &test_small, &scaler, noise, false).unwrap());
     eprintln!("test cross-entropy under masking 0.3: {before:.2} before, {after:.2} after training");
     // Measured: 252.5 after 2 epochs on 6,000 images (the full recipe reaches 212).

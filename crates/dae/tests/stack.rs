@@ -37,7 +37,7 @@ fn each_layer_is_trained_on_the_clean_codes_of_the_layer_below() {
     let plans = [plan(12, 0.1, 3), plan(6, 0.2, 3)];
     let train = Split { data: &ds, rows: train_rows };
     let val = Split { data: &ds, rows: val_rows.clone() };
-    let p = pretrain(&cpu, &plans, &scaler, &train, Some(&val), &mut Silent).unwrap();
+    let p = pretrain(&cpu, &plans, &scaler, &train, Some(&val), &mut Silent, None).unwrap();
     assert_eq!(p.stack.sizes(), vec![24, 12, 6]);
     assert_eq!(p.stack.layers[1].config.inputs, 12);
     assert_eq!(p.stack.layers[1].config.noise, Corruption::Masking { level: 0.2 });
@@ -69,7 +69,7 @@ fn finetuned_classifier_learns_and_dropout_is_reproducible() {
     let train = LabeledSplit { split: Split { data: &ds, rows: train_rows }, targets: &targets };
     let val = LabeledSplit { split: Split { data: &ds, rows: val_rows }, targets: &targets };
     let tc = TrainConfig { epochs: 12, batch: 16, lr: 0.5, patience: Some(20), ..Default::default() };
-    let run = || finetune(&cpu, Network::init(config.clone(), 1).unwrap(), &scaler, &train, Some(&val), &tc, &mut Silent).unwrap();
+    let run = || finetune(&cpu, Network::init(config.clone(), 1).unwrap(), &scaler, &train, Some(&val), &tc, &mut Silent, None).unwrap();
     let a = run();
     let b = run();
     assert!(a.network == b.network, "same seed, same threads: same weights, dropout included");
@@ -104,7 +104,7 @@ fn regression_fits_a_linear_target() {
     let scaler = Scaler::identity(3);
     let train = LabeledSplit { split: Split::all(&ds), targets: &targets };
     let tc = TrainConfig { epochs: 60, batch: 10, lr: 0.05, ..Default::default() };
-    let net = finetune(&cpu, Network::init(config, 2).unwrap(), &scaler, &train, None, &tc, &mut Silent).unwrap();
+    let net = finetune(&cpu, Network::init(config, 2).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
     let pred = predict_all(&cpu, &net.network, &ds, &scaler).unwrap();
     let mse = pred.iter().zip(&t).map(|(p, y)| (p - y) * (p - y)).sum::<f32>() / rows as f32;
     let var = { let m = t.iter().sum::<f32>() / rows as f32; t.iter().map(|y| (y - m) * (y - m)).sum::<f32>() / rows as f32 };

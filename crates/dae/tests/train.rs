@@ -30,7 +30,7 @@ fn prototypes(rows: usize, cols: usize, seed: u64) -> Dataset {
 
 fn train(cpu: &Cpu, ds: &Dataset, cfg: &DaeConfig, tc: &TrainConfig) -> dae::Trained {
     let scaler = Scaler::identity(ds.cols);
-    train_dae(cpu, Dae::init(cfg, tc.seed), &scaler, &Split::all(ds), None, tc, stream::TRAIN_NOISE, &mut Silent).unwrap()
+    train_dae(cpu, Dae::init(cfg, tc.seed), &scaler, &Split::all(ds), None, tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap()
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn the_training_step_allocates_nothing() {
                 let step = StepSpec { optimizer, lr: 0.01, t };
                 // The one-thread pool runs everything on this thread.
                 counting::start();
-                train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, &mut losses);
+                train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, None, &mut losses).unwrap();
                 let n = counting::stop();
                 if t > 1 {
                     count += n;
@@ -173,7 +173,7 @@ fn early_stopping_keeps_the_best_weights() {
     let scaler = Scaler::identity(40);
     let train = Split { data: &ds, rows: train_rows };
     let val = Split { data: &ds, rows: val_rows };
-    let t = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &train, Some(&val), &tc, stream::TRAIN_NOISE, &mut Silent).unwrap();
+    let t = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &train, Some(&val), &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
     let best = t.best_epoch.expect("patience keeps a best epoch");
     let losses: Vec<f64> = t.history.iter().map(|r| r.val_loss.unwrap()).collect();
     let argmin = losses.iter().enumerate().fold(0, |b, (i, &l)| if l < losses[b] { i } else { b }) + 1;

@@ -38,7 +38,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     let scaler = Scaler::identity(ds.cols);
     let mut progress = Progress::new(a.run.quiet, "");
-    let trained = train_dae(&cpu, Dae::init(&config, tc.seed), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut progress)?;
+    let trained = train_dae(&cpu, Dae::init(&config, tc.seed), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut progress, None)?;
     drop(progress);
 
     let model_path = a.output.join("model.safetensors");

@@ -7,7 +7,9 @@ use super::{check_output, read_options};
 use crate::args::FinetuneArgs;
 use dae::data::{class_dataset, read_targets, take_column, Targets};
 use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
+use crate::checkpoint::{data_identity, train_identity, value};
 use dae::train::holdout;
+use serde_json::json;
 use dae::{read_data, Backend, Cpu, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split, TrainConfig};
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         patience: a.patience,
         val_fraction: a.val_fraction,
         threads: a.run.threads,
+        max_grad_norm: a.optim.max_grad_norm,
     };
     tc.validate()?;
     check_output(&a.output, "--output")?;
@@ -176,8 +179,20 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             cpu.describe()
         );
     }
-    let mut progress = super::progress(&a.run, &a.extra)?;
-    let trained = finetune(&cpu, network, &scaler, &train, val.as_ref(), &tc, &mut progress)?;
+    let initial: Vec<f32> = network.weights.iter().chain(&network.biases).flatten().copied().collect();
+    let identity = json!({
+        "network": value(&network.config),
+        "init": data_identity(&dae::Dataset::from_f32(1, initial.len(), initial)),
+        "train": train_identity(&tc),
+        "scaling": value(&scaler),
+        "data": data_identity(&ds),
+        "targets": data_identity(&train_targets),
+        "rows": train.split.rows.len(),
+        "val": val_data.as_ref().map(|(v, t)| json!([data_identity(v), data_identity(t)])),
+    });
+    let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "finetune", identity)?;
+    let current = resume.and_then(|r| r.current);
+    let trained = finetune(&cpu, network, &scaler, &train, val.as_ref(), &tc, &mut progress, current.as_ref())?;
     drop(progress);
     let saved = SavedNetwork {
         network: trained.network,

@@ -9,7 +9,8 @@ pub mod pretrain;
 pub mod train;
 pub mod viz;
 
-use crate::args::{DataOpts, ExtraOutputs, RunOpts};
+use crate::args::{CheckpointOpts, DataOpts, ExtraOutputs, RunOpts};
+use crate::checkpoint;
 use crate::progress::Progress;
 use crate::report::{render, ReportInput};
 use dae::atomic::{write_atomic, write_err};
@@ -84,12 +85,48 @@ pub fn check_output(path: &Path, option: &str) -> Result<()> {
     Ok(())
 }
 
-/// The progress display of a training command, with its `--log-json` file.
-pub fn progress(run: &RunOpts, extra: &ExtraOutputs) -> Result<Progress> {
+/// The progress display of a training command that writes `output`: its `--log-json` file,
+/// its checkpoints (every `--checkpoint-every` epochs, and on Ctrl-C), and the checkpoint to
+/// resume from, which must have been written by `command` with the same `identity`.
+pub fn progress(
+    run: &RunOpts,
+    extra: &ExtraOutputs,
+    ck: &CheckpointOpts,
+    output: &Path,
+    command: &'static str,
+    identity: serde_json::Value,
+) -> Result<(Progress, Option<checkpoint::Loaded>)> {
     if let Some(p) = &extra.report {
         check_output(p, "--report")?;
     }
-    Progress::new(run.quiet, "").with_log(extra.log_json.as_deref())
+    if ck.checkpoint_every == 0 {
+        return Err(Error::usage("--checkpoint-every", "must be at least 1 epoch"));
+    }
+    let path = match &ck.checkpoint {
+        Some(p) => {
+            check_output(p, "--checkpoint")?;
+            p.clone()
+        }
+        None => {
+            let mut name = output.as_os_str().to_owned();
+            name.push(".ckpt");
+            name.into()
+        }
+    };
+    let resume = match &ck.resume {
+        Some(p) => Some(checkpoint::read(p, command, &identity)?),
+        None => None,
+    };
+    let sink = checkpoint::Sink {
+        path,
+        every: if ck.checkpoint.is_some() { ck.checkpoint_every } else { 0 },
+        command,
+        identity,
+        done: Vec::new(),
+        stop: checkpoint::stop_on_ctrl_c(),
+    };
+    let p = Progress::new(run.quiet, "").with_log(extra.log_json.as_deref())?.with_checkpoints(sink);
+    Ok((p, resume))
 }
 
 /// Writes `bytes` to `path` atomically.

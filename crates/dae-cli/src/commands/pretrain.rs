@@ -3,7 +3,9 @@
 use super::train::optimizer;
 use super::{check_output, read_options, validation_split};
 use crate::args::PretrainArgs;
+use crate::checkpoint::{data_identity, train_identity, value};
 use dae::stack::{pretrain, LayerPlan};
+use serde_json::json;
 use dae::{read_data, Backend, Corruption, Cpu, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split, TrainConfig};
 use std::str::FromStr;
 
@@ -96,6 +98,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             patience: a.patience,
             val_fraction: a.val_fraction,
             threads: a.run.threads,
+            max_grad_norm: a.optim.max_grad_norm,
         };
         train.validate()?;
         plans.push(LayerPlan { config, train });
@@ -131,8 +134,15 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     }
     let train = Split { data: &ds, rows: train_rows };
     let val_split = val.split(&ds);
-    let mut progress = super::progress(&a.run, &a.extra)?;
-    let done = pretrain(&cpu, &plans, &scaler, &train, val_split.as_ref(), &mut progress)?;
+    let identity = json!({
+        "layers": plans.iter().map(|p| json!({ "config": value(&p.config), "train": train_identity(&p.train) })).collect::<Vec<_>>(),
+        "scaling": value(&scaler),
+        "data": data_identity(&ds),
+        "val": val.external.as_ref().map(data_identity),
+    });
+    let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "pretrain", identity)?;
+    let resume = resume.map(|r| r.pretrain());
+    let done = pretrain(&cpu, &plans, &scaler, &train, val_split.as_ref(), &mut progress, resume.as_ref())?;
     drop(progress);
     let saved = SavedStack {
         stack: done.stack,

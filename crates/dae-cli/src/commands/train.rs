@@ -2,7 +2,9 @@
 
 use super::{check_output, read_options};
 use crate::args::{OptimOpts, OptimizerName, TrainArgs};
+use crate::checkpoint::{data_identity, train_identity, value};
 use dae::rng::stream;
+use serde_json::json;
 use dae::train::holdout;
 use dae::{
     read_data, train_dae, Cpu, Dae, DaeConfig, DataInfo, Loss, Optimizer, Result, SavedDae,
@@ -55,6 +57,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         patience: a.patience,
         val_fraction: a.val_fraction,
         threads: a.run.threads,
+        max_grad_norm: a.optim.max_grad_norm,
     };
     tc.validate()?;
     a.noise.validate("--noise")?;
@@ -121,9 +124,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
             dae::Backend::describe(&cpu),
         );
     }
-    let mut progress = super::progress(&a.run, &a.extra)?;
+    let identity = json!({
+        "config": value(&config),
+        "train": train_identity(&tc),
+        "scaling": value(&scaler),
+        "data": data_identity(&ds),
+        "val": val_ds.as_ref().map(data_identity),
+    });
+    let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "train", identity)?;
     let init = Dae::init(&config, tc.seed);
-    let trained = train_dae(&cpu, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress)?;
+    let current = resume.and_then(|r| r.current);
+    let trained = train_dae(&cpu, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress, current.as_ref())?;
     drop(progress);
     let saved = SavedDae {
         model: trained.model,

@@ -62,6 +62,30 @@ pub struct OptState<B: Backend + ?Sized> {
     pub v: Option<B::Buf>,
 }
 
+impl<B: Backend + ?Sized> OptState<B> {
+    /// The buffers on the host: m, then v, where kept.
+    pub fn download(&self, be: &B) -> Vec<Vec<f32>> {
+        [&self.m, &self.v]
+            .into_iter()
+            .flatten()
+            .map(|buf| {
+                let mut host = vec![0f32; be.buf_len(buf)];
+                be.download(buf, &mut host);
+                host
+            })
+            .collect()
+    }
+
+    /// Restores m, then v, where kept, from the next host buffers.
+    pub fn upload<'a>(&mut self, be: &B, host: &mut impl Iterator<Item = &'a Vec<f32>>) {
+        for buf in [&mut self.m, &mut self.v].into_iter().flatten() {
+            if let Some(h) = host.next() {
+                be.upload(buf, h);
+            }
+        }
+    }
+}
+
 /// The hyperparameters of one optimiser step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepSpec {
@@ -91,6 +115,8 @@ pub trait Backend: Sync {
 
     /// A zeroed buffer of `len` values.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// The number of values in a buffer.
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
     /// Copies `src` into the start of `dst`.
     fn upload(&self, dst: &mut Self::Buf, src: &[f32]);
     /// Copies the start of `src` into `dst`.
@@ -201,6 +227,12 @@ pub trait Backend: Sync {
     fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize) {
         self.col_sums_scaled(out, x, rows, cols, 1.0, 0.0);
     }
+
+    /// Σ `x`[i]² over i < `len`, summed in a fixed order (for gradient clipping and checks).
+    fn sum_squares(&self, x: &Self::Buf, len: usize) -> f64;
+
+    /// `x`[i] ·= `factor` for i < `len`.
+    fn scale(&self, x: &mut Self::Buf, factor: f32, len: usize);
 
     /// One optimiser step on the first `len` values of `param` with gradient `grad`.
     fn update(

@@ -15,9 +15,27 @@ fn split_fields(line: &str, delim: char) -> impl Iterator<Item = &str> {
 /// Reads a numeric CSV file. Every row must have the header's (or the first row's) number of
 /// fields, and every field must be a finite number.
 pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
-    let (r, _) = open_maybe_gz(path)?;
-    let reader = std::io::BufReader::new(r);
+    let (r, len) = open_maybe_gz(path)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, r);
+    // Before reading it all, estimate the memory the values will take from the first lines,
+    // and refuse a file the machine cannot hold.
     let mut values: Vec<f32> = Vec::new();
+    if let Some(len) = len {
+        let head = reader.fill_buf().map_err(|e| Error::io(path, "reading", e))?;
+        let fields = head.iter().filter(|&&b| b == b',' || b == b'\n' || b == b'\t').count().max(1);
+        let estimate = len / (head.len().max(1) as u64 / fields as u64).max(1) * 4;
+        crate::memory::check_fits(path, estimate, "the values of this CSV file")?;
+        values.reserve(estimate as usize / 4);
+    }
+    read_csv_from(path, reader, opts, values)
+}
+
+/// Reads CSV text held in memory; `name` stands for the file in errors.
+pub fn read_csv_bytes(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Dataset> {
+    read_csv_from(Path::new(name), bytes, opts, Vec::new())
+}
+
+fn read_csv_from(path: &Path, reader: impl BufRead, opts: &ReadOptions, mut values: Vec<f32>) -> Result<Dataset> {
     let mut cols: Option<usize> = None;
     let mut first_line_no = 0;
     let mut names: Option<Vec<String>> = None;

@@ -58,16 +58,28 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<us
 }
 
 /// Reads exactly `bytes` bytes of payload, refusing sizes the machine could not hold before
-/// allocating anything, and reporting a short file as truncated.
+/// allocating anything, and reporting a short file as truncated. `available` is what is left
+/// of the input when known (raw files, bytes in memory): a header that claims more than the
+/// file holds is refused without reading.
 pub(crate) fn read_payload(
     path: &Path,
     r: &mut dyn Read,
     bytes: usize,
+    available: Option<u64>,
     what: &str,
 ) -> Result<Vec<u8>> {
     crate::memory::check_fits(path, bytes as u64, what)?;
+    if let Some(avail) = available {
+        if avail < bytes as u64 {
+            return Err(Error::input(
+                path,
+                format!("truncated: {what} needs {bytes} bytes of data but the file holds {avail}"),
+            ));
+        }
+    }
+    // Compressed input may hold less than its header claims: grow as the data arrives.
     let mut buf = Vec::new();
-    buf.try_reserve_exact(bytes.min(1 << 30)).map_err(|_| {
+    buf.try_reserve_exact(bytes.min(1 << 26)).map_err(|_| {
         Error::input(path, format!("cannot allocate {bytes} bytes for {what}"))
     })?;
     let got = r
@@ -93,12 +105,12 @@ fn gz_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 pub(crate) fn read_idx_array(path: &Path) -> Result<IdxArray> {
-    let (mut r, _) = open_maybe_gz(path)?;
-    read_idx_from(path, &mut r)
+    let (mut r, len) = open_maybe_gz(path)?;
+    read_idx_from(path, &mut r, len)
 }
 
-/// Reads an IDX array from `r`; `path` names it in errors.
-fn read_idx_from(path: &Path, r: &mut dyn Read) -> Result<IdxArray> {
+/// Reads an IDX array from `r`, which holds `len` bytes when known; `path` names it in errors.
+fn read_idx_from(path: &Path, r: &mut dyn Read, len: Option<u64>) -> Result<IdxArray> {
     let mut r = r;
     let mut head = [0u8; 4];
     let n = read_full(&mut r, &mut head).map_err(|e| gz_error(path, e))?;
@@ -144,7 +156,9 @@ fn read_idx_from(path: &Path, r: &mut dyn Read) -> Result<IdxArray> {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("×");
-    let payload = read_payload(path, &mut r, count, &format!("a {shape} {tname} array"))?;
+    let header = 4 + 4 * ndim as u64;
+    let available = len.map(|l| l.saturating_sub(header));
+    let payload = read_payload(path, &mut r, count, available, &format!("a {shape} {tname} array"))?;
     let values = match head[2] {
         0x08 => Values::U8(payload),
         code => Values::F32(
@@ -175,9 +189,9 @@ pub fn read_idx(path: &Path) -> Result<Dataset> {
 pub fn read_idx_bytes(name: &str, bytes: &[u8]) -> Result<Dataset> {
     let path = Path::new(name);
     let a = if bytes.starts_with(&[0x1f, 0x8b]) {
-        read_idx_from(path, &mut flate2::read::MultiGzDecoder::new(bytes))?
+        read_idx_from(path, &mut flate2::read::MultiGzDecoder::new(bytes), None)?
     } else {
-        read_idx_from(path, &mut &bytes[..])?
+        read_idx_from(path, &mut &bytes[..], Some(bytes.len() as u64))?
     };
     Ok(dataset_of(path, a))
 }

@@ -11,10 +11,10 @@ mod npy;
 mod scale;
 mod write;
 
-pub use self::csv::read_csv;
+pub use self::csv::{read_csv, read_csv_bytes};
 pub use idx::{read_idx, read_idx_bytes};
 pub use labels::{class_dataset, column_index, read_targets, take_column, Targets};
-pub use npy::read_npy;
+pub use npy::{read_npy, read_npy_bytes};
 pub use scale::Scaler;
 pub use write::{write_classes, write_matrix, write_vector, OutputFormat};
 
@@ -190,6 +190,24 @@ impl Dataset {
         for row in out.chunks_exact_mut(d) {
             scaler.apply_row(row);
         }
+    }
+
+    /// A 64-bit fingerprint of the shape and every value, to tell whether a checkpoint was made
+    /// on these data.
+    pub fn fingerprint(&self) -> u64 {
+        // FNV-1a over 8-byte words, then a final mix; exact bits, so any change shows.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ ((self.rows as u64) << 32 | self.cols as u64);
+        let mut eat = |w: u64| {
+            h ^= w;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        match &self.values {
+            Values::U8(v) => v.chunks(8).for_each(|c| eat(c.iter().fold(0u64, |a, &b| a << 8 | b as u64))),
+            Values::F32(v) => v.chunks(2).for_each(|c| eat(c.iter().fold(0u64, |a, x| a << 32 | x.to_bits() as u64))),
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 
     /// Fails unless the data has `expected` columns.

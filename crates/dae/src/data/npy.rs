@@ -122,7 +122,13 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub(crate) fn read_npy_array(path: &Path) -> Result<NpyArray> {
-    let (mut r, _) = open_maybe_gz(path)?;
+    let (mut r, len) = open_maybe_gz(path)?;
+    read_npy_from(path, &mut r, len)
+}
+
+/// Reads an NPY array from `r`, which holds `len` bytes when known; `path` names it in errors.
+fn read_npy_from(path: &Path, r: &mut dyn std::io::Read, len: Option<u64>) -> Result<NpyArray> {
+    let mut r = r;
     let mut pre = [0u8; 10];
     let n = read_full(&mut r, &mut pre).map_err(|e| Error::io(path, "reading", e))?;
     if n < 8 || &pre[..6] != b"\x93NUMPY" {
@@ -212,7 +218,9 @@ pub(crate) fn read_npy_array(path: &Path) -> Result<NpyArray> {
         .iter()
         .try_fold(elem, |a, &d| a.checked_mul(d))
         .ok_or_else(|| Error::input_at(path, "header field 'shape'", "the shape is too large"))?;
-    let payload = read_payload(path, &mut r, bytes, &format!("an array of shape {shape:?} ('{descr}')"))?;
+    let header = if major == 1 { 10 } else { 12 } + header_len as u64;
+    let available = len.map(|l| l.saturating_sub(header));
+    let payload = read_payload(path, &mut r, bytes, available, &format!("an array of shape {shape:?} ('{descr}')"))?;
     Ok(NpyArray {
         shape,
         dtype,
@@ -224,7 +232,19 @@ pub(crate) fn read_npy_array(path: &Path) -> Result<NpyArray> {
 /// Reads an NPY data file: f32, f64 or u8 (u8 is read as pixels, v / 255). A 2-D array is
 /// rows × columns; a 3-D array n × h × w holds images; a 1-D array is one column.
 pub fn read_npy(path: &Path) -> Result<Dataset> {
-    let a = read_npy_array(path)?;
+    npy_dataset(path, read_npy_array(path)?)
+}
+
+/// Reads NPY data held in memory; `name` stands for the file in errors.
+pub fn read_npy_bytes(name: &str, bytes: &[u8]) -> Result<Dataset> {
+    let path = Path::new(name);
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return npy_dataset(path, read_npy_from(path, &mut flate2::read::MultiGzDecoder::new(bytes), None)?);
+    }
+    npy_dataset(path, read_npy_from(path, &mut &bytes[..], Some(bytes.len() as u64))?)
+}
+
+fn npy_dataset(path: &Path, a: NpyArray) -> Result<Dataset> {
     if matches!(a.dtype, Dtype::Int { .. }) {
         return Err(Error::input_at(
             path,

@@ -128,6 +128,10 @@ impl Backend for Cpu {
         Ok(v)
     }
 
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
     fn upload(&self, dst: &mut Vec<f32>, src: &[f32]) {
         dst[..src.len()].copy_from_slice(src);
     }
@@ -306,6 +310,21 @@ impl Backend for Cpu {
             let v = unsafe { xs.part(r.clone()) };
             for (v, &y) in v.iter_mut().zip(&m[r]) {
                 *v *= y;
+            }
+        });
+    }
+
+    fn sum_squares(&self, x: &Vec<f32>, len: usize) -> f64 {
+        // Blocks of 4096 summed in f64, in order: the same whatever the thread count.
+        x[..len].chunks(4096).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum()
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, factor: f32, len: usize) {
+        let xs = Shared::new(&mut x[..len]);
+        self.for_rows(len, 1, &|r| {
+            // SAFETY: each thread writes only its own range.
+            for v in unsafe { xs.part(r) } {
+                *v *= factor;
             }
         });
     }
