@@ -15,16 +15,24 @@
 //! - **One model, many devices** ([`backend`]): a model's forward and backward pass is written
 //!   once ([`dae`]) against the [`Backend`] trait, a small set of operations on row-major f32
 //!   matrices: matrix product, fused bias + activation, activation gradient, loss + gradient,
-//!   corruption, column sums and the optimiser update. [`Cpu`] implements them with the `gemm`
-//!   crate for products and the plain loops of [`kernels`] for the rest; a GPU backend
-//!   implements the same operations, not a second copy of the model.
+//!   corruption, column sums and the optimiser update. [`Cpu`] implements them with its own
+//!   packed matrix products ([`backend::cpu::gemm`]: AVX2/FMA micro-kernels with tiles fitted to
+//!   small batches, sums of products in one pass, no allocation), vectorised elementwise kernels
+//!   ([`backend::cpu::vmath`]) checked against the plain loops of [`kernels`], and a team of
+//!   spinning threads ([`backend::cpu::team`]); a GPU backend implements the same operations,
+//!   not a second copy of the model.
+//! - **Fused steps.** Plain SGD needs no gradient buffers: the weight gradients are summed into
+//!   the weights by the matrix product itself (`dae::GradSink`), in the same pass over W.
 //! - **Noise you can reproduce** ([`corrupt`], [`rng`]): noise comes from the counter-based
 //!   Philox generator, keyed by the seed and indexed by (epoch, position in the epoch, column),
 //!   so an example's noise does not depend on batch size, thread count or device. The same seed
 //!   and thread count give bit-identical weights: work is split over threads along fixed bounds
 //!   and no reduction is split across threads.
-//! - **The training step allocates nothing** ([`train`]): buffers ([`dae::DaeWorkspace`]) are
-//!   sized once for the largest batch; a shorter last batch uses a prefix of them.
+//! - **One training loop** ([`train`]): every model (autoencoder, stack layer, fine-tuning
+//!   network) implements one step and a validation pass; the loop brings shuffling, noise keys,
+//!   validation, early stopping, checkpoints that resume bit-identically, stop requests and
+//!   divergence checks. The training step allocates nothing: buffers
+//!   ([`dae::DaeWorkspace`]) are sized once for the largest batch.
 //! - **Data stays compact** ([`data`]): IDX, NPY and CSV readers; u8 pixels stay u8 in memory
 //!   and are converted a batch at a time with the fitted [`Scaler`] (none, minmax, standardize),
 //!   which is stored in the model so every later command scales the same way.

@@ -625,62 +625,61 @@ fn evaluate_loss<B: Backend>(
     Ok((sum / count, classify.then(|| hits / count)))
 }
 
+/// Runs the forward pass (without dropout) over every row of `ds`, a chunk at a time, and
+/// calls `f(be, ws, params, n, first_row)` after each chunk.
+fn for_each_chunk<B: Backend>(
+    be: &B,
+    net: &Network,
+    ds: &Dataset,
+    scaler: &Scaler,
+    mut f: impl FnMut(&B, &mut NetWorkspace<B>, &NetParams<B>, usize, usize) + Send,
+) -> Result<()> {
+    let cfg = &net.config;
+    ds.check_width(cfg.sizes[0], "the network")?;
+    be.install(|| {
+        let params = NetParams::upload(be, net)?;
+        let cap = 1024.min(ds.rows.max(1));
+        let mut ws = NetWorkspace::new(be, cfg, cap)?;
+        let data = be.data(ds, scaler)?;
+        let mut idx = Vec::with_capacity(cap);
+        let mut start = 0;
+        while start < ds.rows {
+            let n = cap.min(ds.rows - start);
+            idx.clear();
+            idx.extend(start as u32..(start + n) as u32);
+            be.gather(&mut ws.act.x, &data, &idx);
+            forward(be, cfg, &params, &mut ws, n, Dropout::Off);
+            f(be, &mut ws, &params, n, start);
+            start += n;
+        }
+        Ok(())
+    })
+}
+
 /// The network's outputs for every row of `ds`: class probabilities (classification) or
 /// predicted values (regression), rows × C.
 pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler) -> Result<Vec<f32>> {
     let cfg = &net.config;
-    ds.check_width(cfg.sizes[0], "the network")?;
     let c = cfg.task.outputs();
     let mut out = vec![0f32; ds.rows * c];
-    be.install(|| {
-        let params = NetParams::upload(be, net)?;
-        let cap = 1024.min(ds.rows.max(1));
-        let mut ws = NetWorkspace::new(be, cfg, cap)?;
-        let data = be.data(ds, scaler)?;
-        let mut idx = Vec::with_capacity(cap);
-        let mut start = 0;
-        while start < ds.rows {
-            let n = cap.min(ds.rows - start);
-            idx.clear();
-            idx.extend(start as u32..(start + n) as u32);
-            be.gather(&mut ws.act.x, &data, &idx);
-            forward(be, cfg, &params, &mut ws, n, Dropout::Off);
-            match cfg.task {
-                Task::Classification { .. } => loss(be, cfg, &params, &mut ws, n, LossOutput::Elements),
-                Task::Regression { outputs } => {
-                    let layers = cfg.hidden_layers();
-                    be.bias_act(&mut ws.logits, &params.b[layers], Activation::Identity, n, outputs);
-                }
+    for_each_chunk(be, net, ds, scaler, |be, ws, params, n, start| {
+        match cfg.task {
+            Task::Classification { .. } => loss(be, cfg, params, ws, n, LossOutput::Elements),
+            Task::Regression { outputs } => {
+                be.bias_act(&mut ws.logits, &params.b[cfg.hidden_layers()], Activation::Identity, n, outputs);
             }
-            be.download(&ws.logits, &mut out[start * c..(start + n) * c]);
-            start += n;
         }
-        Ok(out)
-    })
+        be.download(&ws.logits, &mut out[start * c..(start + n) * c]);
+    })?;
+    Ok(out)
 }
 
 /// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.
 pub fn hidden_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler, layer: usize) -> Result<Vec<f32>> {
-    let cfg = &net.config;
-    ds.check_width(cfg.sizes[0], "the network")?;
-    let width = cfg.sizes[layer + 1];
+    let width = net.config.sizes[layer + 1];
     let mut out = vec![0f32; ds.rows * width];
-    be.install(|| {
-        let params = NetParams::upload(be, net)?;
-        let cap = 1024.min(ds.rows.max(1));
-        let mut ws = NetWorkspace::new(be, cfg, cap)?;
-        let data = be.data(ds, scaler)?;
-        let mut idx = Vec::with_capacity(cap);
-        let mut start = 0;
-        while start < ds.rows {
-            let n = cap.min(ds.rows - start);
-            idx.clear();
-            idx.extend(start as u32..(start + n) as u32);
-            be.gather(&mut ws.act.x, &data, &idx);
-            forward(be, cfg, &params, &mut ws, n, Dropout::Off);
-            be.download(&ws.act.h[layer], &mut out[start * width..(start + n) * width]);
-            start += n;
-        }
-        Ok(out)
-    })
+    for_each_chunk(be, net, ds, scaler, |be, ws, _, n, start| {
+        be.download(&ws.act.h[layer], &mut out[start * width..(start + n) * width]);
+    })?;
+    Ok(out)
 }

@@ -2,7 +2,7 @@
 //! random initialisation) into a classifier or regressor.
 
 use super::pretrain::layer_sizes;
-use super::train::optimizer;
+use super::train::{optimizer, train_config};
 use super::{check_output, read_options};
 use crate::args::FinetuneArgs;
 use dae::data::{class_dataset, read_targets, take_column, Targets};
@@ -10,7 +10,7 @@ use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
 use crate::checkpoint::{data_identity, train_identity, value};
 use dae::train::holdout;
 use serde_json::json;
-use dae::{read_data, Backend, Cpu, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split, TrainConfig};
+use dae::{read_data, Backend, Cpu, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split};
 use std::path::{Path, PathBuf};
 
 /// Features and targets: labels from `labels` (column `column` of a CSV), or, without
@@ -58,18 +58,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         return Err(Error::usage("--layers", "--from-scratch needs the hidden sizes, as in --layers 1000,1000,1000"));
     }
     let (opt, default_lr) = optimizer(&a.optim, 0.1);
-    let tc = TrainConfig {
-        epochs: a.epochs,
-        batch: a.batch,
-        optimizer: opt,
-        lr: a.lr.unwrap_or(default_lr),
-        lr_decay: a.optim.lr_decay,
-        seed: a.seed,
-        patience: a.patience,
-        val_fraction: a.val_fraction,
-        threads: a.run.threads,
-        max_grad_norm: a.optim.max_grad_norm,
-    };
+    let tc = train_config(a.epochs, a.batch, a.lr.unwrap_or(default_lr), &a.optim, a.seed, a.patience, a.val_fraction, a.run.threads);
     tc.validate()?;
     check_output(&a.output, "--output")?;
     let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;

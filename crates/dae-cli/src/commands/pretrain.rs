@@ -1,12 +1,12 @@
 //! `dae pretrain`: greedy layer-wise pretraining of a stack of denoising autoencoders.
 
-use super::train::optimizer;
+use super::train::{optimizer, train_config};
 use super::{check_output, read_options, validation_split};
 use crate::args::PretrainArgs;
 use crate::checkpoint::{data_identity, train_identity, value};
 use dae::stack::{pretrain, LayerPlan};
 use serde_json::json;
-use dae::{read_data, Backend, Corruption, Cpu, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split, TrainConfig};
+use dae::{read_data, Backend, Corruption, Cpu, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split};
 use std::str::FromStr;
 
 /// A comma-separated list: one value for every layer, or one per layer.
@@ -88,18 +88,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             emphasis: a.emphasis,
         };
         config.validate()?;
-        let train = TrainConfig {
-            epochs: epochs[i],
-            batch: a.batch,
-            optimizer: opt,
-            lr: lrs[i],
-            lr_decay: a.optim.lr_decay,
-            seed: a.seed,
-            patience: a.patience,
-            val_fraction: a.val_fraction,
-            threads: a.run.threads,
-            max_grad_norm: a.optim.max_grad_norm,
-        };
+        let train = train_config(epochs[i], a.batch, lrs[i], &a.optim, a.seed, a.patience, a.val_fraction, a.run.threads);
         train.validate()?;
         plans.push(LayerPlan { config, train });
         inputs = sizes[i];

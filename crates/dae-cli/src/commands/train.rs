@@ -11,6 +11,23 @@ use dae::{
     Scaler, Split, TrainConfig,
 };
 
+/// The training configuration of a command's options.
+#[allow(clippy::too_many_arguments)]
+pub fn train_config(epochs: usize, batch: usize, lr: f32, optim: &OptimOpts, seed: u64, patience: Option<usize>, val_fraction: Option<f32>, threads: Option<usize>) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch,
+        optimizer: optimizer(optim, lr).0,
+        lr,
+        lr_decay: optim.lr_decay,
+        seed,
+        patience,
+        val_fraction,
+        threads,
+        max_grad_norm: optim.max_grad_norm,
+    }
+}
+
 /// The optimiser the options describe, and its default learning rate (`sgd_lr` for SGD, 0.001
 /// for Adam and AdamW).
 pub fn optimizer(a: &OptimOpts, sgd_lr: f32) -> (Optimizer, f32) {
@@ -47,18 +64,7 @@ pub fn optimizer(a: &OptimOpts, sgd_lr: f32) -> (Optimizer, f32) {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let (opt, default_lr) = optimizer(&a.optim, 0.1);
-    let tc = TrainConfig {
-        epochs: a.epochs,
-        batch: a.batch,
-        optimizer: opt,
-        lr: a.lr.unwrap_or(default_lr),
-        lr_decay: a.optim.lr_decay,
-        seed: a.seed,
-        patience: a.patience,
-        val_fraction: a.val_fraction,
-        threads: a.run.threads,
-        max_grad_norm: a.optim.max_grad_norm,
-    };
+    let tc = train_config(a.epochs, a.batch, a.lr.unwrap_or(default_lr), &a.optim, a.seed, a.patience, a.val_fraction, a.run.threads);
     tc.validate()?;
     a.noise.validate("--noise")?;
     check_output(&a.output, "--output")?;
