@@ -41,3 +41,15 @@ fn known_bad_inputs_never_panic_any_reader() {
         }
     }
 }
+
+/// Found by the idx fuzzer: zero rows of a width whose product overflows (the total is 0 however
+/// wide the rows are) must be refused, not wrap into a bogus width that later sizes buffers.
+#[test]
+fn idx_with_zero_rows_and_an_overflowing_width_is_refused() {
+    let mut bytes = vec![0, 0, 8, 3];
+    for d in [0u32, 0xffff_ffff, 0xffff_ffff] {
+        bytes.extend(d.to_be_bytes());
+    }
+    let err = read_idx_bytes("wide.idx", &bytes).unwrap_err().to_string();
+    assert!(err.contains("wide.idx") && err.contains("too large"), "{err}");
+}

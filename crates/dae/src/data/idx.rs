@@ -146,9 +146,14 @@ fn read_idx_from(path: &Path, r: &mut dyn Read, len: Option<u64>) -> Result<IdxA
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let count = dims
+    // The width (every dimension after the first) must fit on its own: with zero rows the
+    // total would be 0 whatever the width, and the width sizes later buffers (at most 2^32 − 1
+    // columns).
+    let count = dims[1..]
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&w| w <= u32::MAX as usize)
+        .and_then(|w| w.checked_mul(dims[0]))
         .and_then(|c| c.checked_mul(esize))
         .ok_or_else(|| Error::input(path, format!("the dimensions {dims:?} are too large")))?;
     let shape = dims
