@@ -185,6 +185,19 @@ pub struct RunOpts {
     pub quiet: bool,
 }
 
+/// Where a command computes.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceOpts {
+    /// `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda` or `cuda:N`. Asked for a
+    /// GPU where none is usable, the command says why and runs on the CPU.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+    /// Matrix products in `fp32` (the default), or `tf32` (GPU tensor cores). `bf16` is not
+    /// implemented yet.
+    #[arg(long, default_value = "fp32", value_name = "P")]
+    pub precision: dae::Precision,
+}
+
 /// The optimiser and its constants (the learning rate is each command's own option).
 #[derive(Args, Debug, Clone)]
 pub struct OptimOpts {
@@ -293,6 +306,8 @@ pub struct TrainArgs {
     pub checkpoints: CheckpointOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -313,6 +328,8 @@ pub struct EncodeArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -332,6 +349,8 @@ pub struct ReconstructArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +373,8 @@ pub struct ScoreArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -433,6 +454,8 @@ pub struct PretrainArgs {
     pub checkpoints: CheckpointOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -510,6 +533,8 @@ pub struct FinetuneArgs {
     pub checkpoints: CheckpointOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -526,6 +551,8 @@ pub struct PredictArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }
 
 #[derive(Args, Debug)]
@@ -545,4 +572,6 @@ pub struct EvaluateArgs {
     pub data_opts: DataOpts,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(flatten)]
+    pub device: DeviceOpts,
 }

@@ -9,9 +9,6 @@ use crate::data::{Dataset, Scaler};
 use crate::error::Result;
 use crate::rng::stream;
 
-/// Rows per chunk: bounds memory whatever the dataset's size.
-const CHUNK_ROWS: usize = 1024;
-
 /// Noise to apply before encoding, drawn reproducibly from `seed` per row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalNoise {
@@ -71,7 +68,7 @@ fn for_each_chunk<B: Backend>(
     // Noise needs the mask only for emphasis; the model's config decides.
     be.install(|| {
         let params = DaeParams::upload(be, model)?;
-        let cap = CHUNK_ROWS.min(ds.rows.max(1));
+        let cap = be.chunk_rows().min(ds.rows.max(1));
         let mut ws = DaeWorkspace::new(be, cfg, cap)?;
         let data = be.data(ds, scaler)?;
         let mut idx: Vec<u32> = Vec::with_capacity(cap);
@@ -89,7 +86,7 @@ fn for_each_chunk<B: Backend>(
             f(be, &mut ws, &params, n, start);
             start += n;
         }
-        Ok(())
+        be.check()
     })
 }
 

@@ -181,6 +181,16 @@ pub struct StepConsts {
 }
 
 impl StepConsts {
+    /// Adam's lr / (1 − β₁ᵗ).
+    pub fn step_size(&self) -> f32 {
+        self.step_size
+    }
+
+    /// Adam's sqrt(1 − β₂ᵗ).
+    pub fn bc2_sqrt(&self) -> f32 {
+        self.bc2_sqrt
+    }
+
     pub fn new(step: &StepSpec) -> StepConsts {
         let (step_size, bc2_sqrt) = match step.optimizer {
             Optimizer::Adam { beta1, beta2, .. } | Optimizer::AdamW { beta1, beta2, .. } => {

@@ -84,7 +84,9 @@ pub mod rng;
 pub mod stack;
 pub mod train;
 
-pub use backend::{cpu::Cpu, Backend};
+pub use backend::{cpu::Cpu, Backend, Precision};
+#[cfg(feature = "cuda")]
+pub use backend::cuda::Cuda;
 pub use config::{Activation, Corruption, DaeConfig, Emphasis, Loss, Optimizer, ScaleKind, TrainConfig};
 pub use dae::Dae;
 pub use data::{read_data, Dataset, ReadOptions, Scaler};

@@ -19,7 +19,7 @@ use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
 use crate::rng::{stream, Rng};
-use crate::train::{run, Checkpoint, EpochRecord, Observer, Split, Trainable};
+use crate::train::{run, Checkpoint, EpochRecord, EpochRows, Observer, Split, Trainable};
 use serde::{Deserialize, Serialize};
 
 /// What the output layer predicts.
@@ -443,13 +443,12 @@ struct NetTrainer<'a, B: Backend + 'a> {
     targets: B::Data<'a>,
     val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
     seed: u64,
-    losses: Vec<f32>,
-    correct: Vec<f32>,
+    epoch: EpochRows<B>,
     shape: Network,
 }
 
 impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
-    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)> {
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>, at: usize) -> Result<()> {
         let n = rows.len();
         let cfg = &self.cfg;
         let ws = &mut self.ws;
@@ -484,15 +483,12 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
             }
             apply_update(be, cfg, &mut self.params, &ws.grads, &mut self.opt, step);
         }
-        be.download(&ws.row_loss, &mut self.losses[..n]);
-        let s = self.losses[..n].iter().map(|&l| l as f64).sum();
-        let hits = if matches!(cfg.task, Task::Classification { .. }) {
-            be.download(&ws.row_correct, &mut self.correct[..n]);
-            self.correct[..n].iter().map(|&c| c as f64).sum()
-        } else {
-            0.0
-        };
-        Ok((s, hits))
+        self.epoch.record(be, at, &ws.row_loss, Some(&ws.row_correct), n);
+        Ok(())
+    }
+
+    fn epoch_rows(&self) -> &EpochRows<B> {
+        &self.epoch
     }
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
@@ -583,8 +579,7 @@ pub fn finetune<B: Backend>(
                 None => None,
             },
             seed: tc.seed,
-            losses: vec![0f32; batch],
-            correct: vec![0f32; batch],
+            epoch: EpochRows::new(be, train.split.rows.len(), matches!(cfg.task, Task::Classification { .. }))?,
             shape: net,
             cfg,
         };
@@ -638,7 +633,7 @@ fn for_each_chunk<B: Backend>(
     ds.check_width(cfg.sizes[0], "the network")?;
     be.install(|| {
         let params = NetParams::upload(be, net)?;
-        let cap = 1024.min(ds.rows.max(1));
+        let cap = be.chunk_rows().min(ds.rows.max(1));
         let mut ws = NetWorkspace::new(be, cfg, cap)?;
         let data = be.data(ds, scaler)?;
         let mut idx = Vec::with_capacity(cap);
@@ -652,7 +647,7 @@ fn for_each_chunk<B: Backend>(
             f(be, &mut ws, &params, n, start);
             start += n;
         }
-        Ok(())
+        be.check()
     })
 }
 

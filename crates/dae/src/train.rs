@@ -149,8 +149,11 @@ pub struct Checkpoint {
 /// A model the training loop can train: one optimiser step on a batch, a validation pass, and
 /// its state as host tensors for checkpoints and early stopping.
 pub(crate) trait Trainable<B: Backend> {
-    /// One step on the rows `rows`: returns (Σ row losses, rows classified right).
-    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)>;
+    /// One step on the rows `rows`, whose per-row losses (and, for a classifier, 1 or 0 for
+    /// classified right) go to the epoch's buffers ([`Trainable::epoch_rows`]) from row `at` on.
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>, at: usize) -> Result<()>;
+    /// The epoch's per-row losses and hits, on the device, in the epoch's order.
+    fn epoch_rows(&self) -> &EpochRows<B>;
     /// Mean loss and, for a classifier, accuracy on the validation rows.
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)>;
     /// Σ of the squared parameters: not finite when the weights diverged.
@@ -164,6 +167,30 @@ pub(crate) trait Trainable<B: Backend> {
     fn opt_state(&self, be: &B) -> Vec<Vec<f32>>;
     fn set_opt_state(&mut self, be: &B, state: &[Vec<f32>]);
 }
+
+/// Per-row results of the current epoch, kept on the device until the loop reads them.
+pub(crate) struct EpochRows<B: Backend> {
+    pub loss: B::Buf,
+    /// 1 where a classifier was right (classifiers only).
+    pub correct: Option<B::Buf>,
+}
+
+impl<B: Backend> EpochRows<B> {
+    pub fn new(be: &B, rows: usize, classifies: bool) -> Result<Self> {
+        Ok(EpochRows { loss: be.alloc(rows)?, correct: if classifies { Some(be.alloc(rows)?) } else { None } })
+    }
+
+    /// Copies a batch's `n` row results to rows `at..at + n`.
+    pub fn record(&mut self, be: &B, at: usize, loss: &B::Buf, correct: Option<&B::Buf>, n: usize) {
+        be.copy_at(&mut self.loss, at, loss, n);
+        if let (Some(dst), Some(src)) = (self.correct.as_mut(), correct) {
+            be.copy_at(dst, at, src, n);
+        }
+    }
+}
+
+/// Seconds between reads of the losses when the device queues its work.
+const READ_EVERY: f64 = 0.25;
 
 /// What the loop leaves: the history, and the epoch whose weights the model holds now when
 /// early stopping chose them.
@@ -191,6 +218,8 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
     let batch = tc.batch.min(n_rows);
     let batches = n_rows.div_ceil(batch);
     let mut order = rows.to_vec();
+    let mut row_loss = vec![0f32; n_rows];
+    let mut row_hit = vec![0f32; n_rows];
     let mut history = Vec::with_capacity(tc.epochs);
     let mut pos = Position::default();
     let mut best: Option<Vec<Vec<f32>>> = None;
@@ -219,21 +248,42 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
         Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
         let skip = pos.batches_done;
         let (mut sum, mut hits, earlier) = if skip > 0 { (pos.loss_sum, pos.hits, pos.seconds) } else { (0.0, 0.0, 0.0) };
+        // Batches whose losses are not read yet begin here.
+        let mut unread = skip;
+        let mut last_read = Instant::now();
         for (bi, chunk) in order.chunks(batch).enumerate().skip(skip) {
             let key = NoiseKey { seed: tc.seed, stream: noise_stream, epoch: epoch as u32, row0: (bi * batch) as u32 };
             pos.step += 1;
             let step = StepSpec { optimizer: tc.optimizer, lr, t: pos.step };
-            let (s, h) = model.step(be, chunk, &key, &step, tc.max_grad_norm)?;
-            if !s.is_finite() {
-                return Err(divergence(epoch, bi + 1, &format!("the loss became {s}"), tc));
-            }
-            sum += s;
-            hits += h;
+            model.step(be, chunk, &key, &step, tc.max_grad_norm, bi * batch)?;
+            let stop = obs.stop_requested();
             let done = bi * batch + chunk.len();
-            let seconds = earlier + start.elapsed().as_secs_f64();
-            obs.batch(&BatchProgress { epoch, epochs: tc.epochs, batch: bi + 1, batches, rows_done: done, rows_total: n_rows, mean_loss: sum / done as f64, seconds });
-            if obs.stop_requested() {
-                pos = Position { epochs_done: epoch - 1, batches_done: bi + 1, step: pos.step, loss_sum: sum, hits, seconds, best: pos.best };
+            if !be.queued() || stop || bi + 1 == batches || last_read.elapsed().as_secs_f64() >= READ_EVERY {
+                // Each batch's sum in f64, then the running sums: the same figures whenever
+                // they are read.
+                let lo = unread * batch;
+                let rows_read = model.epoch_rows();
+                be.download_at(&rows_read.loss, lo, &mut row_loss[lo..done]);
+                if let Some(c) = &rows_read.correct {
+                    be.download_at(c, lo, &mut row_hit[lo..done]);
+                }
+                be.check()?;
+                for b in unread..=bi {
+                    let span = b * batch..(b * batch + batch).min(done);
+                    let s: f64 = row_loss[span.clone()].iter().map(|&l| l as f64).sum();
+                    if !s.is_finite() {
+                        return Err(divergence(epoch, b + 1, &format!("the loss became {s}"), tc));
+                    }
+                    sum += s;
+                    hits += row_hit[span].iter().map(|&c| c as f64).sum::<f64>();
+                }
+                unread = bi + 1;
+                last_read = Instant::now();
+                let seconds = earlier + start.elapsed().as_secs_f64();
+                obs.batch(&BatchProgress { epoch, epochs: tc.epochs, batch: bi + 1, batches, rows_done: done, rows_total: n_rows, mean_loss: sum / done as f64, seconds });
+            }
+            if stop {
+                pos = Position { epochs_done: epoch - 1, batches_done: bi + 1, step: pos.step, loss_sum: sum, hits, seconds: earlier + start.elapsed().as_secs_f64(), best: pos.best };
                 let at = obs.checkpoint(&snapshot(model, &pos, &history, &best))?;
                 return Err(Error::Interrupted(format!(
                     "interrupted in epoch {epoch} after batch {} of {batches}; the state is saved in {at}: run the same command with --resume {at} to continue",
@@ -313,14 +363,19 @@ struct DaeTrainer<'a, B: Backend + 'a> {
     data: B::Data<'a>,
     val: Option<(B::Data<'a>, &'a [u32])>,
     seed: u64,
-    losses: Vec<f32>,
+    epoch: EpochRows<B>,
     shape: Dae,
 }
 
 impl<'a, B: Backend + 'a> Trainable<B> for DaeTrainer<'a, B> {
-    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>) -> Result<(f64, f64)> {
-        let s = train_step(be, &self.cfg, &mut self.params, &mut self.ws, &mut self.opt, &self.data, rows, key, step, max_grad_norm, &mut self.losses)?;
-        Ok((s, 0.0))
+    fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>, at: usize) -> Result<()> {
+        train_step(be, &self.cfg, &mut self.params, &mut self.ws, &mut self.opt, &self.data, rows, key, step, max_grad_norm)?;
+        self.epoch.record(be, at, &self.ws.row_loss, None, rows.len());
+        Ok(())
+    }
+
+    fn epoch_rows(&self) -> &EpochRows<B> {
+        &self.epoch
     }
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
@@ -397,7 +452,7 @@ pub fn train_dae<B: Backend>(
                 None => None,
             },
             seed: tc.seed,
-            losses: vec![0f32; batch],
+            epoch: EpochRows::new(be, train.rows.len(), false)?,
             shape: init,
             cfg,
         };
@@ -409,9 +464,9 @@ pub fn train_dae<B: Backend>(
 }
 
 /// One training step on the examples `rows` of `data`: gather, corrupt with the noise of `key`,
-/// forward, backward, update (gradients clipped to `max_grad_norm` first when given). Returns
-/// the sum of the rows' losses (before the update). Allocates nothing: every buffer was sized
-/// when the workspace was made.
+/// forward, backward, update (gradients clipped to `max_grad_norm` first when given). Leaves
+/// the rows' losses (before the update) in `ws.row_loss`. Allocates nothing: every buffer was
+/// sized when the workspace was made.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -424,8 +479,7 @@ pub fn train_step<B: Backend>(
     key: &NoiseKey,
     step: &StepSpec,
     max_grad_norm: Option<f32>,
-    losses: &mut [f32],
-) -> Result<f64> {
+) -> Result<()> {
     let n = rows.len();
     be.gather(&mut ws.x, data, rows);
     corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
@@ -437,8 +491,7 @@ pub fn train_step<B: Backend>(
         }
         apply_update(be, params, &ws.grads, opt, step, cfg);
     }
-    be.download(&ws.row_loss, &mut losses[..n]);
-    Ok(losses[..n].iter().map(|&l| l as f64).sum())
+    Ok(())
 }
 
 /// The lengths of W, b, c and V for `cfg`.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, flat, golden_cases, run_batch};
+use common::{assert_close, flat, golden_cases, host, run_batch};
 use dae::backend::{Backend, StepSpec};
 use dae::dae::{decode, encode, DaeParams};
 use dae::{Activation, Corruption, Cpu, Dae, DaeConfig, Emphasis, Loss, Optimizer};
@@ -46,54 +46,67 @@ fn dae_from_case(c: &Value) -> Dae {
     }
 }
 
-fn check_dae_case(c: &Value, threads: usize) {
+fn check_dae_case<B: Backend>(be: &B, c: &Value) {
     let model = dae_from_case(c);
     let n = c["n"].as_u64().unwrap() as usize;
     let cfg = &model.config;
+    let (d, k) = (cfg.inputs, cfg.hidden);
     let label = format!(
-        "case seed {} ({} {} {} {} tied={} {} emphasis={:?}, {threads} threads)",
-        c["seed"], cfg.encoder, cfg.decoder, cfg.loss, cfg.noise, cfg.tied, n, cfg.emphasis
+        "case seed {} ({} {} {} {} tied={} {} emphasis={:?}, {})",
+        c["seed"], cfg.encoder, cfg.decoder, cfg.loss, cfg.noise, cfg.tied, n, cfg.emphasis, be.describe()
     );
-    let cpu = Cpu::new(Some(threads)).unwrap();
     let (x, xt, mask) = (flat(&c["x"]), flat(&c["x_corrupted"]), flat(&c["corrupted_mask"]));
 
     // Forward: hidden code and reconstruction.
-    let p = DaeParams::upload(&cpu, &model).unwrap();
-    let mut h = vec![0f32; n * cfg.hidden];
-    let mut z = vec![0f32; n * cfg.inputs];
-    encode(&cpu, cfg, &p, &xt, &mut h, n);
-    decode(&cpu, cfg, &p, &h, &mut z, n);
-    assert_close(&format!("{label} hidden"), &h, &flat(&c["hidden"]), REL, ABS);
-    assert_close(&format!("{label} reconstruction"), &z, &flat(&c["reconstruction"]), REL, ABS);
+    let p = DaeParams::upload(be, &model).unwrap();
+    let (mut xt_buf, mut h, mut z) = (be.alloc(n * d).unwrap(), be.alloc(n * k).unwrap(), be.alloc(n * d).unwrap());
+    be.upload(&mut xt_buf, &xt);
+    encode(be, cfg, &p, &xt_buf, &mut h, n);
+    decode(be, cfg, &p, &h, &mut z, n);
+    assert_close(&format!("{label} hidden"), &host(be, &h, n * k), &flat(&c["hidden"]), REL, ABS);
+    assert_close(&format!("{label} reconstruction"), &host(be, &z, n * d), &flat(&c["reconstruction"]), REL, ABS);
 
     // Loss and every gradient.
-    let (ws, _) = run_batch(&cpu, &model, &x, &xt, &mask, n);
-    let loss = ws.row_loss[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let (ws, _) = run_batch(be, &model, &x, &xt, &mask, n);
+    let loss = host(be, &ws.row_loss, n).iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let want = c["loss_value"].as_f64().unwrap();
     assert!(
         (loss - want).abs() <= 1e-5 + 1e-4 * want.abs(),
         "{label} loss: got {loss}, want {want}"
     );
     let g = &ws.grads;
-    assert_close(&format!("{label} grad_W"), &g.w, &flat(&c["grad_W"]), REL, ABS);
-    assert_close(&format!("{label} grad_b"), &g.b, &flat(&c["grad_b"]), REL, ABS);
-    assert_close(&format!("{label} grad_c"), &g.c, &flat(&c["grad_c"]), REL, ABS);
+    assert_close(&format!("{label} grad_W"), &host(be, &g.w, d * k), &flat(&c["grad_W"]), REL, ABS);
+    assert_close(&format!("{label} grad_b"), &host(be, &g.b, k), &flat(&c["grad_b"]), REL, ABS);
+    assert_close(&format!("{label} grad_c"), &host(be, &g.c, d), &flat(&c["grad_c"]), REL, ABS);
     match (&g.v, c["grad_V"].is_null()) {
-        (Some(gv), false) => assert_close(&format!("{label} grad_V"), gv, &flat(&c["grad_V"]), REL, ABS),
+        (Some(gv), false) => assert_close(&format!("{label} grad_V"), &host(be, gv, k * d), &flat(&c["grad_V"]), REL, ABS),
         (None, true) => {}
         _ => panic!("{label}: tied/untied mismatch"),
     }
 }
 
-#[test]
-fn golden_dae_forward_loss_and_gradients() {
+fn check_dae_cases<B: Backend>(be: &B) {
     let cases = golden_cases("dae.json");
     for c in &cases {
-        check_dae_case(c, 1);
-        check_dae_case(c, 2);
+        check_dae_case(be, c);
     }
     // Every combination the file covers was exercised.
     assert!(cases.len() >= 22, "expected the 22 cases of the golden set, got {}", cases.len());
+}
+
+#[test]
+fn golden_dae_forward_loss_and_gradients() {
+    for threads in [1, 2] {
+        check_dae_cases(&Cpu::new(Some(threads)).unwrap());
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_cuda_dae_forward_loss_and_gradients() {
+    if let Some(gpu) = common::cuda("golden_cuda_dae_forward_loss_and_gradients") {
+        check_dae_cases(&gpu);
+    }
 }
 
 fn optimizer_from_case(c: &Value) -> (Optimizer, f32) {
@@ -124,29 +137,44 @@ fn optimizer_from_case(c: &Value) -> (Optimizer, f32) {
     (opt, f("lr", f64::NAN))
 }
 
-#[test]
-fn golden_optimizer_steps() {
+fn check_optimizer_cases<B: Backend>(be: &B) {
     let cases = golden_cases("optim.json");
-    let cpu = Cpu::new(Some(1)).unwrap();
     for c in &cases {
         let (opt, lr) = optimizer_from_case(c);
         opt.validate().unwrap();
-        let mut p = flat(&c["p0"]);
-        let mut state = cpu.opt_state(&opt, p.len()).unwrap();
+        let p0 = flat(&c["p0"]);
+        let len = p0.len();
+        let mut p = be.alloc(len).unwrap();
+        be.upload(&mut p, &p0);
+        let mut g_buf = be.alloc(len).unwrap();
+        let mut state = be.opt_state(&opt, len).unwrap();
         let grads = c["grads"].as_array().unwrap();
         let want = c["params_after_each_step"].as_array().unwrap();
         assert_eq!(grads.len(), want.len());
         for (t, (g, w)) in grads.iter().zip(want).enumerate() {
-            let g = flat(g);
-            let len = p.len();
-            cpu.update(&mut p, &g, &mut state, &StepSpec { optimizer: opt, lr, t: t as u64 + 1 }, len);
-            assert_close(&format!("{} {:?} step {}", c["optimizer"], c["hyper"], t + 1), &p, &flat(w), REL, ABS);
+            be.upload(&mut g_buf, &flat(g));
+            be.update(&mut p, &g_buf, &mut state, &StepSpec { optimizer: opt, lr, t: t as u64 + 1 }, len);
+            let label = format!("{} {:?} step {} ({})", c["optimizer"], c["hyper"], t + 1, be.describe());
+            assert_close(&label, &host(be, &p, len), &flat(w), REL, ABS);
         }
     }
+    assert!(!cases.is_empty());
 }
 
 #[test]
-fn golden_mlp_forward_loss_and_gradients() {
+fn golden_optimizer_steps() {
+    check_optimizer_cases(&Cpu::new(Some(1)).unwrap());
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_cuda_optimizer_steps() {
+    if let Some(gpu) = common::cuda("golden_cuda_optimizer_steps") {
+        check_optimizer_cases(&gpu);
+    }
+}
+
+fn check_mlp_cases<B: Backend>(be: &B) {
     use dae::backend::LossOutput;
     use dae::network::{backward, forward, loss, Dropout, NetParams, NetWorkspace, Network, NetworkConfig, Task};
     let cases = golden_cases("mlp.json");
@@ -168,42 +196,56 @@ fn golden_mlp_forward_loss_and_gradients() {
             weights: c["weights"].as_array().unwrap().iter().map(flat).collect(),
             biases: c["biases"].as_array().unwrap().iter().map(flat).collect(),
         };
-        for threads in [1, 2] {
-            let label = format!("mlp case seed {} ({act}, dropout {p}, {threads} threads)", c["seed"]);
-            let cpu = Cpu::new(Some(threads)).unwrap();
-            let mut params = NetParams::upload(&cpu, &net).unwrap();
-            let mut ws = NetWorkspace::new(&cpu, &config, n).unwrap();
-            cpu.upload(&mut ws.act.x, &flat(&c["x"]));
-            let labels: Vec<f32> = c["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as f32).collect();
-            cpu.upload(&mut ws.targets, &labels);
-            let dropout = if p > 0.0 {
-                // The golden masks are keep indicators; inverted dropout scales kept units.
-                for (l, m) in c["dropout_keep_masks"].as_array().unwrap().iter().enumerate() {
-                    let scaled: Vec<f32> = flat(m).iter().map(|&k| k / (1.0 - p)).collect();
-                    cpu.upload(ws.act.masks[l + 1].as_mut().unwrap(), &scaled);
-                }
-                Dropout::Given
-            } else {
-                Dropout::Off
-            };
-            cpu.install(|| {
-                forward(&cpu, &config, &params, &mut ws, n, dropout);
-                let bias = net.biases.last().unwrap();
-                let logits: Vec<f32> = ws.logits[..n * classes].iter().enumerate().map(|(i, &v)| v + bias[i % classes]).collect();
-                assert_close(&format!("{label} logits"), &logits, &flat(&c["logits"]), REL, ABS);
-                loss(&cpu, &config, &params, &mut ws, n, LossOutput::Grad);
-                backward(&cpu, &config, &mut params, &mut ws, n, p > 0.0, dae::dae::GradSink::Buffers);
-            });
-            let l = ws.row_loss[..n].iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            let want = c["loss_value"].as_f64().unwrap();
-            assert!((l - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{label} loss: got {l}, want {want}");
-            for (i, g) in c["grad_weights"].as_array().unwrap().iter().enumerate() {
-                assert_close(&format!("{label} grad_weights[{i}]"), &ws.grads.w[i], &flat(g), REL, ABS);
+        let label = format!("mlp case seed {} ({act}, dropout {p}, {})", c["seed"], be.describe());
+        let mut params = NetParams::upload(be, &net).unwrap();
+        let mut ws = NetWorkspace::new(be, &config, n).unwrap();
+        be.upload(&mut ws.act.x, &flat(&c["x"]));
+        let labels: Vec<f32> = c["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as f32).collect();
+        be.upload(&mut ws.targets, &labels);
+        let dropout = if p > 0.0 {
+            // The golden masks are keep indicators; inverted dropout scales kept units.
+            for (l, m) in c["dropout_keep_masks"].as_array().unwrap().iter().enumerate() {
+                let scaled: Vec<f32> = flat(m).iter().map(|&k| k / (1.0 - p)).collect();
+                be.upload(ws.act.masks[l + 1].as_mut().unwrap(), &scaled);
             }
-            for (i, g) in c["grad_biases"].as_array().unwrap().iter().enumerate() {
-                assert_close(&format!("{label} grad_biases[{i}]"), &ws.grads.b[i], &flat(g), REL, ABS);
-            }
+            Dropout::Given
+        } else {
+            Dropout::Off
+        };
+        be.install(|| {
+            forward(be, &config, &params, &mut ws, n, dropout);
+            let bias = net.biases.last().unwrap();
+            let logits: Vec<f32> = host(be, &ws.logits, n * classes).iter().enumerate().map(|(i, &v)| v + bias[i % classes]).collect();
+            assert_close(&format!("{label} logits"), &logits, &flat(&c["logits"]), REL, ABS);
+            loss(be, &config, &params, &mut ws, n, LossOutput::Grad);
+            backward(be, &config, &mut params, &mut ws, n, p > 0.0, dae::dae::GradSink::Buffers);
+        });
+        let l = host(be, &ws.row_loss, n).iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let want = c["loss_value"].as_f64().unwrap();
+        assert!((l - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{label} loss: got {l}, want {want}");
+        for (i, g) in c["grad_weights"].as_array().unwrap().iter().enumerate() {
+            let len = net.weights[i].len();
+            assert_close(&format!("{label} grad_weights[{i}]"), &host(be, &ws.grads.w[i], len), &flat(g), REL, ABS);
+        }
+        for (i, g) in c["grad_biases"].as_array().unwrap().iter().enumerate() {
+            let len = net.biases[i].len();
+            assert_close(&format!("{label} grad_biases[{i}]"), &host(be, &ws.grads.b[i], len), &flat(g), REL, ABS);
         }
     }
     assert!(cases.len() >= 3);
+}
+
+#[test]
+fn golden_mlp_forward_loss_and_gradients() {
+    for threads in [1, 2] {
+        check_mlp_cases(&Cpu::new(Some(threads)).unwrap());
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_cuda_mlp_forward_loss_and_gradients() {
+    if let Some(gpu) = common::cuda("golden_cuda_mlp_forward_loss_and_gradients") {
+        check_mlp_cases(&gpu);
+    }
 }

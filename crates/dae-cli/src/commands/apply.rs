@@ -1,11 +1,11 @@
 //! `dae encode`, `dae reconstruct` and `dae score`: apply a trained autoencoder to data.
 
 use super::{check_output, read_options};
-use crate::args::{DataOpts, EncodeArgs, ReconstructArgs, RunOpts, ScoreArgs};
+use crate::args::{DataOpts, DeviceOpts, EncodeArgs, ReconstructArgs, RunOpts, ScoreArgs};
 use dae::data::{write_matrix, write_vector, OutputFormat};
 use dae::infer::{encode_all, reconstruct_all, score_all, EvalNoise};
 use dae::network::hidden_all;
-use dae::{read_data, AnyModel, Cpu, Dataset, Error, Result, SavedDae};
+use dae::{read_data, AnyModel, Dataset, Error, Result, SavedDae};
 use std::path::Path;
 
 /// Loads the model and the data, checking that they fit together and that the output is
@@ -16,7 +16,8 @@ fn load(
     output: &Path,
     data_opts: &DataOpts,
     run: &RunOpts,
-) -> Result<(SavedDae, Dataset, Cpu)> {
+    device: &DeviceOpts,
+) -> Result<(SavedDae, Dataset, super::Engine)> {
     OutputFormat::from_path(output)?;
     check_output(output, "--output")?;
     let saved = SavedDae::load(model)?;
@@ -25,7 +26,7 @@ fn load(
         saved.model.config.inputs,
         &format!("the model {}", model.display()),
     )?;
-    Ok((saved, ds, Cpu::new(run.threads)?))
+    Ok((saved, ds, super::Engine::open(device, run)?))
 }
 
 fn done(run: &RunOpts, output: &Path, rows: usize, cols: usize) {
@@ -51,7 +52,7 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
     check_output(&a.output, "--output")?;
     let model = AnyModel::load(&a.model)?;
     let mut ds = read_data(&a.data, &read_options(&a.data_opts))?;
-    let cpu = Cpu::new(a.run.threads)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
     // Every model is a stack of encoders: its hidden sizes, and a way to compute layer codes.
     let sizes: Vec<usize> = match &model {
         AnyModel::Autoencoder(m) => vec![m.model.config.inputs, m.model.config.hidden],
@@ -74,10 +75,10 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
     let upto = if a.all_layers { depth } else { layer };
     let scaler = model.scaler();
     let blocks: Vec<Vec<f32>> = match &model {
-        AnyModel::Autoencoder(m) => vec![encode_all(&cpu, &m.model, &ds, scaler)?],
-        AnyModel::Stack(m) => m.stack.encode_layers(&cpu, &ds, scaler, upto)?,
+        AnyModel::Autoencoder(m) => vec![crate::on_engine!(&engine, |be| encode_all(be, &m.model, &ds, scaler))?],
+        AnyModel::Stack(m) => crate::on_engine!(&engine, |be| m.stack.encode_layers(be, &ds, scaler, upto))?,
         AnyModel::Network(m) => (0..upto)
-            .map(|l| hidden_all(&cpu, &m.network, &ds, scaler, l))
+            .map(|l| crate::on_engine!(&engine, |be| hidden_all(be, &m.network, &ds, scaler, l)))
             .collect::<Result<Vec<_>>>()?,
     };
     let (codes, width) = if a.all_layers {
@@ -93,10 +94,10 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
 
 pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
     a.noise.validate("--noise")?;
-    let (saved, ds, cpu) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run)?;
+    let (saved, ds, engine) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run, &a.device)?;
     let d = saved.model.config.inputs;
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
-    let mut z = reconstruct_all(&cpu, &saved.model, &ds, &saved.scaler, noise)?;
+    let mut z = crate::on_engine!(&engine, |be| reconstruct_all(be, &saved.model, &ds, &saved.scaler, noise))?;
     for row in z.chunks_exact_mut(d) {
         saved.scaler.invert_row(row);
     }
@@ -107,12 +108,12 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
 
 pub fn score(a: ScoreArgs) -> Result<()> {
     a.noise.validate("--noise")?;
-    let (saved, ds, cpu) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run)?;
+    let (saved, ds, engine) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run, &a.device)?;
     if saved.model.config.loss == dae::Loss::CrossEntropy {
         ds.check_unit_interval(&saved.scaler)?;
     }
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
-    let s = score_all(&cpu, &saved.model, &ds, &saved.scaler, noise, a.per_feature)?;
+    let s = crate::on_engine!(&engine, |be| score_all(be, &saved.model, &ds, &saved.scaler, noise, a.per_feature))?;
     if a.per_feature {
         let d = saved.model.config.inputs;
         write_matrix(&a.output, ds.rows, d, &s)?;

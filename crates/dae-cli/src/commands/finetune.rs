@@ -10,7 +10,7 @@ use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
 use crate::checkpoint::{data_identity, train_identity, value};
 use dae::train::holdout;
 use serde_json::json;
-use dae::{read_data, Backend, Cpu, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split};
+use dae::{read_data, Backend, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split};
 use std::path::{Path, PathBuf};
 
 /// Features and targets: labels from `labels` (column `column` of a CSV), or, without
@@ -149,7 +149,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (None, None) => None,
     };
 
-    let cpu = Cpu::new(a.run.threads)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         let cfg = &network.config;
         eprintln!(
@@ -165,7 +165,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             tc.lr,
             tc.epochs,
             tc.batch,
-            cpu.describe()
+            crate::on_engine!(&engine, |be| be.describe())
         );
     }
     let initial: Vec<f32> = network.weights.iter().chain(&network.biases).flatten().copied().collect();
@@ -181,7 +181,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     });
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "finetune", identity)?;
     let current = resume.and_then(|r| r.current);
-    let trained = finetune(&cpu, network, &scaler, &train, val.as_ref(), &tc, &mut progress, current.as_ref())?;
+    let trained = crate::on_engine!(&engine, |be| finetune(be, network, &scaler, &train, val.as_ref(), &tc, &mut progress, current.as_ref()))?;
     drop(progress);
     let saved = SavedNetwork {
         network: trained.network,
@@ -209,5 +209,5 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Task::Classification { classes } => Some(targets.classes(Some(classes), "the classifier")?),
         Task::Regression { .. } => None,
     };
-    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
+    super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
 }

@@ -9,7 +9,7 @@ pub mod pretrain;
 pub mod train;
 pub mod viz;
 
-use crate::args::{CheckpointOpts, DataOpts, ExtraOutputs, RunOpts};
+use crate::args::{CheckpointOpts, DataOpts, DeviceOpts, ExtraOutputs, RunOpts};
 use crate::checkpoint;
 use crate::progress::Progress;
 use crate::report::{render, ReportInput};
@@ -18,6 +18,67 @@ use dae::{AnyModel, Cpu};
 use dae::train::holdout;
 use dae::{read_data, Dataset, Error, ReadOptions, Result, Split};
 use std::path::Path;
+
+/// The device a command computes on.
+pub enum Engine {
+    Cpu(Cpu),
+    Cuda(dae::Cuda),
+}
+
+/// Runs `$body` with `$be` bound to the engine's backend (a `&Cpu` or a `&Cuda`): the body is
+/// compiled once per backend.
+#[macro_export]
+macro_rules! on_engine {
+    ($engine:expr, |$be:ident| $body:expr) => {
+        match $engine {
+            $crate::commands::Engine::Cpu(ref $be) => $body,
+            $crate::commands::Engine::Cuda(ref $be) => $body,
+        }
+    };
+}
+
+impl Engine {
+    /// The engine `--device` asks for. A GPU that is asked for but not usable falls back to
+    /// the CPU with a message saying why; `auto` says which GPU it took.
+    pub fn open(dev: &DeviceOpts, run: &RunOpts) -> Result<Engine> {
+        let device = dev.device.trim();
+        let ordinal = match device {
+            "cpu" => None,
+            "auto" | "cuda" | "gpu" => Some(0),
+            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Some(n),
+                _ => return Err(Error::usage("--device", format!("'{d}' is not a device: use auto, cpu, cuda or cuda:N"))),
+            },
+        };
+        let cpu = |why: Option<String>| -> Result<Engine> {
+            if dev.precision == dae::Precision::Tf32 {
+                return Err(Error::usage("--precision", "tf32 is for GPU products; on the CPU use fp32"));
+            }
+            if dev.precision == dae::Precision::Bf16 {
+                return Err(Error::usage("--precision", "bf16 is not implemented yet (it needs the AVX-512 BF16 instructions, which this build does not use): use fp32"));
+            }
+            if let (Some(w), false) = (why, run.quiet) {
+                eprintln!("{w}; running on the CPU");
+            }
+            Ok(Engine::Cpu(Cpu::new(run.threads)?))
+        };
+        let Some(n) = ordinal else { return cpu(None) };
+        if let Some(why) = dae::backend::cuda::unavailable() {
+            let asked = device != "auto";
+            return cpu(asked.then(|| format!("--device {device}: no usable GPU ({why})")));
+        }
+        match dae::Cuda::new(n, dev.precision) {
+            Ok(g) => {
+                if !run.quiet && device == "auto" {
+                    eprintln!("using {} (--device cpu to stay on the CPU)", g.name());
+                }
+                Ok(Engine::Cuda(g))
+            }
+            Err(e @ Error::Usage { .. }) => Err(e),
+            Err(e) => cpu(Some(format!("--device {device}: {e}"))),
+        }
+    }
+}
 
 /// Validation rows: from a separate file, or held out of the training data.
 pub struct Validation {
@@ -135,10 +196,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// `--report`: the HTML report of the model just written to `model_path`, on `data`.
-pub fn write_report(cpu: &Cpu, report: Option<&Path>, model_path: &Path, data: Option<&Dataset>, labels: Option<&[u32]>, quiet: bool) -> Result<()> {
+pub fn write_report(threads: Option<usize>, report: Option<&Path>, model_path: &Path, data: Option<&Dataset>, labels: Option<&[u32]>, quiet: bool) -> Result<()> {
     let Some(out) = report else { return Ok(()) };
     let model = AnyModel::load(model_path)?;
-    let html = render(cpu, &ReportInput { model_path, model: &model, data, labels, shape: None, anomalies: 10 })?;
+    let cpu = Cpu::new(threads)?;
+    let html = render(&cpu, &ReportInput { model_path, model: &model, data, labels, shape: None, anomalies: 10 })?;
     write_file(out, html.as_bytes())?;
     if !quiet {
         println!("wrote {}", out.display());

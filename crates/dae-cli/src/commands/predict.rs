@@ -6,7 +6,7 @@ use crate::args::{EvaluateArgs, PredictArgs};
 use dae::data::{take_column, write_classes, write_matrix, OutputFormat};
 use dae::metrics::{argmax_rows, evaluate};
 use dae::network::{predict_all, Task};
-use dae::{read_data, Cpu, Dataset, Error, Result, SavedNetwork};
+use dae::{read_data, Dataset, Error, Result, SavedNetwork};
 use serde_json::json;
 
 /// Drops the classifier's label column from `ds` when the data has it.
@@ -23,8 +23,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     let saved = SavedNetwork::load(&a.classifier)?;
     let ds = without_label_column(read_data(&a.data, &read_options(&a.data_opts))?, &saved)?;
     ds.check_width(saved.network.config.sizes[0], &format!("the classifier {}", a.classifier.display()))?;
-    let cpu = Cpu::new(a.run.threads)?;
-    let out = predict_all(&cpu, &saved.network, &ds, &saved.scaler)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
+    let out = crate::on_engine!(&engine, |be| predict_all(be, &saved.network, &ds, &saved.scaler))?;
     let c = saved.network.config.task.outputs();
     match saved.network.config.task {
         Task::Classification { .. } if !a.proba => write_classes(&a.output, &argmax_rows(&out, c))?,
@@ -52,8 +52,8 @@ pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let ds = without_label_column(ds, &saved)?;
     ds.check_width(saved.network.config.sizes[0], &format!("the classifier {}", a.classifier.display()))?;
     let truth = targets.classes(Some(classes), "the classifier")?;
-    let cpu = Cpu::new(a.run.threads)?;
-    let probs = predict_all(&cpu, &saved.network, &ds, &saved.scaler)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
+    let probs = crate::on_engine!(&engine, |be| predict_all(be, &saved.network, &ds, &saved.scaler))?;
     let e = evaluate(&argmax_rows(&probs, classes), &truth, classes);
     if a.json {
         println!("{}", json!(e));

@@ -6,7 +6,7 @@ use crate::args::PretrainArgs;
 use crate::checkpoint::{data_identity, train_identity, value};
 use dae::stack::{pretrain, LayerPlan};
 use serde_json::json;
-use dae::{read_data, Backend, Corruption, Cpu, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split};
+use dae::{read_data, Backend, Corruption, DaeConfig, DataInfo, Error, Loss, Result, SavedStack, Scaler, Split};
 use std::str::FromStr;
 
 /// A comma-separated list: one value for every layer, or one per layer.
@@ -104,7 +104,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             v.check_unit_interval(&scaler)?;
         }
     }
-    let cpu = Cpu::new(a.run.threads)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         let noise: Vec<String> = noises.iter().map(|c| c.to_string()).collect();
         eprintln!(
@@ -118,7 +118,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             a.data.display(),
             opt.name(),
             a.batch,
-            cpu.describe()
+            crate::on_engine!(&engine, |be| be.describe())
         );
     }
     let train = Split { data: &ds, rows: train_rows };
@@ -131,7 +131,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     });
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "pretrain", identity)?;
     let resume = resume.map(|r| r.pretrain());
-    let done = pretrain(&cpu, &plans, &scaler, &train, val_split.as_ref(), &mut progress, resume.as_ref())?;
+    let done = crate::on_engine!(&engine, |be| pretrain(be, &plans, &scaler, &train, val_split.as_ref(), &mut progress, resume.as_ref()))?;
     drop(progress);
     let saved = SavedStack {
         stack: done.stack,
@@ -150,5 +150,5 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             .collect();
         println!("wrote {}: {} layers, final training losses {}", a.output.display(), n, finals.join(", "));
     }
-    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
+    super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

@@ -7,7 +7,7 @@ use dae::rng::stream;
 use serde_json::json;
 use dae::train::holdout;
 use dae::{
-    read_data, train_dae, Cpu, Dae, DaeConfig, DataInfo, Loss, Optimizer, Result, SavedDae,
+    read_data, train_dae, Dae, DaeConfig, DataInfo, Loss, Optimizer, Result, SavedDae,
     Scaler, Split, TrainConfig,
 };
 
@@ -111,7 +111,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (None, None) => None,
     };
 
-    let cpu = Cpu::new(a.run.threads)?;
+    let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         eprintln!(
             "training {}→{} ({} encoder, {} decoder, {}, {}, noise {}) on {} rows of {} with {}, {} epochs, batch {}, {}",
@@ -127,7 +127,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             opt.name(),
             tc.epochs,
             tc.batch,
-            dae::Backend::describe(&cpu),
+            crate::on_engine!(&engine, |be| dae::Backend::describe(be)),
         );
     }
     let identity = json!({
@@ -140,7 +140,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "train", identity)?;
     let init = Dae::init(&config, tc.seed);
     let current = resume.and_then(|r| r.current);
-    let trained = train_dae(&cpu, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress, current.as_ref())?;
+    let trained = crate::on_engine!(&engine, |be| train_dae(be, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress, current.as_ref()))?;
     drop(progress);
     let saved = SavedDae {
         model: trained.model,
@@ -167,5 +167,5 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         println!("{line}");
     }
-    super::write_report(&cpu, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
+    super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

@@ -9,11 +9,38 @@
 //! sized for the largest batch serve a shorter last batch.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::config::{Activation, Corruption, Emphasis, Loss, Optimizer};
 use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler};
 use crate::error::Result;
+
+/// How the matrix products are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// IEEE fp32 throughout (the default).
+    #[default]
+    Fp32,
+    /// Products on the tensor cores in TF32 (10-bit mantissa inputs, fp32 accumulation): GPU
+    /// only.
+    Tf32,
+    /// Products in bf16 with fp32 accumulation and fp32 master weights (not implemented yet).
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision '{s}' (expected fp32, tf32 or bf16)")),
+        }
+    }
+}
 
 /// Whether a matmul operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +147,29 @@ pub trait Backend: Sync {
     /// Copies `src` into the start of `dst`.
     fn upload(&self, dst: &mut Self::Buf, src: &[f32]);
     /// Copies the start of `src` into `dst`.
-    fn download(&self, src: &Self::Buf, dst: &mut [f32]);
+    fn download(&self, src: &Self::Buf, dst: &mut [f32]) {
+        self.download_at(src, 0, dst);
+    }
+    /// Copies `src[offset..offset + dst.len()]` into `dst`.
+    fn download_at(&self, src: &Self::Buf, offset: usize, dst: &mut [f32]);
+    /// `dst[offset..offset + len]` = `src[..len]`, on the device.
+    fn copy_at(&self, dst: &mut Self::Buf, offset: usize, src: &Self::Buf, len: usize);
+
+    /// Whether operations are queued for a device that runs them later (a GPU): reading a
+    /// result back then waits for the queue to drain, so the training loop reads its losses
+    /// every few hundred milliseconds instead of after every step.
+    fn queued(&self) -> bool {
+        false
+    }
+    /// The first device error since the last check (operations themselves cannot fail on the
+    /// CPU; a GPU records a failed launch here).
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Rows per chunk when encoding, reconstructing or scoring a whole dataset.
+    fn chunk_rows(&self) -> usize {
+        1024
+    }
 
     /// Prepares `ds` (scaled by `scaler`) for gathering batches.
     fn data<'a>(&'a self, ds: &'a Dataset, scaler: &'a Scaler) -> Result<Self::Data<'a>>;

@@ -50,23 +50,49 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
 
 /// Runs the forward/backward of `model` on given clean rows `x`, corrupted rows `xt` and mask,
 /// returning the workspace (h, row losses, gradients) and the uploaded parameters.
-pub fn run_batch(
-    cpu: &Cpu,
+pub fn run_batch<B: Backend>(
+    be: &B,
     model: &Dae,
     x: &[f32],
     xt: &[f32],
     mask: &[f32],
     n: usize,
-) -> (DaeWorkspace<Cpu>, DaeParams<Cpu>) {
-    let mut p = DaeParams::upload(cpu, model).unwrap();
-    let mut ws = DaeWorkspace::new(cpu, &model.config, n).unwrap();
-    cpu.upload(&mut ws.x, x);
-    cpu.upload(&mut ws.xt, xt);
+) -> (DaeWorkspace<B>, DaeParams<B>) {
+    let mut p = DaeParams::upload(be, model).unwrap();
+    let mut ws = DaeWorkspace::new(be, &model.config, n).unwrap();
+    be.upload(&mut ws.x, x);
+    be.upload(&mut ws.xt, xt);
     if let Some(m) = ws.mask.as_mut() {
-        cpu.upload(m, mask);
+        be.upload(m, mask);
     }
-    dae::dae::forward_backward(cpu, &model.config, &mut p, &mut ws, n, dae::dae::GradSink::Buffers);
+    dae::dae::forward_backward(be, &model.config, &mut p, &mut ws, n, dae::dae::GradSink::Buffers);
     (ws, p)
+}
+
+/// The first `len` values of a backend buffer, on the host.
+pub fn host<B: Backend>(be: &B, buf: &B::Buf, len: usize) -> Vec<f32> {
+    let mut v = vec![0f32; len];
+    be.download(buf, &mut v);
+    v
+}
+
+/// Prints why a test skips, past the test harness's capture, so that it shows in every run.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
+}
+
+/// The GPU backend when one is usable here; otherwise None, after printing why the calling
+/// test skips its GPU part.
+#[cfg(feature = "cuda")]
+pub fn cuda(test: &str) -> Option<dae::Cuda> {
+    match dae::Cuda::new(0, dae::Precision::Fp32) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            skip(&format!("{test}: skipping the GPU part: {e}"));
+            None
+        }
+    }
 }
 
 /// The batch-mean loss of `model` on (x, xt, mask): forward only.

@@ -136,8 +136,12 @@ impl Backend for Cpu {
         dst[..src.len()].copy_from_slice(src);
     }
 
-    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) {
-        dst.copy_from_slice(&src[..dst.len()]);
+    fn download_at(&self, src: &Vec<f32>, offset: usize, dst: &mut [f32]) {
+        dst.copy_from_slice(&src[offset..offset + dst.len()]);
+    }
+
+    fn copy_at(&self, dst: &mut Vec<f32>, offset: usize, src: &Vec<f32>, len: usize) {
+        dst[offset..offset + len].copy_from_slice(&src[..len]);
     }
 
     fn data<'a>(&'a self, ds: &'a Dataset, scaler: &'a Scaler) -> Result<CpuData<'a>> {

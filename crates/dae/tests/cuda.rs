@@ -1,0 +1,193 @@
+//! The CUDA backend against the CPU: every kernel compiles (wherever NVRTC is installed, GPU or
+//! not), each operation agrees with the CPU's, and training agrees. Without a GPU the parts that
+//! need one print why they skip.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::{assert_close, host};
+use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
+use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
+use dae::corrupt::NoiseKey;
+use dae::rng::{stream, Rng};
+use dae::{train_dae, Activation, Corruption, Cpu, Dae, DaeConfig, Dataset, Emphasis, Loss, Optimizer, Scaler, ScaleKind, Silent, Split, TrainConfig};
+
+#[test]
+fn cuda_kernels_compile_with_nvrtc() {
+    if !nvrtc_present() {
+        common::skip("cuda_kernels_compile_with_nvrtc: skipping: libnvrtc not found (pip install nvidia-cuda-nvrtc and put its lib folder on LD_LIBRARY_PATH)");
+        if std::env::var_os("DAE_REQUIRE_NVRTC").is_some() {
+            panic!("DAE_REQUIRE_NVRTC is set but libnvrtc was not found");
+        }
+        return;
+    }
+    // Hopper (H100/H200), Ampere and Turing.
+    for arch in ["compute_90", "compute_80", "compute_75"] {
+        let ptx = compile_kernels(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let text = ptx;
+        for name in KERNEL_NAMES {
+            assert!(text.contains(&format!(".entry {name}(")), "{arch}: kernel {name} missing from the PTX");
+        }
+    }
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed, 9);
+    (0..n).map(|_| rng.next_f32()).collect()
+}
+
+fn buf<B: Backend>(be: &B, v: &[f32]) -> B::Buf {
+    let mut b = be.alloc(v.len()).unwrap();
+    be.upload(&mut b, v);
+    b
+}
+
+#[test]
+fn cuda_operations_match_the_cpu() {
+    let Some(gpu) = common::cuda("cuda_operations_match_the_cpu") else { return };
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let (rows, cols) = (37, 301);
+    let n = rows * cols;
+    let x = random(n, 1);
+    let key = NoiseKey { seed: 0x1234_5678_9abc, stream: 16, epoch: 3, row0: 70 };
+
+    // Noise: masks and salt-and-pepper bit-identical (same Philox counters), Gaussian to
+    // rounding (logf, sincosf).
+    for noise in [Corruption::None, Corruption::Masking { level: 0.3 }, Corruption::SaltAndPepper { level: 0.2 }, Corruption::Gaussian { sigma: 0.5 }] {
+        let mut outs = Vec::new();
+        let (mut xt_c, mut m_c) = (vec![0f32; n], vec![0f32; n]);
+        cpu.corrupt(&x, &mut xt_c, Some(&mut m_c), noise, &key, rows, cols);
+        let (xg, mut xt_g, mut m_g) = (buf(&gpu, &x), gpu.alloc(n).unwrap(), gpu.alloc(n).unwrap());
+        gpu.corrupt(&xg, &mut xt_g, Some(&mut m_g), noise, &key, rows, cols);
+        outs.push(host(&gpu, &xt_g, n));
+        if matches!(noise, Corruption::Gaussian { .. }) {
+            assert_close(&format!("{noise}"), &outs[0], &xt_c, 1e-5, 1e-5);
+        } else {
+            assert!(outs[0] == xt_c, "{noise}: the GPU's corruption differs from the CPU's");
+        }
+        assert!(host(&gpu, &m_g, n) == m_c, "{noise}: masks differ");
+    }
+    let (mut d_c, mut d_g) = (vec![0f32; n], gpu.alloc(n).unwrap());
+    cpu.dropout_mask(&mut d_c, 0.4, &key, rows, cols);
+    gpu.dropout_mask(&mut d_g, 0.4, &key, rows, cols);
+    assert!(host(&gpu, &d_g, n) == d_c, "dropout masks differ");
+
+    // Matrix products in every orientation, with sums of products, α and β.
+    let (m, nn, k) = (33, 47, 29);
+    for ta in [Trans::N, Trans::T] {
+        for tb in [Trans::N, Trans::T] {
+            let (a, b, a2, b2, c0) = (random(m * k, 2), random(k * nn, 3), random(m * k, 4), random(k * nn, 5), random(m * nn, 6));
+            let mut c_c = c0.clone();
+            let mut c_g = buf(&gpu, &c0);
+            let (ag, bg, a2g, b2g) = (buf(&gpu, &a), buf(&gpu, &b), buf(&gpu, &a2), buf(&gpu, &b2));
+            cpu.gemm(&mut c_c, m, nn, &[dae::backend::Product { a: &a, ta, b: &b, tb, k }, dae::backend::Product { a: &a2, ta, b: &b2, tb, k }], -0.5, 0.9);
+            gpu.gemm(&mut c_g, m, nn, &[dae::backend::Product { a: &ag, ta, b: &bg, tb, k }, dae::backend::Product { a: &a2g, ta, b: &b2g, tb, k }], -0.5, 0.9);
+            assert_close(&format!("gemm {ta:?}{tb:?}"), &host(&gpu, &c_g, m * nn), &c_c, 1e-5, 1e-5);
+        }
+    }
+
+    // Elementwise work, losses and reductions.
+    let bias = random(cols, 7).iter().map(|v| v - 0.5).collect::<Vec<_>>();
+    let pre: Vec<f32> = random(n, 8).iter().map(|v| 6.0 * v - 3.0).collect();
+    let mask: Vec<f32> = random(n, 9).iter().map(|&v| (v < 0.3) as u8 as f32).collect();
+    for act in Activation::ALL {
+        let mut c_c = pre.clone();
+        let mut c_g = buf(&gpu, &pre);
+        cpu.bias_act(&mut c_c, &bias, act, rows, cols);
+        gpu.bias_act(&mut c_g, &buf(&gpu, &bias), act, rows, cols);
+        assert_close(&format!("bias_act {act}"), &host(&gpu, &c_g, n), &c_c, 1e-5, 1e-6);
+        let (mut dc, mut dg) = (x.clone(), buf(&gpu, &x));
+        cpu.act_grad(&mut dc, &c_c, act, n);
+        gpu.act_grad(&mut dg, &buf(&gpu, &c_c), act, n);
+        assert_close(&format!("act_grad {act}"), &host(&gpu, &dg, n), &dc, 1e-5, 1e-6);
+    }
+    for (loss, decoder) in [(Loss::CrossEntropy, Activation::Sigmoid), (Loss::SquaredError, Activation::Tanh)] {
+        for emphasis in [None, Some(Emphasis { corrupted: 1.0, clean: 0.3 })] {
+            for output in [LossOutput::Rows, LossOutput::Grad, LossOutput::Elements] {
+                let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / rows as f32, output };
+                let (mut pc, mut lc) = (pre.clone(), vec![0f32; rows + 3]);
+                let (mut pg, mut lg) = (buf(&gpu, &pre), gpu.alloc(rows + 3).unwrap());
+                cpu.loss_grad(&mut pc, &bias, &x, Some(&mask), &spec, rows, cols, &mut lc, 3);
+                gpu.loss_grad(&mut pg, &buf(&gpu, &bias), &buf(&gpu, &x), Some(&buf(&gpu, &mask)), &spec, rows, cols, &mut lg, 3);
+                let what = format!("loss_grad {loss} {emphasis:?} {output:?}");
+                assert_close(&what, &host(&gpu, &lg, rows + 3), &lc, 1e-5, 1e-5);
+                assert_close(&what, &host(&gpu, &pg, n), &pc, 1e-5, 1e-6);
+            }
+        }
+    }
+    let classes = 7;
+    let logits: Vec<f32> = random(rows * classes, 10).iter().map(|v| 8.0 * v - 4.0).collect();
+    let labels: Vec<f32> = (0..rows).map(|r| (r % classes) as f32).collect();
+    for output in [LossOutput::Rows, LossOutput::Grad, LossOutput::Elements] {
+        let (mut zc, mut lc, mut hc) = (logits.clone(), vec![0f32; rows], vec![0f32; rows]);
+        let (mut zg, mut lg, mut hg) = (buf(&gpu, &logits), gpu.alloc(rows).unwrap(), gpu.alloc(rows).unwrap());
+        cpu.softmax_xent(&mut zc, &bias[..classes].to_vec(), &labels, output, 0.25, rows, classes, &mut lc, &mut hc);
+        gpu.softmax_xent(&mut zg, &buf(&gpu, &bias[..classes]), &buf(&gpu, &labels), output, 0.25, rows, classes, &mut lg, &mut hg);
+        assert_close(&format!("softmax {output:?}"), &host(&gpu, &zg, rows * classes), &zc, 1e-5, 1e-6);
+        assert_close("softmax loss", &host(&gpu, &lg, rows), &lc, 1e-5, 1e-6);
+        assert!(host(&gpu, &hg, rows) == hc, "softmax hits");
+    }
+    let (mut sc, mut sg) = (bias.clone(), buf(&gpu, &bias));
+    cpu.col_sums_scaled(&mut sc, &x, rows, cols, -0.1, 0.99);
+    gpu.col_sums_scaled(&mut sg, &buf(&gpu, &x), rows, cols, -0.1, 0.99);
+    assert_close("col_sums", &host(&gpu, &sg, cols), &sc, 1e-5, 1e-6);
+    let (ssc, ssg) = (cpu.sum_squares(&x, n), gpu.sum_squares(&buf(&gpu, &x), n));
+    assert!((ssc - ssg).abs() <= 1e-9 * ssc, "sum_squares {ssc} vs {ssg}");
+
+    // The optimisers, several steps.
+    for opt in [Optimizer::sgd(), Optimizer::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-3 }, Optimizer::adam(), Optimizer::adamw()] {
+        let (mut pc, mut pg) = (bias.clone(), buf(&gpu, &bias));
+        let (mut stc, mut stg) = (cpu.opt_state(&opt, cols).unwrap(), gpu.opt_state(&opt, cols).unwrap());
+        for t in 1..=3u64 {
+            let g = random(cols, 20 + t);
+            let step = StepSpec { optimizer: opt, lr: 0.05, t };
+            cpu.update(&mut pc, &g, &mut stc, &step, cols);
+            gpu.update(&mut pg, &buf(&gpu, &g), &mut stg, &step, cols);
+        }
+        assert_close(&format!("{opt:?}"), &host(&gpu, &pg, cols), &pc, 1e-5, 1e-6);
+    }
+
+    // Gathering rows of u8 data with fitted scaling.
+    let bytes: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+    let ds = Dataset { rows, cols, values: dae::data::Values::U8(bytes), image_shape: None, column_names: None, source: "t".into() };
+    let scaler = Scaler::fit(ScaleKind::Standardize, &ds, None);
+    let pick: Vec<u32> = vec![5, 0, 36, 5, 17];
+    let mut gc = vec![0f32; pick.len() * cols];
+    cpu.gather(&mut gc, &cpu.data(&ds, &scaler).unwrap(), &pick);
+    let mut gg = gpu.alloc(pick.len() * cols).unwrap();
+    gpu.gather(&mut gg, &gpu.data(&ds, &scaler).unwrap(), &pick);
+    assert_close("gather", &host(&gpu, &gg, pick.len() * cols), &gc, 1e-6, 1e-6);
+    gpu.check().unwrap();
+}
+
+/// Rows from a few binary prototypes with 10 % of the bits flipped.
+fn prototypes(rows: usize, cols: usize) -> Dataset {
+    let mut rng = Rng::new(4, 5);
+    let protos: Vec<Vec<f32>> = (0..6).map(|_| (0..cols).map(|_| (rng.next_f32() < 0.4) as u8 as f32).collect()).collect();
+    let mut v = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let p = &protos[rng.below(6) as usize];
+        v.extend(p.iter().map(|&b| if rng.next_f32() < 0.1 { 1.0 - b } else { b }));
+    }
+    Dataset::from_f32(rows, cols, v)
+}
+
+#[test]
+fn cuda_training_matches_the_cpu_and_repeats_exactly() {
+    let Some(gpu) = common::cuda("cuda_training_matches_the_cpu_and_repeats_exactly") else { return };
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let ds = prototypes(1000, 120);
+    let scaler = Scaler::identity(ds.cols);
+    for (opt, lr) in [(Optimizer::sgd(), 0.1), (Optimizer::adam(), 1e-3)] {
+        let cfg = DaeConfig::new(120, 64);
+        let tc = TrainConfig { epochs: 4, batch: 32, optimizer: opt, lr, ..Default::default() };
+        let on_cpu = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        let on_gpu = || train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        let (a, b) = (on_gpu(), on_gpu());
+        assert!(a.model == b.model, "{opt:?}: two GPU runs with the same seed differ");
+        for (e, (g, c)) in a.history.iter().zip(&on_cpu.history).enumerate() {
+            let rel = (g.train_loss - c.train_loss).abs() / c.train_loss;
+            assert!(rel < 1e-3, "{opt:?} epoch {}: GPU loss {} vs CPU {}", e + 1, g.train_loss, c.train_loss);
+        }
+    }
+}
