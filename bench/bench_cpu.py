@@ -47,7 +47,7 @@ def dae_train(data, batch, epochs, threads, tmp):
     model = os.path.join(tmp, "bench.safetensors")
     _, peak = child([DAE, "train", f"{data}/train-images-idx3-ubyte.gz", "-o", model, "--hidden", "500",
                      "--noise", "masking:0.3", "--loss", "cross-entropy", "--optimizer", "sgd", "--lr", "0.1",
-                     "--batch", str(batch), "--epochs", str(epochs), "--threads", str(threads), "--quiet"])
+                     "--batch", str(batch), "--epochs", str(epochs), "--threads", str(threads), "--device", "cpu", "--quiet"])
     out, _ = child([DAE, "inspect", model, "--json"])
     secs = [r["seconds"] for r in json.loads(out)["history"]]
     return statistics.median(secs[1:] or secs), peak

@@ -25,10 +25,10 @@ now() { date +%s%N; }
 
 t0=$(now)
 $DAE pretrain "$DATA/train-images-idx3-ubyte.gz" -o "$WORK/stack.safetensors" --layers 1000,1000,1000 \
-    --noise masking:0.1,0.2,0.3 --epochs "$PE" --batch 32 --lr 0.05 --seed 1 --threads "$THREADS" --quiet
+    --noise masking:0.1,0.2,0.3 --epochs "$PE" --batch 32 --lr 0.05 --seed 1 --threads "$THREADS" --device cpu --quiet
 t1=$(now)
 $DAE finetune "$WORK/stack.safetensors" "$DATA/train-images-idx3-ubyte.gz" --labels "$DATA/train-labels-idx1-ubyte.gz" \
-    -o "$WORK/classifier.safetensors" --epochs "$FE" --batch 32 --lr 0.1 --seed 1 --threads "$THREADS" --quiet
+    -o "$WORK/classifier.safetensors" --epochs "$FE" --batch 32 --lr 0.1 --seed 1 --threads "$THREADS" --device cpu --quiet
 t2=$(now)
 ours=$($DAE evaluate "$WORK/classifier.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')

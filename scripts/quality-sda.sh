@@ -4,6 +4,8 @@
 #
 #   scripts/quality-sda.sh            # needs: apt-get install dataset-fashion-mnist; about 1.5 h
 #   SEEDS="1" scripts/quality-sda.sh  # one seed of the recommended recipe only
+#   DAE_DEVICE=cuda scripts/quality-sda.sh   # on a GPU (default: auto)
+#   RECIPE=FILE scripts/quality-sda.sh       # the recommended recipe from FILE (scripts/sda-sweep.sh)
 #
 # Network 784-1000-1000-1000-10, sigmoid units, test accuracy on the 10,000 test images.
 #  (a) all 60,000 labels; (b) the first 100 labelled images of each class (1,000 in all), with
@@ -15,8 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DAE_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 SEEDS=${SEEDS:-"1 2 3"}
+DEVICE=${DAE_DEVICE:-auto}
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found in $DATA (apt-get install dataset-fashion-mnist)" >&2; exit 2; }
-cargo build --release -q -p dae-cli
+[ -x target/release/dae ] && [ -n "${DAE_NO_BUILD:-}" ] || cargo build --release -q -p dae-cli
 DAE=target/release/dae
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -34,11 +37,15 @@ REF_FEW=(--per-class 100 --epochs 200 --batch 32 --lr 0.1)
 REC_PRETRAIN=("${REF_PRETRAIN[@]}")
 REC_FINETUNE=(--epochs 40 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --lr-decay 0.95 --dropout 0.5 --input-dropout 0.2)
 REC_FEW=(--per-class 100 --epochs 300 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --lr-decay 0.99 --dropout 0.5 --input-dropout 0.2)
+if [ -n "${RECIPE:-}" ]; then
+    # shellcheck disable=SC1090
+    . "$RECIPE"
+fi
 
 now() { date +%s%N; }
 secs() { echo $(( ($2 - $1) / 1000000 )); }  # milliseconds between two `now`s
 accuracy() {
-    $DAE evaluate "$1" "$TEST" --labels "$TEST_LABELS" --json | python3 -c 'import json,sys; print(100*json.load(sys.stdin)["accuracy"])'
+    $DAE evaluate "$1" "$TEST" --labels "$TEST_LABELS" --json --device "$DEVICE" | python3 -c 'import json,sys; print(100*json.load(sys.stdin)["accuracy"])'
 }
 log() { echo "$*" >&2; }
 
@@ -52,19 +59,19 @@ run_recipe() {  # name seed pretrain-args… -- finetune-args… -- few-args…
     local stack="$WORK/$name-$seed-stack.safetensors" t0 t1 t2
     log "== $name recipe, seed $seed: pretraining"
     t0=$(now)
-    $DAE pretrain "$TRAIN" -o "$stack" "${pre[@]}" --seed "$seed" --quiet
+    $DAE pretrain "$TRAIN" -o "$stack" "${pre[@]}" --seed "$seed" --device "$DEVICE" --quiet
     t1=$(now)
     log "== $name recipe, seed $seed: fine-tuning on all labels"
-    $DAE finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$WORK/full.safetensors" "${fine[@]}" --seed "$seed" --quiet
+    $DAE finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$WORK/full.safetensors" "${fine[@]}" --seed "$seed" --device "$DEVICE" --quiet
     t2=$(now)
     R[$name,$seed,full]=$(accuracy "$WORK/full.safetensors")
     R[$name,$seed,pretrain_ms]=$(secs "$t0" "$t1")
     R[$name,$seed,finetune_ms]=$(secs "$t1" "$t2")
     log "   all labels: ${R[$name,$seed,full]} %"
     log "== $name recipe, seed $seed: 1,000 labels, pretrained and from scratch"
-    $DAE finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$WORK/few.safetensors" "${few[@]}" --seed "$seed" --quiet
+    $DAE finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$WORK/few.safetensors" "${few[@]}" --seed "$seed" --device "$DEVICE" --quiet
     R[$name,$seed,few]=$(accuracy "$WORK/few.safetensors")
-    $DAE finetune --from-scratch --layers 1000,1000,1000 "$TRAIN" --labels "$LABELS" -o "$WORK/few0.safetensors" "${few[@]}" --seed "$seed" --quiet
+    $DAE finetune --from-scratch --layers 1000,1000,1000 "$TRAIN" --labels "$LABELS" -o "$WORK/few0.safetensors" "${few[@]}" --seed "$seed" --device "$DEVICE" --quiet
     R[$name,$seed,few0]=$(accuracy "$WORK/few0.safetensors")
     log "   1,000 labels: pretrained ${R[$name,$seed,few]} %, from scratch ${R[$name,$seed,few0]} %"
 }
@@ -74,10 +81,12 @@ for s in $SEEDS; do
     run_recipe recommended "$s" "${REC_PRETRAIN[@]}" -- "${REC_FINETUNE[@]}" -- "${REC_FEW[@]}"
 done
 
-python3 - "$SEEDS" "$(nproc)" <<PY
+python3 - "$SEEDS" "$(nproc)" "$DEVICE" "${REC_FINETUNE[*]}" "${REC_FEW[*]}" <<PY
 import sys, statistics
 seeds = sys.argv[1].split()
 cores = sys.argv[2]
+device = sys.argv[3]
+print(f"device {device}; recommended recipe: fine-tuning \`{sys.argv[4]}\`; 1,000 labels \`{sys.argv[5]}\`\n")
 R = {}
 $(for k in "${!R[@]}"; do echo "R['$k'] = float('${R[$k]}')"; done)
 def mean(name, what):
@@ -89,7 +98,7 @@ print(f"| (b) SdA pretrained on 60k, fine-tuned on 1,000 labels | {mean('referen
 print(f"| (b) same network from random initialisation, 1,000 labels | {mean('reference','few0'):.2f} % | {mean('recommended','few0'):.2f} % | 78.97 % / 79.29 % |")
 print(f"| (b) pretraining's gain | {mean('reference','few') - mean('reference','few0'):+.2f} points | {mean('recommended','few') - mean('recommended','few0'):+.2f} points | +3.02 / +2.76 points |")
 pre, fine = R["reference,1,pretrain_ms"] / 1000, R["reference,1,finetune_ms"] / 1000
-print(f"| (c) wall time of (a), reference recipe ({cores} cores) | {pre + fine:.0f} s (pretraining {pre:.0f} s, fine-tuning {fine:.0f} s) | | 628 s (350 s + 278 s) on 2 cores; 242 s on an H200 |")
+print(f"| (c) wall time of (a), reference recipe ({device}; {cores} cores) | {pre + fine:.0f} s (pretraining {pre:.0f} s, fine-tuning {fine:.0f} s) | | 628 s (350 s + 278 s) on 2 cores; 242 s on an H200 |")
 print()
 for s in seeds:
     print(f"seed {s}, recommended: all labels {R[f'recommended,{s},full']:.2f} %, 1,000 labels {R[f'recommended,{s},few']:.2f} % pretrained, {R[f'recommended,{s},few0']:.2f} % from scratch")

@@ -7,7 +7,10 @@ batch is kept, not summed, so that nothing but the training is timed. Prints one
 epoch: {"epoch", "seconds", "loss"} (the last batch's loss).
 
     python3 bench/peers/torch_dae.py DATA_DIR BATCH [--epochs 3] [--hidden 500] [--threads 2]
-                                     [--mode eager|compile]
+                                     [--mode eager|compile|graphs] [--device cpu|cuda]
+
+On cuda the data sit on the GPU and each epoch ends with a synchronisation; `graphs` is
+torch.compile's mode="reduce-overhead" (CUDA graphs).
 """
 import argparse, gzip, json, math, struct, time
 import numpy as np
@@ -29,10 +32,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--mode", default="eager", choices=["eager", "compile"])
+    ap.add_argument("--mode", default="eager", choices=["eager", "compile", "graphs"])
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
+    if a.device != "cpu":
+        torch.set_default_device(a.device)
     X = torch.tensor(idx_images(f"{a.data}/train-images-idx3-ubyte.gz").astype(np.float32) / 255.0)
     n, d = X.shape
     k = a.hidden
@@ -52,11 +58,15 @@ def main():
 
     if a.mode == "compile":
         step = torch.compile(step)
+    elif a.mode == "graphs":
+        step = torch.compile(step, mode="reduce-overhead")
+    sync = torch.cuda.synchronize if a.device != "cpu" else (lambda: None)
     for ep in range(1, a.epochs + 1):
         t = time.perf_counter()
         perm = torch.randperm(n)
         for i in range(0, n, a.batch):
             loss = step(X[perm[i:i + a.batch]])
+        sync()
         dt = time.perf_counter() - t
         print(json.dumps({"epoch": ep, "seconds": dt, "loss": float(loss)}), flush=True)
 

@@ -1,0 +1,105 @@
+"""GPU benchmark: dae's CUDA engine against the project's PyTorch peers on the same GPU, same run,
+alternating (dae, PyTorch, PyTorch, dae, …).
+
+Workload as in bench_cpu.py (Fashion-MNIST, 60,000 rows; 784→500, tied, sigmoid/sigmoid,
+cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole real step (noise,
+loss, gradients, update), the median over a run's epochs after the first, then the median over
+runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
+with DAE_CUDA_GRAPHS=0); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
+GPU epoch beside the CPU engine's (same seed: the same noise and order), and encoding all 70,000
+images.
+
+Run through scripts/gpu-check.sh.
+
+    python3 bench/bench_gpu.py [--reps 2] [--epochs 5] [--batches 20,128,1024] [--torch-graphs]
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cpu import DAE, ENCODE, PEERS, GFLOP_PER_EPOCH, child  # noqa: E402
+
+
+def dae_epochs(data, batch, epochs, tmp, extra=(), env=None, device="cuda"):
+    model = os.path.join(tmp, "bench.safetensors")
+    cmd = [DAE, "train", f"{data}/train-images-idx3-ubyte.gz", "-o", model, "--hidden", "500", "--noise", "masking:0.3",
+           "--loss", "cross-entropy", "--optimizer", "sgd", "--lr", "0.1", "--batch", str(batch), "--epochs", str(epochs),
+           "--device", device, "--quiet", *extra]
+    full_env = dict(os.environ, **(env or {}))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
+    out, _ = child([DAE, "inspect", model, "--json"])
+    return json.loads(out)["history"]
+
+
+def dae_time(data, batch, epochs, tmp, extra=(), env=None):
+    secs = [r["seconds"] for r in dae_epochs(data, batch, epochs, tmp, extra, env)]
+    return statistics.median(secs[1:] or secs)
+
+
+def torch_time(data, batch, epochs, mode):
+    out, _ = child([sys.executable, os.path.join(PEERS, "torch_dae.py"), data, str(batch), "--epochs", str(epochs),
+                    "--mode", mode, "--device", "cuda"])
+    secs = [json.loads(l)["seconds"] for l in out.splitlines() if l.startswith("{")]
+    return statistics.median(secs[1:] or secs)
+
+
+def fmt(s):
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--torch-epochs", type=int, default=3)
+    ap.add_argument("--batches", default="20,128,1024")
+    ap.add_argument("--torch-graphs", action="store_true", help="also torch.compile(mode='reduce-overhead') at batch 128")
+    ap.add_argument("--data", default=os.environ.get("DAE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+    a = ap.parse_args()
+    import torch
+    print(f"GPU: {torch.cuda.get_device_name(0)}; PyTorch {torch.__version__}, CUDA {torch.version.cuda}")
+    print(f"Each figure is the median over {a.reps} alternating runs of the median epoch time of each run "
+          f"(first epoch dropped).\n")
+    print("| workload | dae | PyTorch | dae speed-up | dae GFLOP/s | PyTorch GFLOP/s |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [(f"train, batch {b}, fp32", int(b), (), None, "eager") for b in a.batches.split(",")]
+        rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, "eager"))
+        rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, "eager"))
+        if a.torch_graphs:
+            rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
+        for label, batch, extra, env, mode in rows:
+            ours, theirs = [], []
+            for rep in range(a.reps):
+                order = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
+                for who in order:
+                    if who == "dae":
+                        ours.append(dae_time(a.data, batch, a.epochs, tmp, extra, env))
+                    else:
+                        theirs.append(torch_time(a.data, batch, a.torch_epochs, mode))
+            o, t = statistics.median(ours), statistics.median(theirs)
+            print(f"| {label} (s/epoch; PyTorch {mode}) | {fmt(o)} | {fmt(t)} | {t / o:.1f}× | {GFLOP_PER_EPOCH / o:.0f} | "
+                  f"{GFLOP_PER_EPOCH / t:.0f} |", flush=True)
+        ours, theirs, full = [], [], []
+        for rep in range(a.reps):
+            for who in (["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]):
+                if who == "dae":
+                    r = json.loads(child([ENCODE, a.data, "cuda"])[0])
+                    ours.append(r["gpu_seconds"]); full.append(r["seconds"])
+                else:
+                    out, _ = child([sys.executable, os.path.join(PEERS, "torch_encode.py"), a.data, "--device", "cuda", "--chunk", "16384"])
+                    theirs.append(json.loads(out)["seconds"])
+        o, t = statistics.median(ours), statistics.median(theirs)
+        gflop = 2 * 70000 * 784 * 500 / 1e9
+        print(f"| encode 70,000 rows, GPU time (data on the GPU) | {fmt(o)} | {fmt(t)} | {t / o:.1f}× | {gflop / o:.0f} | {gflop / t:.0f} |")
+        print(f"| encode 70,000 rows, with copies to and from the GPU | {fmt(statistics.median(full))} | | | | |")
+        print()
+        gpu = dae_epochs(a.data, 128, 1, tmp)[0]["train_loss"]
+        cpu = dae_epochs(a.data, 128, 1, tmp, device="cpu")[0]["train_loss"]
+        print(f"Loss after one epoch at batch 128 (same seed): GPU {gpu:.4f}, CPU engine {cpu:.4f}, "
+              f"difference {100 * abs(gpu - cpu) / cpu:.4f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every GPU test and the GPU benchmark, prepared on a machine with Rust and run in one go on a
+# machine with an NVIDIA GPU (which needs no Rust: only the driver, and PyTorch for the peers).
+#
+#   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
+#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS
+#
+# The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
+#
+# `prepare` puts the test binaries, the golden vectors and Fashion-MNIST in .gpu/ (ignored by git);
+# carry .gpu, target/release/dae and target/release/encode_bench to the GPU machine. The CUDA
+# libraries are loaded at run time: libcuda from the driver, cuBLAS and NVRTC from the CUDA
+# toolkit or pip's nvidia-* wheels (found through ldconfig or LD_LIBRARY_PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+prepare)
+    DATA=${DAE_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+    cargo build --release -q -p dae-cli -p dae-bench
+    rm -rf .gpu && mkdir -p .gpu/bin .gpu/golden .gpu/data
+    for t in cuda golden; do
+        bin=$(cargo test -q -p dae --test "$t" --no-run --message-format=json 2>/dev/null \
+            | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -1)
+        cp "$bin" ".gpu/bin/$t" && strip ".gpu/bin/$t"
+    done
+    cp "${DAE_GOLDEN_DIR:-../shared/golden}"/*.json .gpu/golden/
+    cp "$DATA"/*-ubyte.gz .gpu/data/
+    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    du -sh .gpu target/release/dae target/release/encode_bench
+    ;;
+run)
+    nvidia-smi -L || true
+    export DAE_GOLDEN_DIR=$PWD/.gpu/golden DAE_FASHION_MNIST=$PWD/.gpu/data DAE_NO_BUILD=1
+    echo "## GPU tests"
+    # The tests skip their GPU parts when no GPU is usable: here one must be.
+    .gpu/bin/cuda --test-threads 1 2>&1 | tee /tmp/gpu-tests.log
+    .gpu/bin/golden --test-threads 1 2>&1 | tee -a /tmp/gpu-tests.log
+    if grep -q "skipping the GPU part" /tmp/gpu-tests.log; then
+        echo "GPU tests skipped: no usable GPU" >&2
+        exit 1
+    fi
+    echo
+    echo "## Benchmark"
+    python3 bench/bench_gpu.py "${@:2}"
+    ;;
+*)
+    echo "usage: scripts/gpu-check.sh prepare | run" >&2
+    exit 2
+    ;;
+esac
