@@ -38,8 +38,9 @@ REC_PRETRAIN=("${REF_PRETRAIN[@]}")
 REC_FINETUNE=(--epochs 40 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --lr-decay 0.95 --dropout 0.5 --input-dropout 0.2)
 REC_FEW=(--per-class 100 --epochs 300 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --lr-decay 0.99 --dropout 0.5 --input-dropout 0.2)
 if [ -n "${RECIPE:-}" ]; then
+    [ -f "$RECIPE" ] || { echo "no recipe file $RECIPE: using the recipe above" >&2; RECIPE=; }
     # shellcheck disable=SC1090
-    . "$RECIPE"
+    [ -z "$RECIPE" ] || . "$RECIPE"
 fi
 
 now() { date +%s%N; }

@@ -264,11 +264,29 @@ impl GradSink {
 /// `ws.mask`): leaves h in `ws.h` and the per-row losses in `ws.row_loss`; every gradient of the
 /// batch-mean loss goes to `sink`.
 pub fn forward_backward<B: Backend>(be: &B, cfg: &DaeConfig, p: &mut DaeParams<B>, ws: &mut DaeWorkspace<B>, n: usize, sink: GradSink) {
+    forward_backward_to(be, cfg, p, ws, n, sink, None);
+}
+
+/// [`forward_backward`], with the per-row losses written to `row_loss` = (buffer, first index)
+/// instead of `ws.row_loss` when given (a training epoch's buffer of every row's loss).
+pub fn forward_backward_to<B: Backend>(
+    be: &B,
+    cfg: &DaeConfig,
+    p: &mut DaeParams<B>,
+    ws: &mut DaeWorkspace<B>,
+    n: usize,
+    sink: GradSink,
+    row_loss: Option<(&mut B::Buf, usize)>,
+) {
     let (d, k) = (cfg.inputs, cfg.hidden);
     encode(be, cfg, p, &ws.xt, &mut ws.h, n);
     decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
     // ws.a becomes ∂L/∂a (n×d).
-    be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &loss_spec(cfg, n, LossOutput::Grad), n, d, &mut ws.row_loss, 0);
+    let spec = loss_spec(cfg, n, LossOutput::Grad);
+    match row_loss {
+        Some((buf, at)) => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at),
+        None => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0),
+    }
     // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
     match &p.v {
         None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),

@@ -7,7 +7,7 @@ use crate::backend::{Backend, LossOutput, StepSpec};
 use crate::config::{DaeConfig, TrainConfig};
 use crate::corrupt::NoiseKey;
 use crate::dae::{
-    apply_update, corrupt_batch, decode_pre, encode, forward_backward, loss_spec, Dae,
+    apply_update, corrupt_batch, decode_pre, encode, forward_backward_to, loss_spec, Dae,
     DaeOptState, DaeParams, DaeWorkspace, GradSink,
 };
 use crate::data::{Dataset, Scaler};
@@ -218,6 +218,14 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
     let batch = tc.batch.min(n_rows);
     let batches = n_rows.div_ceil(batch);
     let mut order = rows.to_vec();
+    // The device forgets the order when the loop ends, however it ends.
+    struct Forget<'b, B: Backend>(&'b B);
+    impl<B: Backend> Drop for Forget<'_, B> {
+        fn drop(&mut self) {
+            self.0.epoch_order(&[]);
+        }
+    }
+    let _forget = Forget(be);
     let mut row_loss = vec![0f32; n_rows];
     let mut row_hit = vec![0f32; n_rows];
     let mut history = Vec::with_capacity(tc.epochs);
@@ -246,6 +254,7 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
         let lr = tc.lr * tc.lr_decay.powi(epoch as i32 - 1);
         order.copy_from_slice(rows);
         Rng::with_substream(tc.seed, stream::SHUFFLE, epoch as u32).shuffle(&mut order);
+        be.epoch_order(&order);
         let skip = pos.batches_done;
         let (mut sum, mut hits, earlier) = if skip > 0 { (pos.loss_sum, pos.hits, pos.seconds) } else { (0.0, 0.0, 0.0) };
         // Batches whose losses are not read yet begin here.
@@ -255,7 +264,7 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
             let key = NoiseKey { seed: tc.seed, stream: noise_stream, epoch: epoch as u32, row0: (bi * batch) as u32 };
             pos.step += 1;
             let step = StepSpec { optimizer: tc.optimizer, lr, t: pos.step };
-            model.step(be, chunk, &key, &step, tc.max_grad_norm, bi * batch)?;
+            be.step(|| model.step(be, chunk, &key, &step, tc.max_grad_norm, bi * batch))?;
             let stop = obs.stop_requested();
             let done = bi * batch + chunk.len();
             if !be.queued() || stop || bi + 1 == batches || last_read.elapsed().as_secs_f64() >= READ_EVERY {
@@ -369,9 +378,8 @@ struct DaeTrainer<'a, B: Backend + 'a> {
 
 impl<'a, B: Backend + 'a> Trainable<B> for DaeTrainer<'a, B> {
     fn step(&mut self, be: &B, rows: &[u32], key: &NoiseKey, step: &StepSpec, max_grad_norm: Option<f32>, at: usize) -> Result<()> {
-        train_step(be, &self.cfg, &mut self.params, &mut self.ws, &mut self.opt, &self.data, rows, key, step, max_grad_norm)?;
-        self.epoch.record(be, at, &self.ws.row_loss, None, rows.len());
-        Ok(())
+        let losses = Some((&mut self.epoch.loss, at));
+        train_step(be, &self.cfg, &mut self.params, &mut self.ws, &mut self.opt, &self.data, rows, key, step, max_grad_norm, losses)
     }
 
     fn epoch_rows(&self) -> &EpochRows<B> {
@@ -465,8 +473,8 @@ pub fn train_dae<B: Backend>(
 
 /// One training step on the examples `rows` of `data`: gather, corrupt with the noise of `key`,
 /// forward, backward, update (gradients clipped to `max_grad_norm` first when given). Leaves
-/// the rows' losses (before the update) in `ws.row_loss`. Allocates nothing: every buffer was
-/// sized when the workspace was made.
+/// the rows' losses (before the update) in `ws.row_loss`, or in `row_loss` = (buffer, first
+/// index) when given. Allocates nothing: every buffer was sized when the workspace was made.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -479,12 +487,13 @@ pub fn train_step<B: Backend>(
     key: &NoiseKey,
     step: &StepSpec,
     max_grad_norm: Option<f32>,
+    row_loss: Option<(&mut B::Buf, usize)>,
 ) -> Result<()> {
     let n = rows.len();
     be.gather(&mut ws.x, data, rows);
     corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
     let sink = if max_grad_norm.is_some() { GradSink::Buffers } else { GradSink::for_step(&step.optimizer, step.lr) };
-    forward_backward(be, cfg, params, ws, n, sink);
+    forward_backward_to(be, cfg, params, ws, n, sink, row_loss);
     if sink == GradSink::Buffers {
         if let Some(max) = max_grad_norm {
             clip(be, &mut ws.grads, &cfg_sizes(cfg), max, key, step)?;

@@ -9,6 +9,7 @@ use common::{assert_close, host};
 use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
+use dae::infer::encode_all;
 use dae::rng::{stream, Rng};
 use dae::{train_dae, Activation, Corruption, Cpu, Dae, DaeConfig, Dataset, Emphasis, Loss, Optimizer, Scaler, ScaleKind, Silent, Split, TrainConfig};
 
@@ -131,6 +132,12 @@ fn cuda_operations_match_the_cpu() {
     cpu.col_sums_scaled(&mut sc, &x, rows, cols, -0.1, 0.99);
     gpu.col_sums_scaled(&mut sg, &buf(&gpu, &x), rows, cols, -0.1, 0.99);
     assert_close("col_sums", &host(&gpu, &sg, cols), &sc, 1e-5, 1e-6);
+    // Many rows: the GPU sums 32 row lanes, then the lanes.
+    let tall = random(1500 * 45, 11);
+    let (mut tc, mut tg) = (vec![0f32; 45], gpu.alloc(45).unwrap());
+    cpu.col_sums(&mut tc, &tall, 1500, 45);
+    gpu.col_sums(&mut tg, &buf(&gpu, &tall), 1500, 45);
+    assert_close("col_sums, 1500 rows", &host(&gpu, &tg, 45), &tc, 1e-5, 1e-4);
     let (ssc, ssg) = (cpu.sum_squares(&x, n), gpu.sum_squares(&buf(&gpu, &x), n));
     assert!((ssc - ssg).abs() <= 1e-9 * ssc, "sum_squares {ssc} vs {ssg}");
 
@@ -181,13 +188,57 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
     for (opt, lr) in [(Optimizer::sgd(), 0.1), (Optimizer::adam(), 1e-3)] {
         let cfg = DaeConfig::new(120, 64);
         let tc = TrainConfig { epochs: 4, batch: 32, optimizer: opt, lr, ..Default::default() };
+        // Validation on the GPU too: the same per-epoch validation losses.
+        let (fit, held) = dae::train::holdout(ds.rows, 0.2, 5).unwrap();
+        let (tr, va) = (Split { data: &ds, rows: fit }, Split { data: &ds, rows: held });
+        let vg = train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &tr, Some(&va), &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        let vc = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &tr, Some(&va), &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        for (g, c) in vg.history.iter().zip(&vc.history) {
+            let (g, c) = (g.val_loss.unwrap(), c.val_loss.unwrap());
+            assert!((g - c).abs() <= 1e-3 * c, "{opt:?}: validation loss {g} on the GPU, {c} on the CPU");
+        }
         let on_cpu = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
         let on_gpu = || train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
         let (a, b) = (on_gpu(), on_gpu());
         assert!(a.model == b.model, "{opt:?}: two GPU runs with the same seed differ");
+        // Steps replayed as CUDA graphs (the default) compute exactly what launching each
+        // operation does.
+        gpu.set_graphs(false);
+        let eager = on_gpu();
+        gpu.set_graphs(true);
+        assert!(a.model == eager.model, "{opt:?}: graph replay changed the weights");
+        // After training, the backend gathers the rows it is given (not the last epoch's).
+        let (codes_g, codes_c) = (encode_all(&gpu, &a.model, &ds, &scaler).unwrap(), encode_all(&cpu, &a.model, &ds, &scaler).unwrap());
+        assert_close("codes after training", &codes_g, &codes_c, 1e-4, 1e-5);
         for (e, (g, c)) in a.history.iter().zip(&on_cpu.history).enumerate() {
             let rel = (g.train_loss - c.train_loss).abs() / c.train_loss;
             assert!(rel < 1e-3, "{opt:?} epoch {}: GPU loss {} vs CPU {}", e + 1, g.train_loss, c.train_loss);
         }
+    }
+}
+
+#[test]
+fn cuda_fine_tuning_matches_the_cpu() {
+    use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
+    let Some(gpu) = common::cuda("cuda_fine_tuning_matches_the_cpu") else { return };
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let ds = prototypes(600, 60);
+    let labels: Vec<f32> = (0..600).map(|r| (r % 3) as f32).collect();
+    let targets = Dataset::from_f32(600, 1, labels);
+    let scaler = Scaler::identity(60);
+    let config = NetworkConfig { sizes: vec![60, 40, 30], activation: Activation::Sigmoid, task: Task::Classification { classes: 3 }, dropout: 0.3, input_dropout: 0.1 };
+    let train = LabeledSplit { split: Split::all(&ds), targets: &targets };
+    let tc = TrainConfig { epochs: 3, batch: 25, lr: 0.1, optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 }, ..Default::default() };
+    let run = |graphs: bool| {
+        gpu.set_graphs(graphs);
+        finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap()
+    };
+    let (g, e) = (run(true), run(false));
+    let c = finetune(&cpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
+    assert!(g.network == e.network, "graph replay changed the fine-tuned weights");
+    for (x, y) in g.history.iter().zip(&c.history) {
+        let rel = (x.train_loss - y.train_loss).abs() / y.train_loss;
+        assert!(rel < 1e-3, "epoch {}: GPU loss {} vs CPU {}", x.epoch, x.train_loss, y.train_loss);
+        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}: accuracy", x.epoch);
     }
 }

@@ -148,7 +148,7 @@ fn the_training_step_allocates_nothing() {
                 let step = StepSpec { optimizer, lr: 0.01, t };
                 // The one-thread pool runs everything on this thread.
                 counting::start();
-                train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, None).unwrap();
+                train_step(&cpu, &cfg, &mut p, &mut ws, &mut opt, &data, chunk, &key, &step, None, None).unwrap();
                 let n = counting::stop();
                 if t > 1 {
                     count += n;

@@ -2,7 +2,11 @@
 //! hidden code of a 784→500 sigmoid autoencoder, timed without reading or writing files (as the
 //! PyTorch peer, bench/peers/torch_encode.py, is). Prints {"seconds": …, "rows": …}.
 //!
-//!     cargo run --release -p dae-bench --bin encode_bench -- DATA_DIR [THREADS]
+//!     cargo run --release -p dae-bench --bin encode_bench -- DATA_DIR [THREADS | cuda]
+//!
+//! With `cuda`, "seconds" is `encode_all` on the GPU, copies of the data and the codes included,
+//! and "gpu_seconds" the computation alone (the images already on the GPU, the codes left there:
+//! gathering, the product and the activation of every chunk, until the GPU is done).
 
 use dae::data::{read_idx, Values};
 use dae::infer::encode_all;
@@ -13,7 +17,8 @@ use std::time::Instant;
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
-    let threads: Option<usize> = args.next().and_then(|s| s.parse().ok());
+    let which = args.next();
+    let threads: Option<usize> = which.as_deref().and_then(|s| s.parse().ok());
     let read = |name: &str| read_idx(&Path::new(&dir).join(name)).unwrap_or_else(|e| panic!("{e}"));
     let (train, test) = (read("train-images-idx3-ubyte.gz"), read("t10k-images-idx3-ubyte.gz"));
     let (Values::U8(mut a), Values::U8(b)) = (train.values, test.values) else { panic!("u8 images expected") };
@@ -21,8 +26,11 @@ fn main() {
     let rows = train.rows + test.rows;
     let ds = Dataset { rows, cols: 784, values: Values::U8(a), image_shape: Some((28, 28)), column_names: None, source: dir.into() };
     let model = Dae::init(&DaeConfig::new(784, 500), 1);
-    let cpu = Cpu::new(threads).expect("threads");
     let scaler = Scaler::identity(784);
+    if which.as_deref() == Some("cuda") {
+        return gpu(&model, &ds, &scaler);
+    }
+    let cpu = Cpu::new(threads).expect("threads");
     let mut seconds = 0.0;
     for _ in 0..2 {
         // A warm-up pass, then the timed one.
@@ -32,4 +40,38 @@ fn main() {
         assert_eq!(codes.len(), rows * 500);
     }
     println!("{{\"seconds\": {seconds}, \"rows\": {rows}}}");
+}
+
+fn gpu(model: &Dae, ds: &Dataset, scaler: &Scaler) {
+    use dae::backend::Backend;
+    use dae::dae::{encode, DaeParams, DaeWorkspace};
+    let gpu = dae::Cuda::new(0, dae::Precision::Fp32).unwrap_or_else(|e| panic!("{e}"));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut full = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let codes = encode_all(&gpu, model, ds, scaler).expect("encode");
+        full.push(t.elapsed().as_secs_f64());
+        assert_eq!(codes.len(), ds.rows * 500);
+    }
+    let p = DaeParams::upload(&gpu, model).unwrap();
+    let cap = gpu.chunk_rows().min(ds.rows);
+    let mut ws = DaeWorkspace::new(&gpu, &model.config, cap).unwrap();
+    let data = gpu.data(ds, scaler).unwrap();
+    let chunks: Vec<Vec<u32>> = (0..ds.rows as u32).collect::<Vec<_>>().chunks(cap).map(|c| c.to_vec()).collect();
+    let mut compute = Vec::new();
+    for _ in 0..20 {
+        gpu.synchronize().unwrap();
+        let t = Instant::now();
+        for rows in &chunks {
+            gpu.gather(&mut ws.xt, &data, rows);
+            encode(&gpu, &model.config, &p, &ws.xt, &mut ws.h, rows.len());
+        }
+        gpu.synchronize().unwrap();
+        compute.push(t.elapsed().as_secs_f64());
+    }
+    println!("{{\"seconds\": {}, \"gpu_seconds\": {}, \"rows\": {}, \"device\": \"{}\"}}", median(full), median(compute), ds.rows, gpu.name());
 }

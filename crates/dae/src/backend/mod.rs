@@ -166,6 +166,15 @@ pub trait Backend: Sync {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+    /// The order of the rows in the coming epoch. Until the next call the training loop's
+    /// batches are slices of `order`, which does not change: a device may copy it over once
+    /// and gather each batch through it. An empty `order` ends this (the loop is over).
+    fn epoch_order(&self, _order: &[u32]) {}
+    /// Runs `f`, the operations of one training step. A device may record them and replay
+    /// them later as one unit (CUDA graphs); `f` may read results back, at the cost of that.
+    fn step<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
     /// Rows per chunk when encoding, reconstructing or scoring a whole dataset.
     fn chunk_rows(&self) -> usize {
         1024

@@ -141,13 +141,23 @@ extern "C" __global__ void softmax_xent(float* z, const float* bias, const float
     }
 }
 
-// kernels::col_sums: one thread per column, summed in row order as on the CPU.
+// Column sums, out[j] = β·out[j] + α·Σ_r x[r, j] (β = 0: out is not read). A block of 1024
+// threads takes a stripe of 32 columns: 32 row lanes each sum every 32nd row, then the lanes
+// are added in a fixed tree order, so the sum is the same on every run.
 extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 cols, float alpha, float beta) {
-    u64 j = gid();
-    if (j >= cols) return;
+    __shared__ float s[32][33];
+    u32 c = threadIdx.x % 32, lane = threadIdx.x / 32;
+    u64 j = (u64)blockIdx.x * 32 + c;
     float acc = 0.f;
-    for (u32 r = 0; r < rows; r++) acc += x[(u64)r * cols + j];
-    out[j] = beta == 0.f ? alpha * acc : beta * out[j] + alpha * acc;
+    if (j < cols)
+        for (u32 r = lane; r < rows; r += 32) acc += x[(u64)r * cols + j];
+    s[lane][c] = acc;
+    __syncthreads();
+    for (u32 w = 16; w > 0; w /= 2) {
+        if (lane < w) s[lane][c] += s[lane + w][c];
+        __syncthreads();
+    }
+    if (lane == 0 && j < cols) out[j] = beta == 0.f ? alpha * s[0][c] : beta * out[j] + alpha * s[0][c];
 }
 
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {

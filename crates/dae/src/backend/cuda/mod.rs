@@ -14,9 +14,12 @@ use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler, Values};
 use crate::error::{Error, Result};
 use crate::kernels::StepConsts;
-use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
-use std::sync::{Arc, Mutex};
+use cudarc::cublas::{sys as blas_sys, CudaBlas};
+use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use graph::{Entry, Gemm, Queue, MAX_SLOTS};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod graph;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -38,10 +41,6 @@ pub struct CudaBuf {
 struct Raw {
     ptr: u64,
     _mem: CudaSlice<u8>,
-}
-
-struct Kernels {
-    f: Vec<CudaFunction>,
 }
 
 /// The index of kernel `name` in [`KERNEL_NAMES`].
@@ -123,25 +122,30 @@ macro_rules! launch {
         let slots: &[u64] = &[$(Slot::slot($arg)),*];
         let threads = ($threads) as u64;
         if threads > 0 {
-            let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            $be.launch_with(const { k($name) }, cfg, slots);
+            $be.kernel(const { k($name) }, threads.div_ceil(256) as u32, slots);
         }
     }};
 }
 
 /// The CUDA backend on one GPU.
 pub struct Cuda {
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    kernels: Kernels,
+    /// Every submission, and the graphs of training steps.
+    queue: Mutex<Queue>,
     precision: Precision,
     name: String,
-    /// Row indices for [`Backend::gather`], grown as needed.
-    idx: Mutex<Option<(Raw, usize)>>,
+    /// Row indices for [`Backend::gather`] (grown as needed), and the rows they hold now.
+    idx: Mutex<Option<(Raw, usize, Vec<u32>)>>,
+    /// The epoch's order on the device, and where it lies on the host: a batch that is a slice
+    /// of it is gathered through it, with no copy.
+    order: Mutex<Option<(Raw, usize, usize, usize)>>,
     /// One f64 for [`Backend::sum_squares`].
     scalar: Raw,
-    /// The first error of an operation since the last [`Backend::check`].
-    error: Mutex<Option<String>>,
+    /// cuBLAS's workspace, set once so that its products can be captured in graphs.
+    _workspace: Raw,
+    _functions: Vec<CudaFunction>,
+    _module: Arc<CudaModule>,
+    _blas: CudaBlas,
+    stream: Arc<CudaStream>,
 }
 
 /// Why no GPU can be used here, or None when one can.
@@ -219,15 +223,26 @@ impl Cuda {
             .collect::<Result<Vec<_>>>()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let scalar = raw(&stream, 8)?;
+        const WORKSPACE: usize = 64 << 20;
+        let workspace = raw(&stream, WORKSPACE)?;
+        // SAFETY: the handle is live and the workspace outlives it (both are fields of the backend).
+        unsafe { blas_sys::cublasSetWorkspace_v2(*blas.handle(), workspace.ptr as *mut std::ffi::c_void, WORKSPACE) }
+            .result()
+            .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
+        let mut queue = Queue::new(stream.cu_stream(), *blas.handle(), f.iter().map(|f| f.cu_function()).collect());
+        queue.graphs = std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
         Ok(Cuda {
-            stream,
-            blas,
-            kernels: Kernels { f },
+            queue: Mutex::new(queue),
             precision,
             name: format!("cuda:{ordinal} ({name})"),
             idx: Mutex::new(None),
+            order: Mutex::new(None),
             scalar,
-            error: Mutex::new(None),
+            _workspace: workspace,
+            _functions: f,
+            _module: module,
+            _blas: blas,
+            stream,
         })
     }
 
@@ -242,31 +257,38 @@ impl Cuda {
         self.check()
     }
 
-    fn record<T, E: std::fmt::Debug>(&self, what: &str, r: std::result::Result<T, E>) {
+    /// Whether training steps are replayed as CUDA graphs (the default; DAE_CUDA_GRAPHS=0
+    /// turns it off). Results are the same either way.
+    pub fn set_graphs(&self, on: bool) {
+        self.queue().graphs = on;
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kernel(&self, f: usize, grid: u32, slots: &[u64]) {
+        self.kernel_block(f, grid, 256, slots);
+    }
+
+    fn kernel_block(&self, f: usize, grid: u32, block: u32, slots: &[u64]) {
+        let mut s = [0u64; MAX_SLOTS];
+        s[..slots.len()].copy_from_slice(slots);
+        self.queue().submit(Entry::Kernel { f, grid, block, slots: s, n: slots.len() as u8 });
+    }
+
+    /// Waits for the queue and reads `bytes` bytes at device address `src` into `dst`.
+    fn read(&self, src: u64, dst: *mut u8, bytes: usize) {
+        let mut q = self.queue();
+        q.flush();
+        // SAFETY: `dst` holds `bytes` bytes and `src` is inside a live buffer (callers check).
+        let r = unsafe { drv_sys::cuMemcpyDtoHAsync_v2(dst as *mut std::ffi::c_void, src, bytes, q.stream) }.result();
         if let Err(e) = r {
-            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(format!("CUDA: {what} failed: {e:?}"));
-            }
+            q.error.get_or_insert(format!("CUDA: copying from the GPU failed: {e:?}"));
         }
-    }
-
-    fn launch_with(&self, kernel: usize, cfg: LaunchConfig, slots: &[u64]) {
-        let mut b = self.stream.launch_builder(&self.kernels.f[kernel]);
-        for s in slots {
-            b.arg(s);
-        }
-        // SAFETY: each kernel's parameters are the slots given at its call sites below, in
-        // order, and every pointer is a live buffer of the length the kernel indexes.
-        let r = unsafe { b.launch(cfg) };
-        self.record(KERNEL_NAMES[kernel], r);
-    }
-
-    /// Launches a one-block-per-row kernel (256 threads each).
-    fn launch_rows(&self, kernel: usize, rows: usize, slots: &[u64]) {
-        if rows > 0 {
-            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            self.launch_with(kernel, cfg, slots);
+        // SAFETY: the stream is live.
+        if let Err(e) = unsafe { drv_sys::cuStreamSynchronize(q.stream) }.result() {
+            q.error.get_or_insert(format!("CUDA: waiting for the GPU failed: {e:?}"));
         }
     }
 
@@ -276,11 +298,11 @@ impl Cuda {
         Ok(CudaBuf { ptr, len, _mem: mem })
     }
 
-    fn htod<T>(&self, dst: u64, src: &[T]) {
+    fn htod<T: Copy>(&self, dst: u64, src: &[T]) {
         if !src.is_empty() {
-            // SAFETY: callers pass a destination of at least `src.len()` values.
-            let r = unsafe { drv::memcpy_htod_async(dst, src, self.stream.cu_stream()) };
-            self.record("copying to the GPU", r);
+            // SAFETY: plain values viewed as their bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u8, std::mem::size_of_val(src)) };
+            self.queue().submit(Entry::Htod { dst, data: bytes.to_vec() });
         }
     }
 }
@@ -320,13 +342,6 @@ fn output_code(o: LossOutput) -> i32 {
     }
 }
 
-fn op(t: Trans) -> blas_sys::cublasOperation_t {
-    match t {
-        Trans::N => blas_sys::cublasOperation_t::CUBLAS_OP_N,
-        Trans::T => blas_sys::cublasOperation_t::CUBLAS_OP_T,
-    }
-}
-
 impl Backend for Cuda {
     type Buf = CudaBuf;
     type Data<'a> = CudaData;
@@ -354,14 +369,9 @@ impl Backend for Cuda {
 
     fn download_at(&self, src: &CudaBuf, offset: usize, dst: &mut [f32]) {
         assert!(offset + dst.len() <= src.len, "download past the end of a buffer");
-        if dst.is_empty() {
-            return;
+        if !dst.is_empty() {
+            self.read(src.ptr + 4 * offset as u64, dst.as_mut_ptr() as *mut u8, dst.len() * 4);
         }
-        // SAFETY: the source range lies inside `src` (checked above).
-        let r = unsafe { drv::memcpy_dtoh_async(dst, src.ptr + 4 * offset as u64, self.stream.cu_stream()) };
-        self.record("copying from the GPU", r);
-        let r = self.stream.synchronize();
-        self.record("waiting for the GPU", r);
     }
 
     fn copy_at(&self, dst: &mut CudaBuf, offset: usize, src: &CudaBuf, len: usize) {
@@ -374,11 +384,43 @@ impl Backend for Cuda {
     }
 
     fn check(&self) -> Result<()> {
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.take() {
+        match self.queue().error.take() {
             Some(e) => Err(Error::Runtime(e)),
             None => Ok(()),
         }
+    }
+
+    fn epoch_order(&self, order: &[u32]) {
+        let mut slot = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if order.is_empty() {
+            if let Some((_, _, len, _)) = slot.as_mut() {
+                *len = 0;
+            }
+            return;
+        }
+        if slot.as_ref().is_none_or(|(_, _, _, cap)| *cap < order.len()) {
+            // Graphs may point into the old buffer: they go with it.
+            self.queue().clear();
+            match raw(&self.stream, order.len().max(1) * 4) {
+                Ok(r) => *slot = Some((r, 0, 0, order.len())),
+                Err(e) => {
+                    *slot = None;
+                    self.queue().error.get_or_insert(e.to_string());
+                    return;
+                }
+            }
+        }
+        let (r, base, len, _) = slot.as_mut().expect("allocated above");
+        self.htod(r.ptr, order);
+        *base = order.as_ptr() as usize;
+        *len = order.len();
+    }
+
+    fn step<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.queue().begin_step();
+        let r = f();
+        self.queue().end_step();
+        r
     }
 
     fn chunk_rows(&self) -> usize {
@@ -414,27 +456,45 @@ impl Backend for Cuda {
     fn gather(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32]) {
         let d = data.cols;
         assert!(rows.len() * d <= dst.len, "gather past the end of a buffer");
-        let mut idx = self.idx.lock().unwrap_or_else(|p| p.into_inner());
-        if idx.as_ref().is_none_or(|(_, cap)| *cap < rows.len()) {
-            match raw(&self.stream, rows.len().max(1024) * 4) {
-                Ok(r) => *idx = Some((r, rows.len().max(1024))),
-                Err(e) => return self.record("allocating row indices", Err::<(), _>(e)),
-            }
-        }
-        let ip = idx.as_ref().expect("allocated above").0.ptr;
-        // The copy is queued before the kernel on the same stream; from pageable memory it
-        // has taken `rows` before it returns.
-        self.htod(ip, rows);
         let (o, f) = match &data.scale {
             Some((o, f)) => (Some(o), Some(f)),
             None => (None, None),
         };
-        let n = (rows.len(), d as u32);
-        if data.u8 {
-            launch!(self, "gather_u8", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
-        } else {
-            launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
+        let launch_gather = |ip: u64| {
+            let n = (rows.len(), d as u32);
+            if data.u8 {
+                launch!(self, "gather_u8", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
+            } else {
+                launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
+            }
+        };
+        if let Some((order, base, len, _)) = self.order.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let at = rows.as_ptr() as usize;
+            if !rows.is_empty() && at >= *base && at + 4 * rows.len() <= *base + 4 * *len {
+                return launch_gather(order.ptr + (at - *base) as u64);
+            }
         }
+        let mut idx = self.idx.lock().unwrap_or_else(|p| p.into_inner());
+        if idx.as_ref().is_none_or(|(_, cap, _)| *cap < rows.len()) {
+            match raw(&self.stream, rows.len().max(1024) * 4) {
+                Ok(r) => *idx = Some((r, rows.len().max(1024), Vec::new())),
+                Err(e) => {
+                    self.queue().error.get_or_insert(e.to_string());
+                    return;
+                }
+            }
+        }
+        let (r, _, held) = idx.as_mut().expect("allocated above");
+        let ip = r.ptr;
+        // The indices go over only when they changed (a network's inputs and targets share
+        // them); the copy is queued before the kernel on the one stream.
+        if held.as_slice() != rows {
+            self.htod(ip, rows);
+            held.clear();
+            held.extend_from_slice(rows);
+        }
+        drop(idx);
+        launch_gather(ip);
     }
 
     fn gemm(&self, c: &mut CudaBuf, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32) {
@@ -453,27 +513,21 @@ impl Backend for Cuda {
                 }
                 continue;
             }
-            // SAFETY: the shapes fit the buffers (the model sizes them), and the handle is
-            // bound to this backend's stream.
-            let r = unsafe {
-                blas::sgemm(
-                    *self.blas.handle(),
-                    op(t.tb),
-                    op(t.ta),
-                    n as i32,
-                    m as i32,
-                    t.k as i32,
-                    &alpha,
-                    t.b.ptr as *const f32,
-                    lda_b as i32,
-                    t.a.ptr as *const f32,
-                    lda_a as i32,
-                    &beta,
-                    c.ptr as *mut f32,
-                    n as i32,
-                )
-            };
-            self.record("a cuBLAS matrix product", r);
+            self.queue().submit(Entry::Gemm(Gemm {
+                ta: t.tb == Trans::T,
+                tb: t.ta == Trans::T,
+                m: n as i32,
+                n: m as i32,
+                k: t.k as i32,
+                alpha,
+                a: t.b.ptr,
+                lda: lda_b as i32,
+                b: t.a.ptr,
+                ldb: lda_a as i32,
+                beta,
+                c: c.ptr,
+                ldc: n as i32,
+            }));
         }
     }
 
@@ -523,7 +577,10 @@ impl Backend for Cuda {
             (cols as u32).slot(),
             row_loss.ptr + 4 * offset as u64,
         ];
-        self.launch_rows(const { k("loss_grad") }, rows, &slots);
+        if rows > 0 {
+            // One block per row.
+            self.kernel(const { k("loss_grad") }, rows as u32, &slots);
+        }
     }
 
     fn corrupt(
@@ -579,20 +636,19 @@ impl Backend for Cuda {
     }
 
     fn col_sums_scaled(&self, out: &mut CudaBuf, x: &CudaBuf, rows: usize, cols: usize, alpha: f32, beta: f32) {
-        launch!(self, "col_sums", cols; &*out, x, rows as u32, cols as u32, alpha, beta);
+        if cols > 0 {
+            // Blocks of 1024 threads over stripes of 32 columns.
+            let slots = [out.ptr, x.ptr, (rows as u32).slot(), (cols as u32).slot(), alpha.slot(), beta.slot()];
+            self.kernel_block(const { k("col_sums") }, cols.div_ceil(32) as u32, 1024, &slots);
+        }
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
-        let slots = [x.ptr, len as u64, self.scalar.ptr];
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        self.launch_with(const { k("sum_squares") }, cfg, &slots);
-        let mut out = [0f64];
-        // SAFETY: the scalar holds one f64.
-        let r = unsafe { drv::memcpy_dtoh_async(&mut out[..], self.scalar.ptr, self.stream.cu_stream()) };
-        self.record("copying from the GPU", r);
-        let r = self.stream.synchronize();
-        self.record("waiting for the GPU", r);
-        out[0]
+        // One block of 256 threads.
+        self.kernel(const { k("sum_squares") }, 1, &[x.ptr, len as u64, self.scalar.ptr]);
+        let mut out = 0f64;
+        self.read(self.scalar.ptr, &mut out as *mut f64 as *mut u8, 8);
+        out
     }
 
     fn scale(&self, x: &mut CudaBuf, factor: f32, len: usize) {
@@ -615,5 +671,6 @@ impl Drop for Cuda {
     fn drop(&mut self) {
         // Buffers are freed in stream order; wait so that the context outlives their use.
         let _ = self.stream.synchronize();
+        self.queue().clear();
     }
 }
