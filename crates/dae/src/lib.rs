@@ -19,8 +19,11 @@
 //!   packed matrix products ([`backend::cpu::gemm`]: AVX2/FMA micro-kernels with tiles fitted to
 //!   small batches, sums of products in one pass, no allocation), vectorised elementwise kernels
 //!   ([`backend::cpu::vmath`]) checked against the plain loops of [`kernels`], and a team of
-//!   spinning threads ([`backend::cpu::team`]); a GPU backend implements the same operations,
-//!   not a second copy of the model.
+//!   spinning threads ([`backend::cpu::team`]). `Cuda` (feature `cuda`, on by default)
+//!   implements the same operations on an NVIDIA GPU (cuBLAS products, NVRTC-compiled kernels,
+//!   the driver loaded at run time), not a second copy of the model; it records each training
+//!   step ([`Backend::step`]) and replays it as a CUDA graph, and the training loop reads the
+//!   losses back in batches of steps ([`Backend::queued`]) so the GPU is never left waiting.
 //! - **Fused steps.** Plain SGD needs no gradient buffers: the weight gradients are summed into
 //!   the weights by the matrix product itself (`dae::GradSink`), in the same pass over W.
 //! - **Noise you can reproduce** ([`corrupt`], [`rng`]): noise comes from the counter-based
