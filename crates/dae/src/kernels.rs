@@ -4,7 +4,7 @@
 use crate::backend::{LossOutput, LossSpec, StepSpec, Trans};
 use crate::config::{sigmoid, Activation, Loss, Optimizer};
 
-/// `row`[j] = act(`row`[j] + `bias`[j]).
+/// `row[j]` = act(`row[j]` + `bias[j]`).
 #[inline]
 pub fn bias_act_row(row: &mut [f32], bias: &[f32], act: Activation) {
     match act {
@@ -31,7 +31,7 @@ pub fn bias_act_row(row: &mut [f32], bias: &[f32], act: Activation) {
     }
 }
 
-/// `delta`[i] ·= act′ expressed through the activation's output `y`[i].
+/// `delta[i]` ·= act′ expressed through the activation's output `y[i]`.
 #[inline]
 pub fn act_grad(delta: &mut [f32], y: &[f32], act: Activation) {
     match act {
@@ -150,7 +150,7 @@ pub fn softmax_xent_row(z: &mut [f32], bias: &[f32], label: usize, output: LossO
     (loss, arg == label)
 }
 
-/// `out`[jj] = β·`out`[jj] + α·Σ_r `x`[r, col0 + jj] for the columns `col0..col0 + out.len()`
+/// `out[jj]` = β·`out[jj]` + α·Σ_r `x[r, col0 + jj]` for the columns `col0..col0 + out.len()`
 /// of a `rows` × `cols` matrix, summed in row order (β = 0: `out` is not read).
 #[inline]
 pub fn col_sums(out: &mut [f32], x: &[f32], rows: usize, cols: usize, col0: usize, alpha: f32, beta: f32) {
@@ -273,7 +273,7 @@ pub fn update(
     }
 }
 
-/// `c`[m×n] = op(`a`)·op(`b`) (+ `c` when `accumulate`), row-major: the plain triple loop that
+/// `c[m×n]` = op(`a`)·op(`b`) (+ `c` when `accumulate`), row-major: the plain triple loop that
 /// every fast matrix product is tested against.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_ref(

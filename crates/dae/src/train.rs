@@ -1,7 +1,7 @@
 //! The training loop: minibatches in a fresh order each epoch, fresh noise for every example,
 //! validation each epoch, early stopping that keeps the best weights, a per-epoch history,
 //! checkpoints to resume from, stop requests and divergence checks. Written once
-//! ([`run`]) for every model that implements [`Trainable`].
+//! (`run`) for every model that implements `Trainable` (both crate-private).
 
 use crate::backend::{Backend, LossOutput, StepSpec};
 use crate::config::{DaeConfig, TrainConfig};

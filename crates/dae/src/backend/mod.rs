@@ -185,12 +185,12 @@ pub trait Backend: Sync {
     /// `dst` = the rows `rows` of `data`, in that order (`rows.len()` × cols).
     fn gather(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32]);
 
-    /// `c`[m×n] = β·`c` + α·Σ op(aᵢ)·op(bᵢ) over the `terms`. With β = 0 the old `c` is not
+    /// `c[m×n]` = β·`c` + α·Σ op(aᵢ)·op(bᵢ) over the `terms`. With β = 0 the old `c` is not
     /// read. A sum of products is one pass over `c`: the two gradient terms of tied weights, or
     /// an SGD step straight into the weights (α = −lr, β = 1).
     fn gemm(&self, c: &mut Self::Buf, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32);
 
-    /// `c`[m×n] = op(`a`)·op(`b`), plus the old `c` when `accumulate`. op(a) is m×k, op(b) k×n.
+    /// `c[m×n]` = op(`a`)·op(`b`), plus the old `c` when `accumulate`. op(a) is m×k, op(b) k×n.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
@@ -208,10 +208,10 @@ pub trait Backend: Sync {
         self.gemm(c, m, n, &[Product { a, ta, b, tb, k }], 1.0, beta);
     }
 
-    /// `x`[r, j] = act(`x`[r, j] + `bias`[j]) over `rows` × `cols`.
+    /// `x[r, j]` = act(`x[r, j]` + `bias[j]`) over `rows` × `cols`.
     fn bias_act(&self, x: &mut Self::Buf, bias: &Self::Buf, act: Activation, rows: usize, cols: usize);
 
-    /// `delta`[i] ·= act′ at the activation output `y`[i], for i < `len`.
+    /// `delta[i]` ·= act′ at the activation output `y[i]`, for i < `len`.
     fn act_grad(&self, delta: &mut Self::Buf, y: &Self::Buf, act: Activation, len: usize);
 
     /// The reconstruction loss and its gradient. On entry `pre` holds the decoder's
@@ -270,26 +270,26 @@ pub trait Backend: Sync {
     /// it is dropped, over `rows` × `cols`, drawn like masking noise from `key`.
     fn dropout_mask(&self, mask: &mut Self::Buf, p: f32, key: &NoiseKey, rows: usize, cols: usize);
 
-    /// `out`[i] = `a`[i] · `b`[i] for i < `len`.
+    /// `out[i]` = `a[i]` · `b[i]` for i < `len`.
     fn mul(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf, len: usize);
 
-    /// `x`[i] ·= `m`[i] for i < `len`.
+    /// `x[i]` ·= `m[i]` for i < `len`.
     fn mul_assign(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize);
 
-    /// `out`[j] = β·`out`[j] + α·Σ_r `x`[r, j] over `rows` × `cols`, summed in row order (β = 0:
+    /// `out[j]` = β·`out[j]` + α·Σ_r `x[r, j]` over `rows` × `cols`, summed in row order (β = 0:
     /// the old `out` is not read). With α = −lr, β = 1 it is an SGD step on a bias.
     #[allow(clippy::too_many_arguments)]
     fn col_sums_scaled(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize, alpha: f32, beta: f32);
 
-    /// `out`[j] = Σ_r `x`[r, j] over `rows` × `cols`, summed in row order.
+    /// `out[j]` = Σ_r `x[r, j]` over `rows` × `cols`, summed in row order.
     fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize) {
         self.col_sums_scaled(out, x, rows, cols, 1.0, 0.0);
     }
 
-    /// Σ `x`[i]² over i < `len`, summed in a fixed order (for gradient clipping and checks).
+    /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).
     fn sum_squares(&self, x: &Self::Buf, len: usize) -> f64;
 
-    /// `x`[i] ·= `factor` for i < `len`.
+    /// `x[i]` ·= `factor` for i < `len`.
     fn scale(&self, x: &mut Self::Buf, factor: f32, len: usize);
 
     /// One optimiser step on the first `len` values of `param` with gradient `grad`.

@@ -175,7 +175,7 @@ macro_rules! dispatch {
 }
 
 dispatch!(
-    /// `row`[j] = act(`row`[j] + `bias`[j]).
+    /// `row[j]` = act(`row[j]` + `bias[j]`).
     bias_act_row, bias_act_avx2, bias_act_generic, (row: &mut [f32], bias: &[f32], act: Activation) -> ()
 );
 
