@@ -276,12 +276,12 @@ pub trait Backend: Sync {
     /// `x[i]` ·= `m[i]` for i < `len`.
     fn mul_assign(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize);
 
-    /// `out[j]` = β·`out[j]` + α·Σ_r `x[r, j]` over `rows` × `cols`, summed in row order (β = 0:
+    /// `out[j]` = β·`out[j]` + α·Σ_r `x[r, j]` over `rows` × `cols`, summed in a fixed order (β = 0:
     /// the old `out` is not read). With α = −lr, β = 1 it is an SGD step on a bias.
     #[allow(clippy::too_many_arguments)]
     fn col_sums_scaled(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize, alpha: f32, beta: f32);
 
-    /// `out[j]` = Σ_r `x[r, j]` over `rows` × `cols`, summed in row order.
+    /// `out[j]` = Σ_r `x[r, j]` over `rows` × `cols`, summed in a fixed order.
     fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize) {
         self.col_sums_scaled(out, x, rows, cols, 1.0, 0.0);
     }

@@ -187,6 +187,9 @@ impl Queue {
             self.record_err(r.err());
         }
         let shape: Vec<Shape> = body.iter().filter_map(Entry::shape).collect();
+        if self.uncapturable.len() > 64 {
+            self.uncapturable.clear();
+        }
         if self.uncapturable.contains(&shape) {
             for e in body {
                 let r = self.run(e);
@@ -301,7 +304,9 @@ impl Queue {
             let Some((f, slots)) = want else { break };
             let mut ty = drv::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
             // SAFETY: the node belongs to the graph.
-            unsafe { drv::cuGraphNodeGetType(node, &mut ty) }.result().map_err(|e| fail("reading a graph node", e))?;
+            if unsafe { drv::cuGraphNodeGetType(node, &mut ty) }.result().is_err() {
+                break;
+            }
             if ty != drv::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
                 continue;
             }

@@ -165,6 +165,11 @@ extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {
     if (i < n) dst[i] = src[i];
 }
 
+extern "C" __global__ void fill(float* x, float v, u64 n) {
+    u64 i = gid();
+    if (i < n) x[i] = v;
+}
+
 extern "C" __global__ void mul(float* out, const float* a, const float* b, u64 n) {
     u64 i = gid();
     if (i < n) out[i] = a[i] * b[i];

@@ -25,9 +25,9 @@ mod graph;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 14] = [
+pub const KERNEL_NAMES: [&str; 15] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
-    "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32",
+    "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill",
 ];
 
 /// A buffer of f32 on the GPU.
@@ -230,7 +230,11 @@ impl Cuda {
             .result()
             .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
         let mut queue = Queue::new(stream.cu_stream(), *blas.handle(), f.iter().map(|f| f.cu_function()).collect());
-        queue.graphs = std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
+        // Walking a captured graph needs a CUDA 12.3 driver or later.
+        let mut version = 0i32;
+        // SAFETY: writes one int.
+        let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
+        queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
         Ok(Cuda {
             queue: Mutex::new(queue),
             precision,
@@ -261,6 +265,11 @@ impl Cuda {
     /// turns it off). Results are the same either way.
     pub fn set_graphs(&self, on: bool) {
         self.queue().graphs = on;
+    }
+
+    /// Whether training steps are replayed as CUDA graphs.
+    pub fn graphs(&self) -> bool {
+        self.queue().graphs
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -321,8 +330,14 @@ fn raw(stream: &Arc<CudaStream>, bytes: usize) -> Result<Raw> {
 pub struct CudaData {
     values: Raw,
     u8: bool,
+    rows: usize,
     cols: usize,
     scale: Option<(CudaBuf, CudaBuf)>,
+}
+
+/// Panics unless `buf` holds at least `len` values: a GPU kernel would not stop at its end.
+fn fits(buf: &CudaBuf, len: usize, what: &str) {
+    assert!(len <= buf.len, "{what}: {len} values needed, the buffer holds {}", buf.len);
 }
 
 fn act_code(a: Activation) -> i32 {
@@ -399,7 +414,8 @@ impl Backend for Cuda {
             return;
         }
         if slot.as_ref().is_none_or(|(_, _, _, cap)| *cap < order.len()) {
-            // Graphs may point into the old buffer: they go with it.
+            // Graphs and recorded work may point into the old buffer.
+            self.queue().flush();
             self.queue().clear();
             match raw(&self.stream, order.len().max(1) * 4) {
                 Ok(r) => *slot = Some((r, 0, 0, order.len())),
@@ -417,8 +433,17 @@ impl Backend for Cuda {
     }
 
     fn step<R>(&self, f: impl FnOnce() -> R) -> R {
+        // Should `f` panic, what it recorded runs as it stands and recording stops.
+        struct Unwind<'a>(&'a Cuda);
+        impl Drop for Unwind<'_> {
+            fn drop(&mut self) {
+                self.0.queue().flush();
+            }
+        }
         self.queue().begin_step();
+        let guard = Unwind(self);
         let r = f();
+        std::mem::forget(guard);
         self.queue().end_step();
         r
     }
@@ -450,12 +475,13 @@ impl Backend for Cuda {
             Some((o, f))
         };
         self.check()?;
-        Ok(CudaData { values, u8, cols: ds.cols, scale })
+        Ok(CudaData { values, u8, rows: ds.rows, cols: ds.cols, scale })
     }
 
     fn gather(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32]) {
         let d = data.cols;
-        assert!(rows.len() * d <= dst.len, "gather past the end of a buffer");
+        fits(dst, rows.len() * d, "gather");
+        assert!(rows.iter().all(|&r| (r as usize) < data.rows), "gather: a row beyond the data");
         let (o, f) = match &data.scale {
             Some((o, f)) => (Some(o), Some(f)),
             None => (None, None),
@@ -476,6 +502,8 @@ impl Backend for Cuda {
         }
         let mut idx = self.idx.lock().unwrap_or_else(|p| p.into_inner());
         if idx.as_ref().is_none_or(|(_, cap, _)| *cap < rows.len()) {
+            // The old buffer is freed at once: recorded work that reads it must run first.
+            self.queue().flush();
             match raw(&self.stream, rows.len().max(1024) * 4) {
                 Ok(r) => *idx = Some((r, rows.len().max(1024), Vec::new())),
                 Err(e) => {
@@ -499,19 +527,26 @@ impl Backend for Cuda {
 
     fn gemm(&self, c: &mut CudaBuf, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32) {
         // Row-major C (m×n) is column-major Cᵀ: Cᵀ = op(B)ᵀ·op(A)ᵀ, so cuBLAS gets B first.
-        for (i, t) in terms.iter().enumerate() {
+        fits(c, m * n, "gemm output");
+        for t in terms {
+            fits(t.a, m * t.k, "gemm operand a");
+            fits(t.b, t.k * n, "gemm operand b");
+        }
+        if terms.iter().all(|t| t.k == 0) {
+            // An empty sum: C = βC, and with β = 0 the old C is not read.
+            if beta == 0.0 {
+                launch!(self, "fill", m * n; &*c, 0f32, (m * n) as u64);
+            } else if beta != 1.0 {
+                launch!(self, "scale", m * n; &*c, beta, (m * n) as u64);
+            }
+            return;
+        }
+        for (i, t) in terms.iter().filter(|t| t.k > 0).enumerate() {
             let beta = if i == 0 { beta } else { 1.0 };
             let lda_b = if t.tb == Trans::N { n } else { t.k };
             let lda_a = if t.ta == Trans::N { t.k } else { m };
             if m == 0 || n == 0 {
                 return;
-            }
-            if t.k == 0 {
-                // No terms to sum: C = βC.
-                if beta != 1.0 {
-                    launch!(self, "scale", m * n; &*c, beta, (m * n) as u64);
-                }
-                continue;
             }
             self.queue().submit(Entry::Gemm(Gemm {
                 ta: t.tb == Trans::T,
@@ -532,10 +567,14 @@ impl Backend for Cuda {
     }
 
     fn bias_act(&self, x: &mut CudaBuf, bias: &CudaBuf, act: Activation, rows: usize, cols: usize) {
+        fits(x, rows * cols, "bias_act");
+        fits(bias, cols, "bias_act bias");
         launch!(self, "bias_act", rows * cols; &*x, bias, act_code(act), rows as u32, cols as u32);
     }
 
     fn act_grad(&self, delta: &mut CudaBuf, y: &CudaBuf, act: Activation, len: usize) {
+        fits(delta, len, "act_grad");
+        fits(y, len, "act_grad y");
         if act != Activation::Identity {
             launch!(self, "act_grad", len; &*delta, y, act_code(act), len as u64);
         }
@@ -553,7 +592,13 @@ impl Backend for Cuda {
         row_loss: &mut CudaBuf,
         offset: usize,
     ) {
-        assert!(offset + rows <= row_loss.len);
+        fits(row_loss, offset + rows, "loss_grad losses");
+        for (b, w) in [(&*pre, rows * cols), (target, rows * cols), (c, cols)] {
+            fits(b, w, "loss_grad");
+        }
+        if let Some(m) = mask {
+            fits(m, rows * cols, "loss_grad mask");
+        }
         let (emph, wc, wl) = match spec.emphasis {
             Some(e) => (1, e.corrupted, e.clean),
             None => (0, 1.0, 1.0),
@@ -600,7 +645,12 @@ impl Backend for Cuda {
             Corruption::SaltAndPepper { level } => (3, level, 16),
         };
         let threads = rows * cols.div_ceil(per) * 8;
+        fits(x, rows * cols, "corrupt");
+        fits(xt, rows * cols, "corrupt output");
         let m = mask.map(|m| &*m);
+        if let Some(m) = m {
+            fits(m, rows * cols, "corrupt mask");
+        }
         launch!(self, "corrupt", threads; x, &*xt, m, kind, level, 0f32, key.seed as u32, (key.seed >> 32) as u32,
             key.stream, key.epoch, key.row0, rows as u32, cols as u32);
     }
@@ -617,25 +667,38 @@ impl Backend for Cuda {
         row_loss: &mut CudaBuf,
         row_correct: &mut CudaBuf,
     ) {
+        fits(logits, rows * classes, "softmax_xent");
+        fits(bias, classes, "softmax_xent bias");
+        for b in [labels, &*row_loss, &*row_correct] {
+            fits(b, rows, "softmax_xent rows");
+        }
         launch!(self, "softmax_xent", rows; &*logits, bias, labels, output_code(output), grad_scale, rows as u32,
             classes as u32, &*row_loss, &*row_correct);
     }
 
     fn dropout_mask(&self, mask: &mut CudaBuf, p: f32, key: &NoiseKey, rows: usize, cols: usize) {
         let threads = rows * cols.div_ceil(32) * 8;
+        fits(mask, rows * cols, "dropout_mask");
         launch!(self, "corrupt", threads; 0u64, &*mask, 0u64, 1i32, p, 1.0 / (1.0 - p), key.seed as u32,
             (key.seed >> 32) as u32, key.stream, key.epoch, key.row0, rows as u32, cols as u32);
     }
 
     fn mul(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, len: usize) {
+        for x in [&*out, a, b] {
+            fits(x, len, "mul");
+        }
         launch!(self, "mul", len; &*out, a, b, len as u64);
     }
 
     fn mul_assign(&self, x: &mut CudaBuf, m: &CudaBuf, len: usize) {
+        fits(x, len, "mul_assign");
+        fits(m, len, "mul_assign");
         launch!(self, "mul_assign", len; &*x, m, len as u64);
     }
 
     fn col_sums_scaled(&self, out: &mut CudaBuf, x: &CudaBuf, rows: usize, cols: usize, alpha: f32, beta: f32) {
+        fits(out, cols, "col_sums");
+        fits(x, rows * cols, "col_sums");
         if cols > 0 {
             // Blocks of 1024 threads over stripes of 32 columns.
             let slots = [out.ptr, x.ptr, (rows as u32).slot(), (cols as u32).slot(), alpha.slot(), beta.slot()];
@@ -644,6 +707,7 @@ impl Backend for Cuda {
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
+        fits(x, len, "sum_squares");
         // One block of 256 threads.
         self.kernel(const { k("sum_squares") }, 1, &[x.ptr, len as u64, self.scalar.ptr]);
         let mut out = 0f64;
@@ -652,10 +716,16 @@ impl Backend for Cuda {
     }
 
     fn scale(&self, x: &mut CudaBuf, factor: f32, len: usize) {
+        fits(x, len, "scale");
         launch!(self, "scale", len; &*x, factor, len as u64);
     }
 
     fn update(&self, param: &mut CudaBuf, grad: &CudaBuf, state: &mut OptState<Self>, step: &StepSpec, len: usize) {
+        fits(param, len, "update");
+        fits(grad, len, "update gradient");
+        for b in [state.m.as_ref(), state.v.as_ref()].into_iter().flatten() {
+            fits(b, len, "update state");
+        }
         let k = StepConsts::new(step);
         let (kind, momentum, nesterov, wd, b1, b2, eps) = match step.optimizer {
             Optimizer::Sgd { momentum, nesterov, weight_decay } => (0, momentum, nesterov as i32, weight_decay, 0.0, 0.0, 0.0),
