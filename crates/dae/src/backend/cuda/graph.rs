@@ -135,7 +135,7 @@ impl Queue {
     fn run(&self, e: &Entry) -> Result<(), String> {
         match e {
             Entry::Kernel { f, grid, block, slots, n } => {
-                let mut params: Vec<*mut c_void> = slots[..*n as usize].iter().map(|s| s as *const u64 as *mut c_void).collect();
+                let mut params = pointers(slots, *n);
                 // SAFETY: the function's parameters are these slots (see the kernels' call sites)
                 // and every pointer among them is a live device buffer.
                 unsafe {
@@ -172,11 +172,19 @@ impl Queue {
             return;
         }
         self.recording = false;
-        let tape = std::mem::take(&mut self.tape);
+        // The tape goes back afterwards, emptied: its capacity serves the next step.
+        let mut tape = std::mem::take(&mut self.tape);
+        self.play(&tape);
+        tape.clear();
+        self.tape = tape;
+    }
+
+    /// Runs a recorded step: replays its graph, captures one, or runs it entry by entry.
+    fn play(&mut self, tape: &[Entry]) {
         let lead = tape.iter().take_while(|e| matches!(e, Entry::Htod { .. })).count();
         let (copies, body) = tape.split_at(lead);
         if body.is_empty() || body.iter().any(|e| matches!(e, Entry::Htod { .. })) {
-            for e in &tape {
+            for e in tape {
                 let r = self.run(e);
                 self.record_err(r.err());
             }
@@ -186,21 +194,20 @@ impl Queue {
             let r = self.run(e);
             self.record_err(r.err());
         }
-        let shape: Vec<Shape> = body.iter().filter_map(Entry::shape).collect();
         if self.uncapturable.len() > 64 {
             self.uncapturable.clear();
         }
-        if self.uncapturable.contains(&shape) {
+        if self.uncapturable.iter().any(|s| same_shape(s, body)) {
             for e in body {
                 let r = self.run(e);
                 self.record_err(r.err());
             }
             return;
         }
-        let hit = self.cache.iter().position(|c| c.shape == shape);
+        let hit = self.cache.iter().position(|c| same_shape(&c.shape, body));
         let idx = match hit {
             Some(i) => i,
-            None => match self.capture(body, shape.clone()) {
+            None => match self.capture(body, body.iter().filter_map(Entry::shape).collect()) {
                 Ok(c) => {
                     if self.cache.len() == CACHE {
                         let old = self.cache.remove(0);
@@ -212,7 +219,7 @@ impl Queue {
                 Err(why) => {
                     // Not capturable (the error is kept only if running it fails too).
                     let _ = why;
-                    self.uncapturable.push(shape);
+                    self.uncapturable.push(body.iter().filter_map(Entry::shape).collect());
                     for e in body {
                         let r = self.run(e);
                         self.record_err(r.err());
@@ -234,7 +241,7 @@ impl Queue {
         });
         for ((node, last), (f, grid, block, slots, n)) in c.nodes.iter_mut().zip(kernels) {
             if last[..n as usize] != slots[..n as usize] {
-                let mut params: Vec<*mut c_void> = slots[..n as usize].iter().map(|s| s as *const u64 as *mut c_void).collect();
+                let mut params = pointers(slots, n);
                 let p = drv::CUDA_KERNEL_NODE_PARAMS {
                     func: self.functions[f],
                     gridDimX: grid,
@@ -341,6 +348,21 @@ impl Queue {
             destroy(&c);
         }
     }
+}
+
+/// Whether `body` has the shape `shape` (without building the body's shape).
+fn same_shape(shape: &[Shape], body: &[Entry]) -> bool {
+    let mut it = body.iter().filter_map(Entry::shape);
+    shape.iter().all(|s| it.next().as_ref() == Some(s)) && it.next().is_none()
+}
+
+/// The driver's view of a kernel's arguments: a pointer to each slot.
+fn pointers(slots: &[u64; MAX_SLOTS], n: u8) -> [*mut c_void; MAX_SLOTS] {
+    let mut p = [std::ptr::null_mut(); MAX_SLOTS];
+    for (p, s) in p.iter_mut().zip(&slots[..n as usize]) {
+        *p = s as *const u64 as *mut c_void;
+    }
+    p
 }
 
 fn destroy(c: &Cached) {
