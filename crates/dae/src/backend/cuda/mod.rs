@@ -614,7 +614,7 @@ impl Backend for Cuda {
             mask.slot(),
             loss.slot(),
             act_code(spec.decoder).slot(),
-            (emph as i32).slot(),
+            emph.slot(),
             wc.slot(),
             wl.slot(),
             spec.grad_scale.slot(),
