@@ -463,23 +463,12 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
         backward(be, cfg, &mut self.params, ws, n, dropping, sink);
         if sink == GradSink::Buffers {
             if let Some(max) = max_grad_norm {
-                let sizes: Vec<usize> = (0..=cfg.hidden_layers()).map(|l| cfg.layer_shape(l)).flat_map(|(i, o)| [i * o, o]).collect();
-                let tensors: Vec<&B::Buf> = ws.grads.w.iter().zip(&ws.grads.b).flat_map(|(w, b)| [w, b]).collect();
-                let norm = tensors.iter().zip(&sizes).map(|(t, &n)| be.sum_squares(t, n)).sum::<f64>().sqrt();
-                if !norm.is_finite() {
-                    return Err(Error::Runtime(format!(
-                        "fine-tuning diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
-                        key.epoch, step.t, step.lr
-                    )));
-                }
-                if norm > max as f64 {
-                    let f = (max as f64 / norm) as f32;
-                    let g = &mut ws.grads;
-                    for (l, (w, b)) in g.w.iter_mut().zip(g.b.iter_mut()).enumerate() {
-                        be.scale(w, f, sizes[2 * l]);
-                        be.scale(b, f, sizes[2 * l + 1]);
-                    }
-                }
+                let g = &mut ws.grads;
+                let grads = g.w.iter_mut().zip(g.b.iter_mut()).enumerate().flat_map(|(l, (w, b))| {
+                    let (fin, fout) = cfg.layer_shape(l);
+                    [(w, fin * fout), (b, fout)]
+                });
+                crate::train::clip(be, grads.collect(), max, "fine-tuning", &key, step)?;
             }
             apply_update(be, cfg, &mut self.params, &ws.grads, &mut self.opt, step);
         }

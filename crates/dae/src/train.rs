@@ -496,7 +496,11 @@ pub fn train_step<B: Backend>(
     forward_backward_to(be, cfg, params, ws, n, sink, row_loss);
     if sink == GradSink::Buffers {
         if let Some(max) = max_grad_norm {
-            clip(be, &mut ws.grads, &cfg_sizes(cfg), max, key, step)?;
+            let sizes = cfg_sizes(cfg);
+            let g = &mut ws.grads;
+            let mut grads = vec![(&mut g.w, sizes[0]), (&mut g.b, sizes[1]), (&mut g.c, sizes[2])];
+            grads.extend(g.v.as_mut().map(|v| (v, sizes[3])));
+            clip(be, grads, max, "training", key, step)?;
         }
         apply_update(be, params, &ws.grads, opt, step, cfg);
     }
@@ -509,27 +513,20 @@ fn cfg_sizes(cfg: &DaeConfig) -> [usize; 4] {
     [d * k, k, d, if cfg.tied { 0 } else { k * d }]
 }
 
-/// Scales every gradient so that their global L2 norm is at most `max`; fails if it is not
-/// finite.
-fn clip<B: Backend>(be: &B, g: &mut DaeParams<B>, sizes: &[usize; 4], max: f32, key: &NoiseKey, step: &StepSpec) -> Result<()> {
-    let mut norm2 = be.sum_squares(&g.w, sizes[0]) + be.sum_squares(&g.b, sizes[1]) + be.sum_squares(&g.c, sizes[2]);
-    if let Some(v) = &g.v {
-        norm2 += be.sum_squares(v, sizes[3]);
-    }
-    let norm = norm2.sqrt();
+/// Scales the gradients `grads` (each a buffer and its length) together so that their global
+/// L2 norm is at most `max`; fails, naming `what` ("training"), if the norm is not finite.
+pub(crate) fn clip<B: Backend>(be: &B, mut grads: Vec<(&mut B::Buf, usize)>, max: f32, what: &str, key: &NoiseKey, step: &StepSpec) -> Result<()> {
+    let norm = grads.iter().map(|(g, n)| be.sum_squares(g, *n)).sum::<f64>().sqrt();
     if !norm.is_finite() {
         return Err(Error::Runtime(format!(
-            "training diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
+            "{what} diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
             key.epoch, step.t, step.lr
         )));
     }
     if norm > max as f64 {
         let f = (max as f64 / norm) as f32;
-        be.scale(&mut g.w, f, sizes[0]);
-        be.scale(&mut g.b, f, sizes[1]);
-        be.scale(&mut g.c, f, sizes[2]);
-        if let Some(v) = g.v.as_mut() {
-            be.scale(v, f, sizes[3]);
+        for (g, n) in grads.iter_mut() {
+            be.scale(g, f, *n);
         }
     }
     Ok(())

@@ -110,3 +110,25 @@ fn regression_fits_a_linear_target() {
     let var = { let m = t.iter().sum::<f32>() / rows as f32; t.iter().map(|y| (y - m) * (y - m)).sum::<f32>() / rows as f32 };
     assert!(mse < 0.05 * var, "mse {mse}, variance {var}");
 }
+
+#[test]
+fn fine_tuning_clips_gradients_to_max_grad_norm() {
+    // One plain SGD step over every row: the parameters move by lr · (clipped gradient), so by
+    // at most lr · max in L2 norm, while the unclipped step moves further.
+    let (ds, labels) = labelled(200, 20, 4);
+    let targets = class_dataset(&labels, std::path::Path::new("labels"));
+    let config = NetworkConfig { sizes: vec![20, 16], activation: dae::Activation::Sigmoid, task: Task::Classification { classes: 4 }, dropout: 0.0, input_dropout: 0.0 };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let scaler = Scaler::identity(20);
+    let train = LabeledSplit { split: Split::all(&ds), targets: &targets };
+    let init = Network::init(config.clone(), 2).unwrap();
+    let flat = |n: &Network| n.weights.iter().chain(&n.biases).flatten().copied().collect::<Vec<f32>>();
+    let moved = |max: Option<f32>| {
+        let tc = TrainConfig { epochs: 1, batch: 200, lr: 0.1, max_grad_norm: max, ..Default::default() };
+        let net = finetune(&cpu, init.clone(), &scaler, &train, None, &tc, &mut Silent, None).unwrap().network;
+        flat(&net).iter().zip(flat(&init)).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    let (free, clipped) = (moved(None), moved(Some(0.05)));
+    assert!(free > 0.1 * 0.05 * 1.5, "the unclipped step ({free}) must be longer than the clipped bound");
+    assert!((clipped - 0.1 * 0.05).abs() < 1e-4, "the clipped step moved {clipped}, expected lr · max = 0.005");
+}
