@@ -464,11 +464,14 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
         if sink == GradSink::Buffers {
             if let Some(max) = max_grad_norm {
                 let g = &mut ws.grads;
-                let grads = g.w.iter_mut().zip(g.b.iter_mut()).enumerate().flat_map(|(l, (w, b))| {
-                    let (fin, fout) = cfg.layer_shape(l);
-                    [(w, fin * fout), (b, fout)]
-                });
-                crate::train::clip(be, grads.collect(), max, "fine-tuning", &key, step)?;
+                let each = |f: &mut dyn FnMut(&mut B::Buf, usize)| {
+                    for (l, (w, b)) in g.w.iter_mut().zip(g.b.iter_mut()).enumerate() {
+                        let (fin, fout) = cfg.layer_shape(l);
+                        f(w, fin * fout);
+                        f(b, fout);
+                    }
+                };
+                crate::train::clip(be, each, max, "fine-tuning", &key, step)?;
             }
             apply_update(be, cfg, &mut self.params, &ws.grads, &mut self.opt, step);
         }

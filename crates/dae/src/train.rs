@@ -496,11 +496,17 @@ pub fn train_step<B: Backend>(
     forward_backward_to(be, cfg, params, ws, n, sink, row_loss);
     if sink == GradSink::Buffers {
         if let Some(max) = max_grad_norm {
-            let sizes = cfg_sizes(cfg);
+            let s = cfg_sizes(cfg);
             let g = &mut ws.grads;
-            let mut grads = vec![(&mut g.w, sizes[0]), (&mut g.b, sizes[1]), (&mut g.c, sizes[2])];
-            grads.extend(g.v.as_mut().map(|v| (v, sizes[3])));
-            clip(be, grads, max, "training", key, step)?;
+            let each = |f: &mut dyn FnMut(&mut B::Buf, usize)| {
+                f(&mut g.w, s[0]);
+                f(&mut g.b, s[1]);
+                f(&mut g.c, s[2]);
+                if let Some(v) = g.v.as_mut() {
+                    f(v, s[3]);
+                }
+            };
+            clip(be, each, max, "training", key, step)?;
         }
         apply_update(be, params, &ws.grads, opt, step, cfg);
     }
@@ -513,10 +519,20 @@ fn cfg_sizes(cfg: &DaeConfig) -> [usize; 4] {
     [d * k, k, d, if cfg.tied { 0 } else { k * d }]
 }
 
-/// Scales the gradients `grads` (each a buffer and its length) together so that their global
-/// L2 norm is at most `max`; fails, naming `what` ("training"), if the norm is not finite.
-pub(crate) fn clip<B: Backend>(be: &B, mut grads: Vec<(&mut B::Buf, usize)>, max: f32, what: &str, key: &NoiseKey, step: &StepSpec) -> Result<()> {
-    let norm = grads.iter().map(|(g, n)| be.sum_squares(g, *n)).sum::<f64>().sqrt();
+/// Scales the gradients together so that their global L2 norm is at most `max`; fails, naming
+/// `what` ("training"), if the norm is not finite. `each` calls its argument on every gradient
+/// buffer and its length (twice: for the norm, then to scale), so nothing is allocated.
+pub(crate) fn clip<B: Backend>(
+    be: &B,
+    mut each: impl FnMut(&mut dyn FnMut(&mut B::Buf, usize)),
+    max: f32,
+    what: &str,
+    key: &NoiseKey,
+    step: &StepSpec,
+) -> Result<()> {
+    let mut norm2 = 0f64;
+    each(&mut |g, n| norm2 += be.sum_squares(g, n));
+    let norm = norm2.sqrt();
     if !norm.is_finite() {
         return Err(Error::Runtime(format!(
             "{what} diverged at epoch {}, step {}: the gradient became {norm}. Try a smaller learning rate (now --lr {})",
@@ -525,9 +541,7 @@ pub(crate) fn clip<B: Backend>(be: &B, mut grads: Vec<(&mut B::Buf, usize)>, max
     }
     if norm > max as f64 {
         let f = (max as f64 / norm) as f32;
-        for (g, n) in grads.iter_mut() {
-            be.scale(g, f, *n);
-        }
+        each(&mut |g, n| be.scale(g, f, n));
     }
     Ok(())
 }

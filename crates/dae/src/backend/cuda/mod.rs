@@ -267,11 +267,6 @@ impl Cuda {
         self.queue().graphs = on;
     }
 
-    /// Whether training steps are replayed as CUDA graphs.
-    pub fn graphs(&self) -> bool {
-        self.queue().graphs
-    }
-
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
