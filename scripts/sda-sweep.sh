@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # How the recommended stacked-autoencoder recipe was chosen: candidate fine-tuning recipes scored
-# on validation images held out of the training set (never the test set), mean over SEEDS.
+# on validation images held out of the training set (never the test set).
 #
 #   scripts/sda-sweep.sh [OUT_FILE]     # needs Fashion-MNIST; minutes on a GPU, hours on 2 cores
+#   DAE_DEVICE=cuda SEEDS="1 2 3" FULL_SEEDS="1" scripts/sda-sweep.sh rec.sh   # the defaults, on a GPU
 #
 # The first 50,000 training images train (and are pretrained on, with the reference's
 # pretraining); images 50,000–59,999 validate. Full labels: each FULL_* recipe on all 50,000
-# labels. Few labels: each FEW_* recipe on the first 100 images of each class, pretrained and
-# from random initialisation. Prints a table of mean validation accuracies and writes the
+# labels, seeds FULL_SEEDS. Few labels: each FEW_* recipe on the first 100 images of each class,
+# pretrained and from random initialisation, seeds SEEDS. Prints a table of mean validation accuracies and writes the
 # chosen recipes to OUT_FILE (shell assignments REC_FINETUNE=(…) and REC_FEW=(…)): the best
 # full-label recipe, and the best pretrained few-label recipe among those that beat their
 # from-scratch run by at least 3 points (the best gain when none does).
@@ -15,20 +16,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DAE_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 SEEDS=${SEEDS:-"1 2 3"}
+FULL_SEEDS=${FULL_SEEDS:-"1"}
 DEVICE=${DAE_DEVICE:-auto}
 OUT_FILE=${1:-/dev/null}
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found in $DATA" >&2; exit 2; }
-[ -x target/release/dae ] || cargo build --release -q -p dae-cli
+[ -x target/release/dae ] && [ -n "${DAE_NO_BUILD:-}" ] || cargo build --release -q -p dae-cli
 DAE=target/release/dae
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-FULL_A=(--epochs 60 --batch 32 --lr 0.1 --lr-decay 0.97 --dropout 0.2 --input-dropout 0.1)
-FULL_B=(--epochs 100 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --lr-decay 0.98 --dropout 0.5 --input-dropout 0.2)
-FULL_C=(--epochs 100 --batch 32 --lr 0.1 --lr-decay 0.98 --dropout 0.3 --input-dropout 0.2)
-FEW_A=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.5 --input-dropout 0.2)
-FEW_B=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.2 --input-dropout 0.2)
-FEW_C=(--per-class 100 --epochs 300 --batch 32 --optimizer sgd --momentum 0.9 --lr 0.01 --dropout 0.5 --input-dropout 0.2)
+# Candidates (all batch 32 unless said). FULL_0 and FEW_0 are the reference's fine-tuning.
+FULL_0=(--epochs 30 --batch 32 --lr 0.1)
+FULL_1=(--epochs 150 --batch 32 --lr 0.1 --lr-decay 0.98 --dropout 0.5 --input-dropout 0.2)
+FULL_2=(--epochs 150 --batch 32 --momentum 0.9 --lr 0.02 --lr-decay 0.98 --dropout 0.5 --input-dropout 0.2)
+FULL_3=(--epochs 100 --batch 32 --lr 0.1 --lr-decay 0.97 --dropout 0.2 --input-dropout 0.1)
+FULL_4=(--epochs 60 --batch 32 --optimizer adam --lr 0.0001 --dropout 0.3 --input-dropout 0.1)
+FULL_5=(--epochs 200 --batch 32 --lr 0.1 --lr-decay 0.985 --dropout 0.3 --input-dropout 0.2)
+FULL_6=(--epochs 150 --batch 32 --lr 0.2 --lr-decay 0.97 --dropout 0.5 --input-dropout 0.2)
+FULL_7=(--epochs 100 --batch 128 --momentum 0.9 --lr 0.05 --lr-decay 0.97 --dropout 0.5 --input-dropout 0.2)
+FEW_0=(--per-class 100 --epochs 200 --batch 32 --lr 0.1)
+FEW_1=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.2 --input-dropout 0.2)
+FEW_2=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.5 --input-dropout 0.2)
+FEW_3=(--per-class 100 --epochs 400 --batch 32 --lr 0.1 --lr-decay 0.995 --dropout 0.5 --input-dropout 0.3)
+FEW_4=(--per-class 100 --epochs 100 --batch 32 --lr 0.05)
+FEW_5=(--per-class 100 --epochs 300 --batch 32 --momentum 0.9 --lr 0.01 --dropout 0.5 --input-dropout 0.3)
+FEW_6=(--per-class 100 --epochs 400 --batch 32 --lr 0.1 --dropout 0.3 --input-dropout 0.3 --weight-decay 0.0001)
+FULLS=$(compgen -A variable FULL_ | sed 's/FULL_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
+FEWS=$(compgen -A variable FEW_ | sed 's/FEW_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
 
 # Split the training files into 50,000 + 10,000 rows (IDX, as the originals).
 python3 - "$DATA" "$WORK" <<'PY'
@@ -59,11 +73,15 @@ for s in $SEEDS; do
     $DAE pretrain "$WORK/fit.idx" -o "$WORK/stack-$s.safetensors" --layers 1000,1000,1000 --noise masking:0.1,0.2,0.3 \
         --epochs 15 --batch 32 --lr 0.05 --seed "$s" --device "$DEVICE" --quiet
     VAL=(--val "$WORK/val.idx" --val-labels "$WORK/val-labels.idx" --seed "$s" --device "$DEVICE" --quiet)
-    for c in A B C; do
+    for c in $FULLS; do
+        # Full-label runs are long and vary little with the seed: FULL_SEEDS of them.
+        case " $FULL_SEEDS " in *" $s "*) ;; *) continue ;; esac
         declare -n args="FULL_$c"
         $DAE finetune "$WORK/stack-$s.safetensors" "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$WORK/m.safetensors" "${args[@]}" "${VAL[@]}"
         R[full,$c,$s]=$(val_accuracy "$WORK/m.safetensors")
         echo "   full labels, recipe $c: ${R[full,$c,$s]} %" >&2
+    done
+    for c in $FEWS; do
         declare -n args="FEW_$c"
         $DAE finetune "$WORK/stack-$s.safetensors" "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$WORK/m.safetensors" "${args[@]}" "${VAL[@]}"
         R[few,$c,$s]=$(val_accuracy "$WORK/m.safetensors")
@@ -73,24 +91,38 @@ for s in $SEEDS; do
     done
 done
 
-python3 - "$SEEDS" "$OUT_FILE" "${FULL_A[*]}" "${FULL_B[*]}" "${FULL_C[*]}" "${FEW_A[*]}" "${FEW_B[*]}" "${FEW_C[*]}" <<PY
+{
+    for c in $FULLS; do declare -n a="FULL_$c"; echo "full $c ${a[*]}"; done
+    for c in $FEWS; do declare -n a="FEW_$c"; echo "few $c ${a[*]}"; done
+    for k in "${!R[@]}"; do echo "R $k ${R[$k]}"; done
+} | python3 -c '
 import statistics, sys
-seeds = sys.argv[1].split()
-out = sys.argv[2]
-full = dict(zip("ABC", sys.argv[3:6]))
-few = dict(zip("ABC", sys.argv[6:9]))
-R = {}
-$(for k in "${!R[@]}"; do echo "R['$k'] = float('${R[$k]}')"; done)
-m = lambda what, c: statistics.mean(R[f"{what},{c},{s}"] for s in seeds)
-print("Validation accuracy (images 50,000–59,999 of the training set), mean of seeds " + ", ".join(seeds) + "\n")
-print("| recipe | full labels | 1,000 labels, pretrained | 1,000 labels, from scratch | gain |")
-print("|---|---|---|---|---|")
-for c in "ABC":
-    print(f"| {c}: full \`{full[c]}\`; few \`{few[c]}\` | {m('full', c):.2f} % | {m('few', c):.2f} % | {m('few0', c):.2f} % | {m('few', c) - m('few0', c):+.2f} |")
-best_full = max("ABC", key=lambda c: m("full", c))
-ok = [c for c in "ABC" if m("few", c) - m("few0", c) >= 3]
-best_few = max(ok, key=lambda c: m("few", c)) if ok else max("ABC", key=lambda c: m("few", c) - m("few0", c))
+seeds, full_seeds, out = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3]
+full, few, R = {}, {}, {}
+for line in sys.stdin:
+    kind, key, rest = line.rstrip("\n").split(" ", 2)
+    if kind == "full": full[key] = rest
+    elif kind == "few": few[key] = rest
+    else: R[key] = float(rest)
+FULL = "full"
+m = lambda what, c, ss: statistics.mean(R[f"{what},{c},{s}"] for s in ss)
+print("Validation accuracy (images 50,000-59,999 of the training set)\n")
+fs, ss = ", ".join(full_seeds), ", ".join(seeds)
+print(f"Full labels (mean of seeds {fs}):\n")
+print("| recipe | validation accuracy |")
+print("|---|---|")
+for c in full:
+    print(f"| {c}: `{full[c]}` | {m(FULL, c, full_seeds):.2f} % |")
+print(f"\n1,000 labels (mean of seeds {ss}):\n")
+print("| recipe | pretrained | from scratch | gain |")
+print("|---|---|---|---|")
+for c in few:
+    p, p0 = m("few", c, seeds), m("few0", c, seeds)
+    print(f"| {c}: `{few[c]}` | {p:.2f} % | {p0:.2f} % | {p - p0:+.2f} |")
+best_full = max(full, key=lambda c: m("full", c, full_seeds))
+ok = [c for c in few if m("few", c, seeds) - m("few0", c, seeds) >= 3]
+best_few = max(ok, key=lambda c: m("few", c, seeds)) if ok else max(few, key=lambda c: m("few", c, seeds) - m("few0", c, seeds))
 print(f"\nchosen: full labels {best_full}, 1,000 labels {best_few}")
 with open(out, "w") as f:
     f.write(f"REC_FINETUNE=({full[best_full]})\nREC_FEW=({few[best_few]})\n")
-PY
+' "$SEEDS" "$FULL_SEEDS" "$OUT_FILE"
