@@ -5,7 +5,7 @@ Workload as in bench_cpu.py (Fashion-MNIST, 60,000 rows; 784→500, tied, sigmoi
 cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole real step (noise,
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
-with DAE_CUDA_GRAPHS=0); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
+with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
 GPU epoch beside the CPU engine's (same seed: the same noise and order), and encoding all 70,000
 images.
 
@@ -65,21 +65,30 @@ def main():
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [(f"train, batch {b}, fp32", int(b), (), None, "eager") for b in a.batches.split(",")]
-        rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, "eager"))
-        rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, "eager"))
+        # Variants of dae at batch 128 beside the same PyTorch figure (mode None: not rerun).
+        rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
+        rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
+        rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
+        eager = {}
         for label, batch, extra, env, mode in rows:
+            shared = mode is None and batch in eager
+            mode = mode or "eager"
             ours, theirs = [], []
             for rep in range(a.reps):
                 order = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
                 for who in order:
                     if who == "dae":
                         ours.append(dae_time(a.data, batch, a.epochs, tmp, extra, env))
-                    else:
+                    elif not shared:
                         theirs.append(torch_time(a.data, batch, a.torch_epochs, mode))
-            o, t = statistics.median(ours), statistics.median(theirs)
-            print(f"| {label} (s/epoch; PyTorch {mode}) | {fmt(o)} | {fmt(t)} | {t / o:.1f}× | {GFLOP_PER_EPOCH / o:.0f} | "
+            o = statistics.median(ours)
+            t = eager[batch] if shared else statistics.median(theirs)
+            if mode == "eager" and not extra and env is None:
+                eager[batch] = t
+            note = f"PyTorch {mode}" + (f" of the batch {batch} row" if shared else "")
+            print(f"| {label} (s/epoch; {note}) | {fmt(o)} | {fmt(t)} | {t / o:.1f}× | {GFLOP_PER_EPOCH / o:.0f} | "
                   f"{GFLOP_PER_EPOCH / t:.0f} |", flush=True)
         ours, theirs, full = [], [], []
         for rep in range(a.reps):

@@ -132,18 +132,22 @@ pub struct DaeWorkspace<B: Backend> {
 impl<B: Backend> DaeWorkspace<B> {
     pub fn new(be: &B, config: &DaeConfig, capacity: usize) -> Result<Self> {
         let (d, k) = (config.inputs, config.hidden);
+        // The W gradient sums aᵀ·h + x̃ᵀ·dh: with (a, x̃) and (h, dh) adjacent pairs a device
+        // may compute it as one product.
+        let (a, xt) = be.alloc_pair(capacity * d)?;
+        let (h, dh) = be.alloc_pair(capacity * k)?;
         Ok(DaeWorkspace {
             capacity,
             x: be.alloc(capacity * d)?,
-            xt: be.alloc(capacity * d)?,
+            xt,
             mask: if config.emphasis.is_some() {
                 Some(be.alloc(capacity * d)?)
             } else {
                 None
             },
-            h: be.alloc(capacity * k)?,
-            a: be.alloc(capacity * d)?,
-            dh: be.alloc(capacity * k)?,
+            h,
+            a,
+            dh,
             row_loss: be.alloc(capacity)?,
             grads: DaeParams::zeros(be, config)?,
         })
@@ -292,7 +296,6 @@ pub fn forward_backward_to<B: Backend>(
         None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
         Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
     }
-    be.act_grad(&mut ws.dh, &ws.h, cfg.encoder, n * k);
     // Every product below reads only activations and gradients: the parameters may change.
     let (alpha, beta) = sink.scales();
     let g = &mut ws.grads;
@@ -300,9 +303,9 @@ pub fn forward_backward_to<B: Backend>(
         GradSink::Buffers => (&mut g.w, &mut g.b, &mut g.c, g.v.as_mut()),
         GradSink::Sgd { .. } => (&mut p.w, &mut p.b, &mut p.c, p.v.as_mut()),
     };
-    // ∂L/∂c = Σ_rows ∂L/∂a; ∂L/∂b = Σ_rows ∂L/∂(hidden pre-activation).
-    be.col_sums_scaled(c, &ws.a, n, d, alpha, beta);
-    be.col_sums_scaled(b, &ws.dh, n, k, alpha, beta);
+    // Through the encoder's activation (ws.dh becomes ∂L/∂(hidden pre-activation)); then
+    // ∂L/∂b = Σ_rows of it and ∂L/∂c = Σ_rows ∂L/∂a.
+    be.act_grad_col_sums(&mut ws.dh, &ws.h, cfg.encoder, n, k, b, alpha, beta, Some((c, &ws.a, d)));
     // Encoder use of W: x̃ᵀ·∂L/∂(hidden pre-activation) (d×k); with tied weights the decoder
     // use (∂L/∂a)ᵀ·h adds to it, in the same pass.
     let encoder = Product { a: &ws.xt, ta: Trans::T, b: &ws.dh, tb: Trans::N, k: n };

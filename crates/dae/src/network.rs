@@ -373,7 +373,14 @@ pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, w
                 be.mul_assign(cur, m, n * lout);
             }
         }
-        be.act_grad(cur, &act.h[l], cfg.activation, n * lout);
+        // Through the activation, and ∂L/∂b_l = Σ_rows of the result (b_l is read by nothing below).
+        {
+            let target = match sink {
+                GradSink::Buffers => &mut *grads,
+                GradSink::Sgd { .. } => &mut *p,
+            };
+            be.act_grad_col_sums(cur, &act.h[l], cfg.activation, n, lout, &mut target.b[l], alpha, beta, None);
+        }
         if l > 0 {
             // ∂L/∂(input of layer l), before W_l changes.
             be.matmul(other, cur, Trans::N, &p.w[l], Trans::T, n, lin, lout, false);
@@ -383,7 +390,6 @@ pub fn backward<B: Backend>(be: &B, cfg: &NetworkConfig, p: &mut NetParams<B>, w
             GradSink::Sgd { .. } => &mut *p,
         };
         be.gemm(&mut target.w[l], lin, lout, &[Product { a: act.input_of(l, dropout_applied), ta: Trans::T, b: cur, tb: Trans::N, k: n }], alpha, beta);
-        be.col_sums_scaled(&mut target.b[l], cur, n, lout, alpha, beta);
         if l > 0 {
             std::mem::swap(&mut cur, &mut other);
         }

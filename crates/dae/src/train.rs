@@ -490,8 +490,7 @@ pub fn train_step<B: Backend>(
     row_loss: Option<(&mut B::Buf, usize)>,
 ) -> Result<()> {
     let n = rows.len();
-    be.gather(&mut ws.x, data, rows);
-    corrupt_batch(be, cfg.noise, key, ws, cfg.inputs, n);
+    be.gather_corrupt(&mut ws.x, &mut ws.xt, ws.mask.as_mut(), data, rows, cfg.noise, key, cfg.inputs);
     let sink = if max_grad_norm.is_some() { GradSink::Buffers } else { GradSink::for_step(&step.optimizer, step.lr) };
     forward_backward_to(be, cfg, params, ws, n, sink, row_loss);
     if sink == GradSink::Buffers {

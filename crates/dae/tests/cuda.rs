@@ -164,6 +164,64 @@ fn cuda_operations_match_the_cpu() {
     let mut gg = gpu.alloc(pick.len() * cols).unwrap();
     gpu.gather(&mut gg, &gpu.data(&ds, &scaler).unwrap(), &pick);
     assert_close("gather", &host(&gpu, &gg, pick.len() * cols), &gc, 1e-6, 1e-6);
+
+    // Gathering and corrupting in one kernel: what gather then corrupt give, on the GPU
+    // exactly, and on the CPU (masks exactly, values to the gather's rounding).
+    let (dc, dg) = (cpu.data(&ds, &scaler).unwrap(), gpu.data(&ds, &scaler).unwrap());
+    let p = pick.len();
+    for noise in [Corruption::None, Corruption::Masking { level: 0.3 }, Corruption::SaltAndPepper { level: 0.2 }, Corruption::Gaussian { sigma: 0.5 }] {
+        let (mut xc, mut xtc, mut mc) = (vec![0f32; p * cols], vec![0f32; p * cols], vec![0f32; p * cols]);
+        cpu.gather_corrupt(&mut xc, &mut xtc, Some(&mut mc), &dc, &pick, noise, &key, cols);
+        let run = |fused: bool| {
+            gpu.set_fused(fused);
+            let (mut x, mut xt, mut m) = (gpu.alloc(p * cols).unwrap(), gpu.alloc(p * cols).unwrap(), gpu.alloc(p * cols).unwrap());
+            gpu.gather_corrupt(&mut x, &mut xt, Some(&mut m), &dg, &pick, noise, &key, cols);
+            (host(&gpu, &x, p * cols), host(&gpu, &xt, p * cols), host(&gpu, &m, p * cols))
+        };
+        let (one, two) = (run(true), run(false));
+        gpu.set_fused(true);
+        assert!(one == two, "{noise}: gather_corrupt differs from gather, then corrupt");
+        assert_close(&format!("gather_corrupt {noise} x"), &one.0, &xc, 1e-6, 1e-6);
+        assert_close(&format!("gather_corrupt {noise} xt"), &one.1, &xtc, 1e-5, 1e-5);
+        assert!(one.2 == mc, "{noise}: gather_corrupt's mask differs from the CPU's");
+    }
+
+    // The activation gradient with the bias gradients in one launch.
+    let y: Vec<f32> = random(n, 12);
+    let x2 = random(rows * 50, 13);
+    for act in Activation::ALL {
+        for also in [false, true] {
+            let (mut dc, mut oc, mut o2c) = (x.clone(), bias.clone(), random(50, 14));
+            let (mut dg, mut og, mut o2g) = (buf(&gpu, &x), buf(&gpu, &bias), buf(&gpu, &o2c));
+            let (x2g, yg) = (buf(&gpu, &x2), buf(&gpu, &y));
+            cpu.act_grad_col_sums(&mut dc, &y, act, rows, cols, &mut oc, -0.1, 0.99, also.then_some((&mut o2c, &x2, 50)));
+            gpu.act_grad_col_sums(&mut dg, &yg, act, rows, cols, &mut og, -0.1, 0.99, also.then_some((&mut o2g, &x2g, 50)));
+            let what = format!("act_grad_col_sums {act} {also}");
+            assert_close(&what, &host(&gpu, &dg, n), &dc, 1e-5, 1e-6);
+            assert_close(&what, &host(&gpu, &og, cols), &oc, 1e-5, 1e-6);
+            assert_close(&what, &host(&gpu, &o2g, 50), &o2c, 1e-5, 1e-6);
+        }
+    }
+
+    // Two products over adjacent pairs of buffers (alloc_pair) run as one: the same sum.
+    let (m, nn, k) = (31, 45, 26);
+    let (a, a2, b, b2, c0) = (random(k * m, 15), random(k * m, 16), random(k * nn, 17), random(k * nn, 18), random(m * nn, 19));
+    let mut c_c = c0.clone();
+    cpu.gemm(&mut c_c, m, nn, &[dae::backend::Product { a: &a, ta: Trans::T, b: &b, tb: Trans::N, k }, dae::backend::Product { a: &a2, ta: Trans::T, b: &b2, tb: Trans::N, k }], -0.5, 0.9);
+    let ((mut ag, mut a2g), (mut bg, mut b2g)) = (gpu.alloc_pair(k * m).unwrap(), gpu.alloc_pair(k * nn).unwrap());
+    gpu.upload(&mut ag, &a);
+    gpu.upload(&mut a2g, &a2);
+    gpu.upload(&mut bg, &b);
+    gpu.upload(&mut b2g, &b2);
+    for fused in [true, false] {
+        gpu.set_fused(fused);
+        let mut c_g = buf(&gpu, &c0);
+        gpu.gemm(&mut c_g, m, nn, &[dae::backend::Product { a: &ag, ta: Trans::T, b: &bg, tb: Trans::N, k }, dae::backend::Product { a: &a2g, ta: Trans::T, b: &b2g, tb: Trans::N, k }], -0.5, 0.9);
+        assert_close(&format!("gemm over pairs, fused {fused}"), &host(&gpu, &c_g, m * nn), &c_c, 1e-5, 1e-5);
+        // The halves of a pair are separate buffers: writing one leaves the other.
+        assert!(host(&gpu, &a2g, k * m) == a2, "a pair's second half changed");
+    }
+    gpu.set_fused(true);
     gpu.check().unwrap();
 }
 
@@ -207,6 +265,14 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
         let eager = on_gpu();
         gpu.set_graphs(true);
         assert!(a.model == eager.model, "{opt:?}: graph replay changed the weights");
+        // The fused kernels change only the rounding (one product over both W-gradient terms).
+        gpu.set_fused(false);
+        let unfused = on_gpu();
+        gpu.set_fused(true);
+        for (e, (f, u)) in a.history.iter().zip(&unfused.history).enumerate() {
+            let rel = (f.train_loss - u.train_loss).abs() / u.train_loss;
+            assert!(rel < 1e-4, "{opt:?} epoch {}: fused loss {} vs unfused {}", e + 1, f.train_loss, u.train_loss);
+        }
         // After training, the backend gathers the rows it is given (not the last epoch's).
         let (codes_g, codes_c) = (encode_all(&gpu, &a.model, &ds, &scaler).unwrap(), encode_all(&cpu, &a.model, &ds, &scaler).unwrap());
         assert_close("codes after training", &codes_g, &codes_c, 1e-4, 1e-5);
@@ -234,6 +300,12 @@ fn cuda_fine_tuning_matches_the_cpu() {
         finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap()
     };
     let (g, e) = (run(true), run(false));
+    gpu.set_graphs(true);
+    gpu.set_fused(false);
+    let unfused = finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
+    gpu.set_fused(true);
+    // Fusing the activation gradient with the bias gradient changes nothing: the same sums.
+    assert!(g.network == unfused.network, "the fused kernels changed the fine-tuned weights");
     let c = finetune(&cpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
     assert!(g.network == e.network, "graph replay changed the fine-tuned weights");
     for (x, y) in g.history.iter().zip(&c.history) {

@@ -142,6 +142,12 @@ pub trait Backend: Sync {
 
     /// A zeroed buffer of `len` values.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Two zeroed buffers of `len` values each. A device may place the second right after the
+    /// first, so that a [`Backend::gemm`] of two terms whose operands are such pairs runs as one
+    /// product over the concatenated depth (the two W-gradient terms of a tied autoencoder).
+    fn alloc_pair(&self, len: usize) -> Result<(Self::Buf, Self::Buf)> {
+        Ok((self.alloc(len)?, self.alloc(len)?))
+    }
     /// The number of values in a buffer.
     fn buf_len(&self, buf: &Self::Buf) -> usize;
     /// Copies `src` into the start of `dst`.
@@ -232,6 +238,24 @@ pub trait Backend: Sync {
         offset: usize,
     );
 
+    /// [`Backend::gather`] into `x`, then [`Backend::corrupt`] of `x` into `xt` (and `mask`): a
+    /// device may do both in one pass. The results are those of the two calls.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_corrupt(
+        &self,
+        x: &mut Self::Buf,
+        xt: &mut Self::Buf,
+        mask: Option<&mut Self::Buf>,
+        data: &Self::Data<'_>,
+        rows: &[u32],
+        noise: Corruption,
+        key: &NoiseKey,
+        cols: usize,
+    ) {
+        self.gather(x, data, rows);
+        self.corrupt(x, xt, mask, noise, key, rows.len(), cols);
+    }
+
     /// `xt` = q_D(`x`) over `rows` × `cols` with the noise of `key` (see [`crate::corrupt`]);
     /// `mask` (when given) = 1 where an input was corrupted, else 0.
     #[allow(clippy::too_many_arguments)]
@@ -284,6 +308,30 @@ pub trait Backend: Sync {
     /// `out[j]` = Σ_r `x[r, j]` over `rows` × `cols`, summed in a fixed order.
     fn col_sums(&self, out: &mut Self::Buf, x: &Self::Buf, rows: usize, cols: usize) {
         self.col_sums_scaled(out, x, rows, cols, 1.0, 0.0);
+    }
+
+    /// The bias gradients of a backward pass in one go: `delta` ·= act′ at `y` over `rows` ×
+    /// `cols` (as [`Backend::act_grad`]), then `out` = β·`out` + α·Σ_r `delta[r, :]` (as
+    /// [`Backend::col_sums_scaled`]); with `also` = (out2, x2, cols2), also out2 = β·out2 +
+    /// α·Σ_r x2[r, :] over `rows` × cols2. A device may do it all in one launch.
+    #[allow(clippy::too_many_arguments)]
+    fn act_grad_col_sums(
+        &self,
+        delta: &mut Self::Buf,
+        y: &Self::Buf,
+        act: Activation,
+        rows: usize,
+        cols: usize,
+        out: &mut Self::Buf,
+        alpha: f32,
+        beta: f32,
+        also: Option<(&mut Self::Buf, &Self::Buf, usize)>,
+    ) {
+        self.act_grad(delta, y, act, rows * cols);
+        self.col_sums_scaled(out, delta, rows, cols, alpha, beta);
+        if let Some((out2, x2, cols2)) = also {
+            self.col_sums_scaled(out2, x2, rows, cols2, alpha, beta);
+        }
     }
 
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).

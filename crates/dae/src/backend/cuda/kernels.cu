@@ -36,12 +36,19 @@ extern "C" __global__ void bias_act(float* x, const float* bias, int act, u32 ro
     x[i] = act_apply(act, x[i] + bias[i % cols]);
 }
 
+// delta · s'(a) through the output y = s(a), as kernels::act_grad (relu zeroes where y <= 0).
+// The product is rounded on its own (__fmul_rn is never contracted into an FMA), so a caller
+// that sums the results gets the same values as act_grad followed by col_sums.
+__device__ __forceinline__ float act_grad_apply(int act, float delta, float y) {
+    if (act == 2) return y <= 0.f ? 0.f : delta;
+    return __fmul_rn(delta, act_grad_out(act, y));
+}
+
 // kernels::act_grad.
 extern "C" __global__ void act_grad(float* delta, const float* y, int act, u64 n) {
     u64 i = gid();
     if (i >= n) return;
-    if (act == 2) { if (y[i] <= 0.f) delta[i] = 0.f; }
-    else delta[i] *= act_grad_out(act, y[i]);
+    delta[i] = act_grad_apply(act, delta[i], y[i]);
 }
 
 // Dataset::gather: out[r, j] = scale(data[idx[r], j]), u8 values read as v / 255.
@@ -143,14 +150,26 @@ extern "C" __global__ void softmax_xent(float* z, const float* bias, const float
 
 // Column sums, out[j] = β·out[j] + α·Σ_r x[r, j] (β = 0: out is not read). A block of 1024
 // threads takes a stripe of 32 columns: 32 row lanes each sum every 32nd row, then the lanes
-// are added in a fixed tree order, so the sum is the same on every run.
-extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 cols, float alpha, float beta) {
+// are added in a fixed tree order, so the sum is the same on every run. With `y` given, x is
+// first replaced by act_grad(x, y) (each element once), and the sums are of the new values.
+__device__ __forceinline__ void col_sums_stripe(float* out, float* x, const float* y, int act, u32 stripe, u32 rows,
+                                                u32 cols, float alpha, float beta) {
     __shared__ float s[32][33];
     u32 c = threadIdx.x % 32, lane = threadIdx.x / 32;
-    u64 j = (u64)blockIdx.x * 32 + c;
+    u64 j = (u64)stripe * 32 + c;
     float acc = 0.f;
-    if (j < cols)
-        for (u32 r = lane; r < rows; r += 32) acc += x[(u64)r * cols + j];
+    if (j < cols) {
+        if (y) {
+            for (u32 r = lane; r < rows; r += 32) {
+                u64 i = (u64)r * cols + j;
+                float v = act_grad_apply(act, x[i], y[i]);
+                x[i] = v;
+                acc += v;
+            }
+        } else {
+            for (u32 r = lane; r < rows; r += 32) acc += x[(u64)r * cols + j];
+        }
+    }
     s[lane][c] = acc;
     __syncthreads();
     for (u32 w = 16; w > 0; w /= 2) {
@@ -158,6 +177,20 @@ extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 co
         __syncthreads();
     }
     if (lane == 0 && j < cols) out[j] = beta == 0.f ? alpha * s[0][c] : beta * out[j] + alpha * s[0][c];
+}
+
+extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 cols, float alpha, float beta) {
+    col_sums_stripe(out, (float*)x, 0, 3, blockIdx.x, rows, cols, alpha, beta);
+}
+
+// Two column sums in one launch (the backward pass's bias gradients): the first stripes of
+// blocks do out[j] = β·out[j] + α·Σ_r act_grad(x, y)[r, j], writing act_grad(x, y) back to x;
+// the rest out2 = β·out2 + α·Σ_r x2[r, j] over cols2 columns (none when x2 is null).
+extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* y, int act, u32 cols, float* out2,
+                                             const float* x2, u32 cols2, u32 rows, float alpha, float beta) {
+    u32 stripes = (cols + 31) / 32;
+    if (blockIdx.x < stripes) col_sums_stripe(out, x, y, act, blockIdx.x, rows, cols, alpha, beta);
+    else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
 }
 
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {
@@ -278,6 +311,72 @@ extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int k
             bool hit = unit(w[2 * h]) < level;
             float salt = (float)(w[2 * h + 1] >> 31);
             xt[base + j] = hit ? salt : x[base + j];
+            if (mask) mask[base + j] = hit ? 1.f : 0.f;
+        }
+    }
+}
+
+// Dataset::gather followed by corrupt, in one pass: x[r, j] = scale(data[idx[r], j]) (u8 values
+// read as v / 255 when `is_u8`), then xt (and mask) exactly as `corrupt` makes them from x, with
+// the same threads, counters and draws. Every element of a row belongs to one thread.
+__device__ __forceinline__ float gathered(const void* data, int is_u8, const u32* idx, const float* offset,
+                                          const float* factor, u32 r, u32 cols, u32 j) {
+    u64 at = (u64)idx[r] * cols + j;
+    float v = is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
+    // Rounded on its own, as gather_* store it, before any use in the noise.
+    if (offset) v = __fmul_rn(v - offset[j], factor[j]);
+    return v;
+}
+
+extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, const void* data, const u32* idx,
+                                          const float* offset, const float* factor, int is_u8, int kind, float level,
+                                          u64 seed, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
+    u32 per = kind == 3 ? 16 : 32;
+    u32 groups = (cols + per - 1) / per;
+    u64 t = gid();
+    if (t >= (u64)rows * groups * 8) return;
+    u32 l = (u32)(t % 8), g = (u32)((t / 8) % groups), r = (u32)(t / (8 * (u64)groups));
+    u64 base = (u64)r * cols;
+    u32 w[4] = {8 * g + l, row0 + r, epoch, stream};
+    if (kind != 0) philox((u32)seed, (u32)(seed >> 32), w);
+    if (kind == 0 || kind == 1) {
+        for (u32 k = 0; k < 4; k++) {
+            u32 j = 32 * g + 8 * k + l;
+            if (j >= cols) continue;
+            float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
+            x[base + j] = v;
+            bool hit = kind == 1 && unit(w[k]) < level;
+            xt[base + j] = hit ? 0.f : v;
+            if (mask) mask[base + j] = hit ? 1.f : 0.f;
+        }
+    } else if (kind == 2) {
+        for (u32 k = 0; k < 4; k += 2) {
+            float rad = sqrtf(-2.f * logf(unit_open(w[k])));
+            float s, c;
+            sincosf(6.28318530717958647692f * unit(w[k + 1]), &s, &c);
+            u32 j0 = 32 * g + 8 * k + l, j1 = j0 + 8;
+            if (j0 < cols) {
+                float v = gathered(data, is_u8, idx, offset, factor, r, cols, j0);
+                x[base + j0] = v;
+                xt[base + j0] = v + level * (rad * c);
+                if (mask) mask[base + j0] = 1.f;
+            }
+            if (j1 < cols) {
+                float v = gathered(data, is_u8, idx, offset, factor, r, cols, j1);
+                x[base + j1] = v;
+                xt[base + j1] = v + level * (rad * s);
+                if (mask) mask[base + j1] = 1.f;
+            }
+        }
+    } else {
+        for (u32 h = 0; h < 2; h++) {
+            u32 j = 16 * g + 8 * h + l;
+            if (j >= cols) continue;
+            float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
+            x[base + j] = v;
+            bool hit = unit(w[2 * h]) < level;
+            float salt = (float)(w[2 * h + 1] >> 31);
+            xt[base + j] = hit ? salt : v;
             if (mask) mask[base + j] = hit ? 1.f : 0.f;
         }
     }

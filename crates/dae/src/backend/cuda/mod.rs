@@ -17,6 +17,7 @@ use crate::kernels::StepConsts;
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use graph::{Entry, Gemm, Queue, MAX_SLOTS};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
@@ -25,16 +26,18 @@ mod graph;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 15] = [
+pub const KERNEL_NAMES: [&str; 17] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
-    "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill",
+    "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
+    "gather_corrupt",
 ];
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
     ptr: u64,
     len: usize,
-    _mem: CudaSlice<f32>,
+    /// The allocation this buffer lies in (shared by the two halves of a pair).
+    _mem: Arc<CudaSlice<f32>>,
 }
 
 /// Bytes on the GPU that are not f32 (the dataset's u8 pixels, row indices, a scalar).
@@ -140,6 +143,10 @@ pub struct Cuda {
     order: Mutex<Option<(Raw, usize, usize, usize)>>,
     /// One f64 for [`Backend::sum_squares`].
     scalar: Raw,
+    /// Whether the fused kernels run (gather with corruption, activation gradient with the bias
+    /// gradients, the two W-gradient products as one): the default; DAE_CUDA_FUSE=0 runs the
+    /// operations one by one instead, for comparison.
+    fused: AtomicBool,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
     _functions: Vec<CudaFunction>,
@@ -242,6 +249,7 @@ impl Cuda {
             idx: Mutex::new(None),
             order: Mutex::new(None),
             scalar,
+            fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
             _workspace: workspace,
             _functions: f,
             _module: module,
@@ -265,6 +273,16 @@ impl Cuda {
     /// turns it off). Results are the same either way.
     pub fn set_graphs(&self, on: bool) {
         self.queue().graphs = on;
+    }
+
+    /// Whether the fused kernels run (the default; DAE_CUDA_FUSE=0 turns them off). Results
+    /// are the same to rounding either way.
+    pub fn set_fused(&self, on: bool) {
+        self.fused.store(on, Ordering::Relaxed);
+    }
+
+    fn fused(&self) -> bool {
+        self.fused.load(Ordering::Relaxed)
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -296,10 +314,45 @@ impl Cuda {
         }
     }
 
+    /// The device address of `rows` as u32 indices: inside the epoch's order when the batch is
+    /// a slice of it, else copied over (only when they changed). None after a failed allocation
+    /// (recorded for [`Backend::check`]).
+    fn row_index(&self, data: &CudaData, rows: &[u32]) -> Option<u64> {
+        assert!(rows.iter().all(|&r| (r as usize) < data.rows), "gather: a row beyond the data");
+        if let Some((order, base, len, _)) = self.order.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let at = rows.as_ptr() as usize;
+            if !rows.is_empty() && at >= *base && at + 4 * rows.len() <= *base + 4 * *len {
+                return Some(order.ptr + (at - *base) as u64);
+            }
+        }
+        let mut idx = self.idx.lock().unwrap_or_else(|p| p.into_inner());
+        if idx.as_ref().is_none_or(|(_, cap, _)| *cap < rows.len()) {
+            // The old buffer is freed at once: recorded work that reads it must run first.
+            self.queue().flush();
+            match raw(&self.stream, rows.len().max(1024) * 4) {
+                Ok(r) => *idx = Some((r, rows.len().max(1024), Vec::new())),
+                Err(e) => {
+                    self.queue().error.get_or_insert(e.to_string());
+                    return None;
+                }
+            }
+        }
+        let (r, _, held) = idx.as_mut().expect("allocated above");
+        let ip = r.ptr;
+        // The indices go over only when they changed (a network's inputs and targets share
+        // them); the copy is queued before the kernel on the one stream.
+        if held.as_slice() != rows {
+            self.htod(ip, rows);
+            held.clear();
+            held.extend_from_slice(rows);
+        }
+        Some(ip)
+    }
+
     fn alloc_f32(&self, len: usize) -> Result<CudaBuf> {
         let mem = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| oom(len * 4, e))?;
         let (ptr, _) = mem.device_ptr(&self.stream);
-        Ok(CudaBuf { ptr, len, _mem: mem })
+        Ok(CudaBuf { ptr, len, _mem: Arc::new(mem) })
     }
 
     fn htod<T: Copy>(&self, dst: u64, src: &[T]) {
@@ -335,6 +388,16 @@ fn fits(buf: &CudaBuf, len: usize, what: &str) {
     assert!(len <= buf.len, "{what}: {len} values needed, the buffer holds {}", buf.len);
 }
 
+/// The corrupt kernels' (kind, level, elements per group of 8 threads) for `noise`.
+fn noise_code(noise: Corruption) -> (i32, f32, usize) {
+    match noise {
+        Corruption::None => (0, 0.0, 32),
+        Corruption::Masking { level } => (1, level, 32),
+        Corruption::Gaussian { sigma } => (2, sigma, 32),
+        Corruption::SaltAndPepper { level } => (3, level, 16),
+    }
+}
+
 fn act_code(a: Activation) -> i32 {
     match a {
         Activation::Sigmoid => 0,
@@ -366,6 +429,13 @@ impl Backend for Cuda {
 
     fn alloc(&self, len: usize) -> Result<CudaBuf> {
         self.alloc_f32(len)
+    }
+
+    fn alloc_pair(&self, len: usize) -> Result<(CudaBuf, CudaBuf)> {
+        // One allocation, the second buffer right after the first.
+        let both = self.alloc_f32(2 * len)?;
+        let second = CudaBuf { ptr: both.ptr + 4 * len as u64, len, _mem: both._mem.clone() };
+        Ok((CudaBuf { len, ..both }, second))
     }
 
     fn buf_len(&self, buf: &CudaBuf) -> usize {
@@ -476,48 +546,51 @@ impl Backend for Cuda {
     fn gather(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32]) {
         let d = data.cols;
         fits(dst, rows.len() * d, "gather");
-        assert!(rows.iter().all(|&r| (r as usize) < data.rows), "gather: a row beyond the data");
+        let Some(ip) = self.row_index(data, rows) else { return };
         let (o, f) = match &data.scale {
             Some((o, f)) => (Some(o), Some(f)),
             None => (None, None),
         };
-        let launch_gather = |ip: u64| {
-            let n = (rows.len(), d as u32);
-            if data.u8 {
-                launch!(self, "gather_u8", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
-            } else {
-                launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
-            }
+        let n = (rows.len(), d as u32);
+        if data.u8 {
+            launch!(self, "gather_u8", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
+        } else {
+            launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gather_corrupt(
+        &self,
+        x: &mut CudaBuf,
+        xt: &mut CudaBuf,
+        mask: Option<&mut CudaBuf>,
+        data: &CudaData,
+        rows: &[u32],
+        noise: Corruption,
+        key: &NoiseKey,
+        cols: usize,
+    ) {
+        if !self.fused() || cols != data.cols {
+            self.gather(x, data, rows);
+            return self.corrupt(x, xt, mask, noise, key, rows.len(), cols);
+        }
+        let n = rows.len();
+        fits(x, n * cols, "gather");
+        fits(xt, n * cols, "corrupt output");
+        let m = mask.map(|m| &*m);
+        if let Some(m) = m {
+            fits(m, n * cols, "corrupt mask");
+        }
+        let Some(ip) = self.row_index(data, rows) else { return };
+        let (o, f) = match &data.scale {
+            Some((o, f)) => (Some(o), Some(f)),
+            None => (None, None),
         };
-        if let Some((order, base, len, _)) = self.order.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            let at = rows.as_ptr() as usize;
-            if !rows.is_empty() && at >= *base && at + 4 * rows.len() <= *base + 4 * *len {
-                return launch_gather(order.ptr + (at - *base) as u64);
-            }
-        }
-        let mut idx = self.idx.lock().unwrap_or_else(|p| p.into_inner());
-        if idx.as_ref().is_none_or(|(_, cap, _)| *cap < rows.len()) {
-            // The old buffer is freed at once: recorded work that reads it must run first.
-            self.queue().flush();
-            match raw(&self.stream, rows.len().max(1024) * 4) {
-                Ok(r) => *idx = Some((r, rows.len().max(1024), Vec::new())),
-                Err(e) => {
-                    self.queue().error.get_or_insert(e.to_string());
-                    return;
-                }
-            }
-        }
-        let (r, _, held) = idx.as_mut().expect("allocated above");
-        let ip = r.ptr;
-        // The indices go over only when they changed (a network's inputs and targets share
-        // them); the copy is queued before the kernel on the one stream.
-        if held.as_slice() != rows {
-            self.htod(ip, rows);
-            held.clear();
-            held.extend_from_slice(rows);
-        }
-        drop(idx);
-        launch_gather(ip);
+        let (kind, level, per) = noise_code(noise);
+        let threads = n * cols.div_ceil(per) * 8;
+        launch!(self, "gather_corrupt", threads; &*x, &*xt, m, data.values.ptr, ip, o, f, data.u8 as i32, kind, level,
+            key.seed, key.stream, key.epoch, key.row0, n as u32, cols as u32);
     }
 
     fn gemm(&self, c: &mut CudaBuf, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32) {
@@ -535,6 +608,38 @@ impl Backend for Cuda {
                 launch!(self, "scale", m * n; &*c, beta, (m * n) as u64);
             }
             return;
+        }
+        if let [t0, t1] = terms {
+            // aᵀ·b + a′ᵀ·b′ where a′ follows a and b′ follows b in memory (buffers from
+            // alloc_pair): one product over the concatenated depth.
+            let after = |x: &CudaBuf, y: &CudaBuf, len: usize| y.ptr == x.ptr + 4 * len as u64;
+            let (tt, nn) = (Trans::T, Trans::N);
+            if self.fused()
+                && (t0.ta, t0.tb, t1.ta, t1.tb) == (tt, nn, tt, nn)
+                && t0.k > 0
+                && t1.k > 0
+                && m > 0
+                && n > 0
+                && after(t0.a, t1.a, t0.k * m)
+                && after(t0.b, t1.b, t0.k * n)
+            {
+                self.queue().submit(Entry::Gemm(Gemm {
+                    ta: false,
+                    tb: true,
+                    m: n as i32,
+                    n: m as i32,
+                    k: (t0.k + t1.k) as i32,
+                    alpha,
+                    a: t0.b.ptr,
+                    lda: n as i32,
+                    b: t0.a.ptr,
+                    ldb: m as i32,
+                    beta,
+                    c: c.ptr,
+                    ldc: n as i32,
+                }));
+                return;
+            }
         }
         for (i, t) in terms.iter().filter(|t| t.k > 0).enumerate() {
             let beta = if i == 0 { beta } else { 1.0 };
@@ -633,12 +738,7 @@ impl Backend for Cuda {
         rows: usize,
         cols: usize,
     ) {
-        let (kind, level, per) = match noise {
-            Corruption::None => (0, 0.0, 32),
-            Corruption::Masking { level } => (1, level, 32),
-            Corruption::Gaussian { sigma } => (2, sigma, 32),
-            Corruption::SaltAndPepper { level } => (3, level, 16),
-        };
+        let (kind, level, per) = noise_code(noise);
         let threads = rows * cols.div_ceil(per) * 8;
         fits(x, rows * cols, "corrupt");
         fits(xt, rows * cols, "corrupt output");
@@ -698,6 +798,59 @@ impl Backend for Cuda {
             // Blocks of 1024 threads over stripes of 32 columns.
             let slots = [out.ptr, x.ptr, (rows as u32).slot(), (cols as u32).slot(), alpha.slot(), beta.slot()];
             self.kernel_block(const { k("col_sums") }, cols.div_ceil(32) as u32, 1024, &slots);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn act_grad_col_sums(
+        &self,
+        delta: &mut CudaBuf,
+        y: &CudaBuf,
+        act: Activation,
+        rows: usize,
+        cols: usize,
+        out: &mut CudaBuf,
+        alpha: f32,
+        beta: f32,
+        also: Option<(&mut CudaBuf, &CudaBuf, usize)>,
+    ) {
+        if !self.fused() {
+            self.act_grad(delta, y, act, rows * cols);
+            self.col_sums_scaled(out, delta, rows, cols, alpha, beta);
+            if let Some((out2, x2, cols2)) = also {
+                self.col_sums_scaled(out2, x2, rows, cols2, alpha, beta);
+            }
+            return;
+        }
+        fits(delta, rows * cols, "act_grad");
+        fits(y, rows * cols, "act_grad y");
+        fits(out, cols, "col_sums");
+        let (out2, x2, cols2) = match also {
+            Some((o, x, c)) => {
+                fits(o, c, "col_sums");
+                fits(x, rows * c, "col_sums");
+                (o.ptr, x.ptr, c)
+            }
+            None => (0, 0, 0),
+        };
+        let y_ptr = if act == Activation::Identity { 0 } else { y.ptr };
+        let blocks = cols.div_ceil(32) + cols2.div_ceil(32);
+        if blocks > 0 {
+            // Blocks of 1024 threads over stripes of 32 columns, as col_sums.
+            let slots = [
+                out.ptr,
+                delta.ptr,
+                y_ptr,
+                act_code(act).slot(),
+                (cols as u32).slot(),
+                out2,
+                x2,
+                (cols2 as u32).slot(),
+                (rows as u32).slot(),
+                alpha.slot(),
+                beta.slot(),
+            ];
+            self.kernel_block(const { k("act_grad_col_sums") }, blocks as u32, 1024, &slots);
         }
     }
 
