@@ -4,6 +4,7 @@
 //! kernel that skips zeros shows its saving as a higher rate.
 //!
 //!     cargo run --release -p dae-bench --bin gemm_shapes [--features openblas] [-- THREADS]
+//!     cargo run --release -p dae-bench --bin gemm_shapes -- 2 sda   # the stacked recipe's fine-tuning products
 
 use dae::backend::cpu::gemm::{gemm as dae_gemm, Operand, Term};
 use dae::backend::cpu::team::Team;
@@ -59,9 +60,49 @@ mod cblas {
     }
 }
 
+/// The products of one fine-tuning step of the stacked recipe (784-1000-1000-1000-10, batch 32),
+/// each with its share of the step's multiply-adds, by dae's kernels alone.
+fn sda(team: &Team) {
+    let n = 32;
+    // (name, m, n, k, ta, tb, beta, count per step)
+    let shapes = [
+        ("forward, layer 1", n, 1000, 784, false, false, 0.0, 1),
+        ("forward, layers 2-3", n, 1000, 1000, false, false, 0.0, 2),
+        ("input gradient, layers 2-3", n, 1000, 1000, false, true, 0.0, 2),
+        ("weight step, layer 1", 784, 1000, n, true, false, 1.0, 1),
+        ("weight step, layers 2-3", 1000, 1000, n, true, false, 1.0, 2),
+    ];
+    println!("Fine-tuning products at batch 32, dae's kernels, GFLOP/s\n");
+    println!("| product | m×n×k | GFLOP/s | ms per 1,875 steps |");
+    println!("|---|---|---|---|");
+    let mut total = 0.0;
+    for (name, m, nn, k, ta, tb, beta, count) in shapes {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * nn];
+        let mut c = vec![0f32; m * nn];
+        let flops = 2.0 * (m * nn * k) as f64;
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (nn, k) } else { (k, nn) };
+        let t = time(
+            || {
+                let t = [Term { a: Operand::new(&a, ar, ac, ta), b: Operand::new(&b, br, bc, tb), k }];
+                dae_gemm(team, m, nn, &t, -1e-9, beta, &mut c);
+            },
+            flops,
+        );
+        let epoch = t * 1875.0 * count as f64;
+        total += epoch;
+        println!("| {name} | {m}×{nn}×{k} | {:.0} | {:.0} |", flops / t / 1e9, epoch * 1e3);
+    }
+    println!("\nall products of an epoch: {total:.2} s");
+}
+
 fn main() {
     let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let team = Team::new(threads).expect("threads");
+    if std::env::args().nth(2).as_deref() == Some("sda") {
+        return sda(&team);
+    }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     #[cfg(feature = "openblas")]
     unsafe {
