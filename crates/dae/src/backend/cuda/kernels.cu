@@ -275,10 +275,12 @@ __device__ __forceinline__ float unit(u32 b) { return (float)(b >> 8) * (1.f / 1
 __device__ __forceinline__ float unit_open(u32 b) { return (float)((b >> 8) + 1) * (1.f / 16777216.f); }
 
 // One thread per (row, group g, lane l): block 8g + l of the row, i.e. the row's words
-// 32g + 8w + l for w = 0..4. kind: 0 none, 1 masking (and dropout: x null, kept value
-// `kept`), 2 gaussian, 3 salt-and-pepper (groups of 16 elements). `mask` may be null.
-extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int kind, float level, float kept,
-                                   u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
+// 32g + 8w + l for w = 0..4. kind: 0 none, 1 masking, 2 gaussian, 3 salt-and-pepper (groups of
+// 16 elements). `src(r, j)` gives the clean value of row r, column j (each element's once, from
+// the one thread it belongs to); `mask` may be null.
+template <typename Src>
+__device__ __forceinline__ void corrupt_rows(Src src, float* xt, float* mask, int kind, float level, u32 seed_lo,
+                                             u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
     u32 per = kind == 3 ? 16 : 32;
     u32 groups = (cols + per - 1) / per;
     u64 t = gid();
@@ -291,8 +293,9 @@ extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int k
         for (u32 k = 0; k < 4; k++) {
             u32 j = 32 * g + 8 * k + l;
             if (j >= cols) continue;
+            float v = src(r, j);
             bool hit = kind == 1 && unit(w[k]) < level;
-            xt[base + j] = hit ? 0.f : (x ? x[base + j] : kept);
+            xt[base + j] = hit ? 0.f : v;
             if (mask) mask[base + j] = hit ? 1.f : 0.f;
         }
     } else if (kind == 2) {
@@ -301,24 +304,33 @@ extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int k
             float s, c;
             sincosf(6.28318530717958647692f * unit(w[k + 1]), &s, &c);
             u32 j0 = 32 * g + 8 * k + l, j1 = j0 + 8;
-            if (j0 < cols) { xt[base + j0] = x[base + j0] + level * (rad * c); if (mask) mask[base + j0] = 1.f; }
-            if (j1 < cols) { xt[base + j1] = x[base + j1] + level * (rad * s); if (mask) mask[base + j1] = 1.f; }
+            if (j0 < cols) { xt[base + j0] = src(r, j0) + level * (rad * c); if (mask) mask[base + j0] = 1.f; }
+            if (j1 < cols) { xt[base + j1] = src(r, j1) + level * (rad * s); if (mask) mask[base + j1] = 1.f; }
         }
     } else {
         for (u32 h = 0; h < 2; h++) {
             u32 j = 16 * g + 8 * h + l;
             if (j >= cols) continue;
+            float v = src(r, j);
             bool hit = unit(w[2 * h]) < level;
             float salt = (float)(w[2 * h + 1] >> 31);
-            xt[base + j] = hit ? salt : x[base + j];
+            xt[base + j] = hit ? salt : v;
             if (mask) mask[base + j] = hit ? 1.f : 0.f;
         }
     }
 }
 
+// crate::corrupt over rows × cols of x (dropout masks: x null, masking with every kept value
+// `kept`).
+extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int kind, float level, float kept,
+                                   u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
+    auto src = [=](u32 r, u32 j) { return x ? x[(u64)r * cols + j] : kept; };
+    corrupt_rows(src, xt, mask, kind, level, seed_lo, seed_hi, stream, epoch, row0, rows, cols);
+}
+
 // Dataset::gather followed by corrupt, in one pass: x[r, j] = scale(data[idx[r], j]) (u8 values
 // read as v / 255 when `is_u8`), then xt (and mask) exactly as `corrupt` makes them from x, with
-// the same threads, counters and draws. Every element of a row belongs to one thread.
+// the same threads, counters and draws.
 __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32* idx, const float* offset,
                                           const float* factor, u32 r, u32 cols, u32 j) {
     u64 at = (u64)idx[r] * cols + j;
@@ -331,53 +343,10 @@ __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32
 extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, const void* data, const u32* idx,
                                           const float* offset, const float* factor, int is_u8, int kind, float level,
                                           u64 seed, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
-    u32 per = kind == 3 ? 16 : 32;
-    u32 groups = (cols + per - 1) / per;
-    u64 t = gid();
-    if (t >= (u64)rows * groups * 8) return;
-    u32 l = (u32)(t % 8), g = (u32)((t / 8) % groups), r = (u32)(t / (8 * (u64)groups));
-    u64 base = (u64)r * cols;
-    u32 w[4] = {8 * g + l, row0 + r, epoch, stream};
-    if (kind != 0) philox((u32)seed, (u32)(seed >> 32), w);
-    if (kind == 0 || kind == 1) {
-        for (u32 k = 0; k < 4; k++) {
-            u32 j = 32 * g + 8 * k + l;
-            if (j >= cols) continue;
-            float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
-            x[base + j] = v;
-            bool hit = kind == 1 && unit(w[k]) < level;
-            xt[base + j] = hit ? 0.f : v;
-            if (mask) mask[base + j] = hit ? 1.f : 0.f;
-        }
-    } else if (kind == 2) {
-        for (u32 k = 0; k < 4; k += 2) {
-            float rad = sqrtf(-2.f * logf(unit_open(w[k])));
-            float s, c;
-            sincosf(6.28318530717958647692f * unit(w[k + 1]), &s, &c);
-            u32 j0 = 32 * g + 8 * k + l, j1 = j0 + 8;
-            if (j0 < cols) {
-                float v = gathered(data, is_u8, idx, offset, factor, r, cols, j0);
-                x[base + j0] = v;
-                xt[base + j0] = v + level * (rad * c);
-                if (mask) mask[base + j0] = 1.f;
-            }
-            if (j1 < cols) {
-                float v = gathered(data, is_u8, idx, offset, factor, r, cols, j1);
-                x[base + j1] = v;
-                xt[base + j1] = v + level * (rad * s);
-                if (mask) mask[base + j1] = 1.f;
-            }
-        }
-    } else {
-        for (u32 h = 0; h < 2; h++) {
-            u32 j = 16 * g + 8 * h + l;
-            if (j >= cols) continue;
-            float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
-            x[base + j] = v;
-            bool hit = unit(w[2 * h]) < level;
-            float salt = (float)(w[2 * h + 1] >> 31);
-            xt[base + j] = hit ? salt : v;
-            if (mask) mask[base + j] = hit ? 1.f : 0.f;
-        }
-    }
+    auto src = [=](u32 r, u32 j) {
+        float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
+        x[(u64)r * cols + j] = v;
+        return v;
+    };
+    corrupt_rows(src, xt, mask, kind, level, (u32)seed, (u32)(seed >> 32), stream, epoch, row0, rows, cols);
 }
