@@ -42,6 +42,28 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// [`Backend::act_grad_col_sums`] as its separate operations (the default, and a device's
+/// unfused path).
+#[allow(clippy::too_many_arguments)]
+pub fn act_grad_then_col_sums<B: Backend + ?Sized>(
+    be: &B,
+    delta: &mut B::Buf,
+    y: &B::Buf,
+    act: Activation,
+    rows: usize,
+    cols: usize,
+    out: &mut B::Buf,
+    alpha: f32,
+    beta: f32,
+    also: Option<(&mut B::Buf, &B::Buf, usize)>,
+) {
+    be.act_grad(delta, y, act, rows * cols);
+    be.col_sums_scaled(out, delta, rows, cols, alpha, beta);
+    if let Some((out2, x2, cols2)) = also {
+        be.col_sums_scaled(out2, x2, rows, cols2, alpha, beta);
+    }
+}
+
 /// Whether a matmul operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trans {
@@ -327,11 +349,7 @@ pub trait Backend: Sync {
         beta: f32,
         also: Option<(&mut Self::Buf, &Self::Buf, usize)>,
     ) {
-        self.act_grad(delta, y, act, rows * cols);
-        self.col_sums_scaled(out, delta, rows, cols, alpha, beta);
-        if let Some((out2, x2, cols2)) = also {
-            self.col_sums_scaled(out2, x2, rows, cols2, alpha, beta);
-        }
+        act_grad_then_col_sums(self, delta, y, act, rows, cols, out, alpha, beta, also);
     }
 
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).

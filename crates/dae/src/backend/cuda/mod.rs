@@ -815,12 +815,7 @@ impl Backend for Cuda {
         also: Option<(&mut CudaBuf, &CudaBuf, usize)>,
     ) {
         if !self.fused() {
-            self.act_grad(delta, y, act, rows * cols);
-            self.col_sums_scaled(out, delta, rows, cols, alpha, beta);
-            if let Some((out2, x2, cols2)) = also {
-                self.col_sums_scaled(out2, x2, rows, cols2, alpha, beta);
-            }
-            return;
+            return super::act_grad_then_col_sums(self, delta, y, act, rows, cols, out, alpha, beta, also);
         }
         fits(delta, rows * cols, "act_grad");
         fits(y, rows * cols, "act_grad y");
