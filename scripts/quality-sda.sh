@@ -6,6 +6,7 @@
 #   SEEDS="1" scripts/quality-sda.sh  # one seed of the recommended recipe only
 #   DAE_DEVICE=cuda scripts/quality-sda.sh   # on a GPU (default: auto)
 #   RECIPE=FILE scripts/quality-sda.sh       # the recommended recipe from FILE (scripts/sda-sweep.sh)
+#   DAE_SDA_WORK=DIR scripts/quality-sda.sh  # keep the models in DIR; a rerun resumes from them
 #
 # Network 784-1000-1000-1000-10, sigmoid units, test accuracy on the 10,000 test images.
 #  (a) all 60,000 labels; (b) the first 100 labelled images of each class (1,000 in all), with
@@ -21,8 +22,15 @@ DEVICE=${DAE_DEVICE:-auto}
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found in $DATA (apt-get install dataset-fashion-mnist)" >&2; exit 2; }
 [ -x target/release/dae ] && [ -n "${DAE_NO_BUILD:-}" ] || cargo build --release -q -p dae-cli
 DAE=target/release/dae
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# DAE_SDA_WORK=DIR keeps the stacks and models in DIR; a rerun with the same DIR reuses every
+# one already there (their commands are in their names), so an interrupted run resumes.
+if [ -n "${DAE_SDA_WORK:-}" ]; then
+    WORK=$DAE_SDA_WORK
+    mkdir -p "$WORK"
+else
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+fi
 TRAIN="$DATA/train-images-idx3-ubyte.gz"
 LABELS="$DATA/train-labels-idx1-ubyte.gz"
 TEST="$DATA/t10k-images-idx3-ubyte.gz"
@@ -51,14 +59,17 @@ accuracy() {
 }
 log() { echo "$*" >&2; }
 
-declare -A R DONE
-# Runs `$DAE ARGS…` unless the very same command ran before (the reference and the recommended
-# recipe share steps); the outputs are named after the command, so a repeat finds them.
+declare -A R
+# Runs `$DAE ARGS… -o OUT …` unless OUT exists: the outputs are named after their commands, so
+# the reference and the recommended recipe share the steps they have in common, and a rerun in
+# the same DAE_SDA_WORK reuses them. OUT.ms keeps the run's wall time in milliseconds.
 once() {
-    local key="$*"
-    if [ -z "${DONE[$key]:-}" ]; then
+    local out="" prev="" t0
+    for a in "$@"; do [ "$prev" = "-o" ] && out=$a; prev=$a; done
+    if [ ! -f "$out" ]; then
+        t0=$(now)
         "$DAE" "$@" --device "$DEVICE" --quiet
-        DONE[$key]=1
+        secs "$t0" "$(now)" > "$out.ms"
     fi
 }
 name_of() { echo "$*" | md5sum | cut -c1-12; }
@@ -68,20 +79,17 @@ run_recipe() {  # name seed pretrain-args… -- finetune-args… -- few-args…
     while [ "$1" != "--" ]; do pre+=("$1"); shift; done; shift
     while [ "$1" != "--" ]; do fine+=("$1"); shift; done; shift
     few=("$@")
-    local stack="$WORK/stack-$(name_of "${pre[@]}" "$seed").safetensors" t0 t1 t2
+    local stack="$WORK/stack-$(name_of "${pre[@]}" "$seed").safetensors"
     local full="$WORK/full-$(name_of "${pre[@]}" "${fine[@]}" "$seed").safetensors"
     local few_pre="$WORK/few-$(name_of "${pre[@]}" "${few[@]}" "$seed").safetensors"
     local few0="$WORK/few0-$(name_of "${few[@]}" "$seed").safetensors"
     log "== $name recipe, seed $seed: pretraining"
-    t0=$(now)
     once pretrain "$TRAIN" -o "$stack" "${pre[@]}" --seed "$seed"
-    t1=$(now)
     log "== $name recipe, seed $seed: fine-tuning on all labels"
     once finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$full" "${fine[@]}" --seed "$seed"
-    t2=$(now)
     R[$name,$seed,full]=$(accuracy "$full")
-    R[$name,$seed,pretrain_ms]=$(secs "$t0" "$t1")
-    R[$name,$seed,finetune_ms]=$(secs "$t1" "$t2")
+    R[$name,$seed,pretrain_ms]=$(cat "$stack.ms")
+    R[$name,$seed,finetune_ms]=$(cat "$full.ms")
     log "   all labels: ${R[$name,$seed,full]} %"
     log "== $name recipe, seed $seed: 1,000 labels, pretrained and from scratch"
     once finetune "$stack" "$TRAIN" --labels "$LABELS" -o "$few_pre" "${few[@]}" --seed "$seed"
