@@ -6,8 +6,8 @@ cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole re
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
 with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
-GPU epoch beside the CPU engine's (same seed: the same noise and order), and encoding all 70,000
-images.
+GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
+beside fp32's (its accuracy), and encoding all 70,000 images.
 
 Run through scripts/gpu-check.sh.
 
@@ -33,8 +33,10 @@ def dae_epochs(data, batch, epochs, tmp, extra=(), env=None, device="cuda"):
 
 
 def dae_time(data, batch, epochs, tmp, extra=(), env=None):
-    secs = [r["seconds"] for r in dae_epochs(data, batch, epochs, tmp, extra, env)]
-    return statistics.median(secs[1:] or secs)
+    """The median epoch time after the first, and the last epoch's training loss."""
+    history = dae_epochs(data, batch, epochs, tmp, extra, env)
+    secs = [r["seconds"] for r in history]
+    return statistics.median(secs[1:] or secs), history[-1]["train_loss"]
 
 
 def torch_time(data, batch, epochs, mode):
@@ -71,7 +73,7 @@ def main():
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
-        eager = {}
+        eager, final_loss = {}, {}
         for label, batch, extra, env, mode in rows:
             shared = mode is None and batch in eager
             mode = mode or "eager"
@@ -80,7 +82,9 @@ def main():
                 order = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
                 for who in order:
                     if who == "dae":
-                        ours.append(dae_time(a.data, batch, a.epochs, tmp, extra, env))
+                        secs, loss = dae_time(a.data, batch, a.epochs, tmp, extra, env)
+                        ours.append(secs)
+                        final_loss[label] = loss
                     elif not shared:
                         theirs.append(torch_time(a.data, batch, a.torch_epochs, mode))
             o = statistics.median(ours)
@@ -108,6 +112,10 @@ def main():
         cpu = dae_epochs(a.data, 128, 1, tmp, device="cpu")[0]["train_loss"]
         print(f"Loss after one epoch at batch 128 (same seed): GPU {gpu:.4f}, CPU engine {cpu:.4f}, "
               f"difference {100 * abs(gpu - cpu) / cpu:.4f} %")
+        fp32, tf32 = final_loss.get("train, batch 128, fp32"), final_loss.get("train, batch 128, TF32 products")
+        if fp32 is not None and tf32 is not None:
+            print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32:.4f}, "
+                  f"TF32 {tf32:.4f}, difference {100 * abs(tf32 - fp32) / fp32:.3f} %")
 
 
 if __name__ == "__main__":
