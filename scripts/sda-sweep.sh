@@ -4,12 +4,13 @@
 #
 #   scripts/sda-sweep.sh [OUT_FILE]     # needs Fashion-MNIST; minutes on a GPU, hours on 2 cores
 #   DAE_DEVICE=cuda SEEDS="1 2 3" FULL_SEEDS="1" scripts/sda-sweep.sh rec.sh   # the defaults, on a GPU
+#   PRETRAIN="--epochs 40" scripts/sda-sweep.sh    # another pretraining (dae pretrain's arguments)
 #
 # The first 50,000 training images train (and are pretrained on, with the reference's
-# pretraining); images 50,000–59,999 validate. Full labels: each FULL_* recipe on all 50,000
+# pretraining or the arguments in PRETRAIN); images 50,000–59,999 validate. Full labels: each FULL_* recipe on all 50,000
 # labels, seeds FULL_SEEDS. Few labels: each FEW_* recipe on the first 100 images of each class,
 # pretrained and from random initialisation, seeds SEEDS. Prints a table of mean validation accuracies and writes the
-# chosen recipes to OUT_FILE (shell assignments REC_FINETUNE=(…) and REC_FEW=(…)): the best
+# chosen recipes to OUT_FILE (shell assignments REC_PRETRAIN=(…), REC_FINETUNE=(…) and REC_FEW=(…)): the best
 # full-label recipe, and the best pretrained few-label recipe among those that beat their
 # from-scratch run by at least 3 points (the best gain when none does).
 set -euo pipefail
@@ -19,6 +20,9 @@ SEEDS=${SEEDS:-"1 2 3"}
 FULL_SEEDS=${FULL_SEEDS:-"1"}
 DEVICE=${DAE_DEVICE:-auto}
 OUT_FILE=${1:-/dev/null}
+# The pretraining of every pretrained candidate (default: the reference's).
+PRETRAIN=${PRETRAIN:-"--layers 1000,1000,1000 --noise masking:0.1,0.2,0.3 --epochs 15 --batch 32 --lr 0.05"}
+read -ra PRE <<< "$PRETRAIN"
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found in $DATA" >&2; exit 2; }
 [ -x target/release/dae ] && [ -n "${DAE_NO_BUILD:-}" ] || cargo build --release -q -p dae-cli
 DAE=target/release/dae
@@ -70,8 +74,7 @@ val_accuracy() {  # the last epoch's validation accuracy of a classifier, in per
 declare -A R
 for s in $SEEDS; do
     echo "== seed $s: pretraining on 50,000 images" >&2
-    $DAE pretrain "$WORK/fit.idx" -o "$WORK/stack-$s.safetensors" --layers 1000,1000,1000 --noise masking:0.1,0.2,0.3 \
-        --epochs 15 --batch 32 --lr 0.05 --seed "$s" --device "$DEVICE" --quiet
+    $DAE pretrain "$WORK/fit.idx" -o "$WORK/stack-$s.safetensors" "${PRE[@]}" --seed "$s" --device "$DEVICE" --quiet
     VAL=(--val "$WORK/val.idx" --val-labels "$WORK/val-labels.idx" --seed "$s" --device "$DEVICE" --quiet)
     for c in $FULLS; do
         # Full-label runs are long and vary little with the seed: FULL_SEEDS of them.
@@ -97,7 +100,7 @@ done
     for k in "${!R[@]}"; do echo "R $k ${R[$k]}"; done
 } | python3 -c '
 import statistics, sys
-seeds, full_seeds, out = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3]
+seeds, full_seeds, out, pretrain = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], sys.argv[4]
 full, few, R = {}, {}, {}
 for line in sys.stdin:
     kind, key, rest = line.rstrip("\n").split(" ", 2)
@@ -106,7 +109,7 @@ for line in sys.stdin:
     else: R[key] = float(rest)
 FULL = "full"
 m = lambda what, c, ss: statistics.mean(R[f"{what},{c},{s}"] for s in ss)
-print("Validation accuracy (images 50,000-59,999 of the training set)\n")
+print(f"Validation accuracy (images 50,000-59,999 of the training set); pretraining `{pretrain}`\n")
 fs, ss = ", ".join(full_seeds), ", ".join(seeds)
 print(f"Full labels (mean of seeds {fs}):\n")
 print("| recipe | validation accuracy |")
@@ -124,5 +127,5 @@ ok = [c for c in few if m("few", c, seeds) - m("few0", c, seeds) >= 3]
 best_few = max(ok, key=lambda c: m("few", c, seeds)) if ok else max(few, key=lambda c: m("few", c, seeds) - m("few0", c, seeds))
 print(f"\nchosen: full labels {best_full}, 1,000 labels {best_few}")
 with open(out, "w") as f:
-    f.write(f"REC_FINETUNE=({full[best_full]})\nREC_FEW=({few[best_few]})\n")
-' "$SEEDS" "$FULL_SEEDS" "$OUT_FILE"
+    f.write(f"REC_PRETRAIN=({pretrain})\nREC_FINETUNE=({full[best_full]})\nREC_FEW=({few[best_few]})\n")
+' "$SEEDS" "$FULL_SEEDS" "$OUT_FILE" "$PRETRAIN"
