@@ -383,6 +383,16 @@ pub struct CudaData {
     scale: Option<(CudaBuf, CudaBuf)>,
 }
 
+impl CudaData {
+    /// The scaler's (offset, factor) buffers, or none when values are used as they are.
+    fn scale_bufs(&self) -> (Option<&CudaBuf>, Option<&CudaBuf>) {
+        match &self.scale {
+            Some((o, f)) => (Some(o), Some(f)),
+            None => (None, None),
+        }
+    }
+}
+
 /// Panics unless `buf` holds at least `len` values: a GPU kernel would not stop at its end.
 fn fits(buf: &CudaBuf, len: usize, what: &str) {
     assert!(len <= buf.len, "{what}: {len} values needed, the buffer holds {}", buf.len);
@@ -547,10 +557,7 @@ impl Backend for Cuda {
         let d = data.cols;
         fits(dst, rows.len() * d, "gather");
         let Some(ip) = self.row_index(data, rows) else { return };
-        let (o, f) = match &data.scale {
-            Some((o, f)) => (Some(o), Some(f)),
-            None => (None, None),
-        };
+        let (o, f) = data.scale_bufs();
         let n = (rows.len(), d as u32);
         if data.u8 {
             launch!(self, "gather_u8", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
@@ -583,10 +590,7 @@ impl Backend for Cuda {
             fits(m, n * cols, "corrupt mask");
         }
         let Some(ip) = self.row_index(data, rows) else { return };
-        let (o, f) = match &data.scale {
-            Some((o, f)) => (Some(o), Some(f)),
-            None => (None, None),
-        };
+        let (o, f) = data.scale_bufs();
         let (kind, level, per) = noise_code(noise);
         let threads = n * cols.div_ceil(per) * 8;
         launch!(self, "gather_corrupt", threads; &*x, &*xt, m, data.values.ptr, ip, o, f, data.u8 as i32, kind, level,
