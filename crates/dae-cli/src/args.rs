@@ -508,6 +508,14 @@ pub struct FinetuneArgs {
     /// Inverted dropout on the inputs while training.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub input_dropout: f32,
+    /// Images only (IDX, 3-D NPY): move each training image by a random whole number of pixels,
+    /// up to this many in each direction, drawn afresh every epoch; vacated pixels are 0.
+    #[arg(long, default_value_t = 0, value_name = "PIXELS")]
+    pub shift: u32,
+    /// Images only: mirror each training image left to right with probability 1/2, drawn afresh
+    /// every epoch.
+    #[arg(long)]
+    pub flip: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Validation data (with --val-labels, or its own --label-column).

@@ -243,3 +243,63 @@ fn bad_labels_and_mismatched_models() {
     let o = dae(["finetune", stack.to_str().unwrap(), x.to_str().unwrap(), "-o", s.path("z").to_str().unwrap()]);
     assert_fails(&o, 2, &["--labels"]);
 }
+
+#[test]
+fn shifted_and_mirrored_images() {
+    // 4 classes of 6 × 6 images: class c is a bright 2 × 2 block in quadrant c. Trained with
+    // --shift and --flip, the run says so and records it, and the draws follow the seed.
+    let s = Scratch::new("augment");
+    let (n, side) = (80usize, 6usize);
+    let mut pixels = vec![0u8; n * side * side];
+    let mut labels = vec![0u8, 0, 8, 1, 0, 0, 0, n as u8];
+    for r in 0..n {
+        let c = r % 4;
+        labels.push(c as u8);
+        let (y0, x0) = (1 + 3 * (c / 2), 1 + 3 * (c % 2));
+        for (y, x) in [(y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)] {
+            pixels[r * side * side + (y.min(5)) * side + x.min(5)] = 200 + (r % 50) as u8;
+        }
+    }
+    let x = s.write("images-idx3-ubyte", idx_images(n, side, side, &pixels));
+    let y = s.write("labels-idx1-ubyte", &labels);
+    let out = s.path("clf.safetensors");
+    let o = dae([
+        "finetune", "--from-scratch", "--layers", "16", x.to_str().unwrap(), "--labels", y.to_str().unwrap(),
+        "-o", out.to_str().unwrap(), "--epochs", "3", "--shift", "1", "--flip", "--seed", "3",
+    ]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("images moved up to 1 pixel and mirrored"), "{}", stderr(&o));
+    let o = dae(["inspect", out.to_str().unwrap()]);
+    assert!(stdout(&o).contains("seed 3, images moved up to 1 pixel and mirrored"), "{}", stdout(&o));
+    let v = json_of(&dae(["inspect", out.to_str().unwrap(), "--json"]));
+    assert_eq!(v["train"]["augment"], serde_json::json!({ "shift": 1, "flip": true }), "{v}");
+    // The same seed gives the same weights; another seed other draws.
+    let again = s.path("again.safetensors");
+    let other = s.path("other.safetensors");
+    let args = |o: &std::path::Path, seed: &str| {
+        dae(["finetune", "--from-scratch", "--layers", "16", x.to_str().unwrap(), "--labels", y.to_str().unwrap(), "-o", o.to_str().unwrap(), "--epochs", "3", "--shift", "1", "--flip", "--seed", seed, "-q"])
+    };
+    assert_ok(&args(&again, "3"));
+    assert_ok(&args(&other, "4"));
+    // The tensors of a safetensors file: what follows its header (which holds timings).
+    let tensors = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    assert!(tensors(&out) == tensors(&again), "the same seed gave other weights");
+    assert!(tensors(&out) != tensors(&other), "another seed gave the same weights");
+    // Without augmentation the weights differ too (the draws are used).
+    let plain = s.path("plain.safetensors");
+    assert_ok(&dae(["finetune", "--from-scratch", "--layers", "16", x.to_str().unwrap(), "--labels", y.to_str().unwrap(), "-o", plain.to_str().unwrap(), "--epochs", "3", "--seed", "3", "-q"]));
+    assert!(tensors(&out) != tensors(&plain), "--shift and --flip changed nothing");
+
+    // Rows that are not images, and a shift as large as the images.
+    let (features, csv_labels) = features_csv(40);
+    let csv = s.write("x.csv", features);
+    let yl = s.write("y.csv", csv_labels);
+    let o = dae(["finetune", "--from-scratch", "--layers", "4", csv.to_str().unwrap(), "--labels", yl.to_str().unwrap(), "-o", out.to_str().unwrap(), "--shift", "2"]);
+    assert_fails(&o, 2, &["x.csv", "--shift and --flip need images"]);
+    let o = dae(["finetune", "--from-scratch", "--layers", "4", x.to_str().unwrap(), "--labels", y.to_str().unwrap(), "-o", out.to_str().unwrap(), "--shift", "6"]);
+    assert_fails(&o, 2, &["--shift", "6 pixels is not smaller than the 6×6 images"]);
+}

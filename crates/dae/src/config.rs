@@ -3,6 +3,7 @@
 //! The same types are filled by the CLI, by library users, and read back from a model file's
 //! metadata, so a model always carries the exact configuration it was trained with.
 
+use crate::augment::Augment;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -528,6 +529,14 @@ pub struct TrainConfig {
     /// Clip the gradients' global L2 norm to this before each step.
     #[serde(default)]
     pub max_grad_norm: Option<f32>,
+    /// Fine-tuning on images only: random translations and mirror images of each training
+    /// example, drawn afresh every epoch (see [`crate::augment`]).
+    #[serde(default, skip_serializing_if = "no_augment")]
+    pub augment: Augment,
+}
+
+fn no_augment(a: &Augment) -> bool {
+    !a.is_active()
 }
 
 impl Default for TrainConfig {
@@ -543,6 +552,7 @@ impl Default for TrainConfig {
             val_fraction: None,
             threads: None,
             max_grad_norm: None,
+            augment: Augment::default(),
         }
     }
 }

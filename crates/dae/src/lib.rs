@@ -71,6 +71,7 @@
 //! ```
 
 pub mod atomic;
+pub mod augment;
 pub mod backend;
 pub mod config;
 pub mod corrupt;

@@ -12,6 +12,7 @@
 //! L = mean over rows of Σ_j (logits_j − t_j)²             (regression)
 //! ```
 
+use crate::augment::Augment;
 use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
 use crate::dae::GradSink;
 use crate::config::{init_range, Activation, Loss, Optimizer, TrainConfig};
@@ -449,6 +450,7 @@ struct NetTrainer<'a, B: Backend + 'a> {
     targets: B::Data<'a>,
     val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
     seed: u64,
+    augment: Augment,
     epoch: EpochRows<B>,
     shape: Network,
 }
@@ -458,7 +460,12 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
         let n = rows.len();
         let cfg = &self.cfg;
         let ws = &mut self.ws;
-        be.gather(&mut ws.act.x, &self.data, rows);
+        if self.augment.is_active() {
+            let key = NoiseKey { seed: self.seed, stream: stream::AUGMENT, ..*key };
+            be.gather_augmented(&mut ws.act.x, &self.data, rows, &self.augment, &key);
+        } else {
+            be.gather(&mut ws.act.x, &self.data, rows);
+        }
         be.gather(&mut ws.targets, &self.targets, rows);
         let dropping = cfg.dropout > 0.0 || cfg.input_dropout > 0.0;
         let key = NoiseKey { seed: self.seed, stream: stream::DROPOUT, ..*key };
@@ -562,6 +569,7 @@ pub fn finetune<B: Backend>(
     if tc.patience.is_some() && val.is_none() {
         return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
     }
+    tc.augment.check(train.split.data.image_shape, &train.split.data.source)?;
     be.install(|| {
         let cfg = net.config.clone();
         let batch = tc.batch.min(train.split.rows.len());
@@ -577,6 +585,7 @@ pub fn finetune<B: Backend>(
                 None => None,
             },
             seed: tc.seed,
+            augment: tc.augment,
             epoch: EpochRows::new(be, train.split.rows.len(), matches!(cfg.task, Task::Classification { .. }))?,
             shape: net,
             cfg,

@@ -94,6 +94,8 @@ pub mod stream {
     pub const EVAL_NOISE: u32 = 0x2000;
     /// Dropout masks during fine-tuning.
     pub const DROPOUT: u32 = 0x3000;
+    /// Translations and mirror images of fine-tuning examples (`--shift`, `--flip`).
+    pub const AUGMENT: u32 = 0x4000;
 }
 
 /// A sequential generator over Philox: (seed, stream, substream) name an independent sequence.

@@ -447,6 +447,9 @@ pub fn train_dae<B: Backend>(
     if tc.patience.is_some() && val.is_none() {
         return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
     }
+    if tc.augment.is_active() {
+        return Err(Error::usage("--shift", "augmentation is for fine-tuning a classifier (dae finetune), not for training an autoencoder"));
+    }
     be.install(|| {
         let cfg = init.config.clone();
         let batch = tc.batch.min(train.rows.len());

@@ -7,6 +7,7 @@ mod common;
 
 use common::{assert_close, host};
 use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
+use dae::augment::Augment;
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
 use dae::infer::encode_all;
@@ -184,6 +185,22 @@ fn cuda_operations_match_the_cpu() {
         assert_close(&format!("gather_corrupt {noise} x"), &one.0, &xc, 1e-6, 1e-6);
         assert_close(&format!("gather_corrupt {noise} xt"), &one.1, &xtc, 1e-5, 1e-5);
         assert!(one.2 == mc, "{noise}: gather_corrupt's mask differs from the CPU's");
+    }
+
+    // Gathering with translations and mirror images (u8 and f32 images, fitted scaling): the
+    // same draws and pixels as the CPU's.
+    let aug = Augment { shift: 2, flip: true };
+    let (h, w, m) = (6usize, 5usize, 40usize);
+    for values in [dae::data::Values::U8((0..m * h * w).map(|i| (i * 53 % 256) as u8).collect()), dae::data::Values::F32(random(m * h * w, 31))] {
+        let ds = Dataset { rows: m, cols: h * w, values, image_shape: Some((h, w)), column_names: None, source: "t".into() };
+        let scaler = Scaler::fit(ScaleKind::Standardize, &ds, None);
+        let pick: Vec<u32> = (0..24).map(|i| (i * 7 % m) as u32).collect();
+        let akey = NoiseKey { stream: stream::AUGMENT, ..key };
+        let mut ac = vec![0f32; pick.len() * h * w];
+        cpu.gather_augmented(&mut ac, &cpu.data(&ds, &scaler).unwrap(), &pick, &aug, &akey);
+        let mut ag = gpu.alloc(pick.len() * h * w).unwrap();
+        gpu.gather_augmented(&mut ag, &gpu.data(&ds, &scaler).unwrap(), &pick, &aug, &akey);
+        assert_close("gather_augmented", &host(&gpu, &ag, pick.len() * h * w), &ac, 1e-6, 1e-6);
     }
 
     // The activation gradient with the bias gradients in one launch.

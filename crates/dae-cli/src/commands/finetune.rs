@@ -58,7 +58,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         return Err(Error::usage("--layers", "--from-scratch needs the hidden sizes, as in --layers 1000,1000,1000"));
     }
     let (opt, default_lr) = optimizer(&a.optim, 0.1);
-    let tc = train_config(a.epochs, a.batch, a.lr.unwrap_or(default_lr), &a.optim, a.seed, a.patience, a.val_fraction, a.run.threads);
+    let mut tc = train_config(a.epochs, a.batch, a.lr.unwrap_or(default_lr), &a.optim, a.seed, a.patience, a.val_fraction, a.run.threads);
+    tc.augment = dae::augment::Augment { shift: a.shift, flip: a.flip };
     tc.validate()?;
     check_output(&a.output, "--output")?;
     let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;
@@ -158,7 +159,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             cfg.task.outputs(),
             cfg.activation,
             match cfg.task { Task::Classification { classes } => format!("{classes} classes"), Task::Regression { outputs } => format!("regression, {outputs} outputs") },
-            if cfg.dropout > 0.0 || cfg.input_dropout > 0.0 { format!(", dropout {} / inputs {}", cfg.dropout, cfg.input_dropout) } else { String::new() },
+            if cfg.dropout > 0.0 || cfg.input_dropout > 0.0 { format!(", dropout {} / inputs {}", cfg.dropout, cfg.input_dropout) } else { String::new() }
+                + &if tc.augment.is_active() { format!(", images {}", tc.augment) } else { String::new() },
             init,
             train.split.rows.len(),
             opt.name(),
@@ -211,3 +213,4 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
 }
+

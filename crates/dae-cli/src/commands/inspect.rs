@@ -145,13 +145,14 @@ fn print_dae(ind: &str, cfg: &DaeConfig, params: usize) {
 
 fn print_train(ind: &str, t: &TrainConfig) {
     println!(
-        "{ind}training      {} epochs, batch {}, {} lr {}{}, seed {}",
+        "{ind}training      {} epochs, batch {}, {} lr {}{}, seed {}{}",
         t.epochs,
         t.batch,
         t.optimizer.name(),
         t.lr,
         if t.lr_decay != 1.0 { format!(" × {} per epoch", t.lr_decay) } else { String::new() },
-        t.seed
+        t.seed,
+        if t.augment.is_active() { format!(", images {}", t.augment) } else { String::new() }
     );
 }
 

@@ -25,6 +25,7 @@ pub fn train_config(epochs: usize, batch: usize, lr: f32, optim: &OptimOpts, see
         val_fraction,
         threads,
         max_grad_norm: optim.max_grad_norm,
+        augment: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
+use crate::augment::Augment;
 use crate::config::{Activation, Corruption, Emphasis, Loss, Optimizer};
 use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler};
@@ -212,6 +213,10 @@ pub trait Backend: Sync {
     fn data<'a>(&'a self, ds: &'a Dataset, scaler: &'a Scaler) -> Result<Self::Data<'a>>;
     /// `dst` = the rows `rows` of `data`, in that order (`rows.len()` × cols).
     fn gather(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32]);
+    /// Like [`Backend::gather`], each row translated and mirrored by `aug` in its raw values
+    /// before the scaling (see [`crate::augment`]): row i by its draw for position
+    /// `key.row0 + i`. `data` must hold images.
+    fn gather_augmented(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32], aug: &Augment, key: &NoiseKey);
 
     /// `c[m×n]` = β·`c` + α·Σ op(aᵢ)·op(bᵢ) over the `terms`. With β = 0 the old `c` is not
     /// read. A sum of products is one pass over `c`: the two gradient terms of tied weights, or

@@ -18,6 +18,8 @@ pub use npy::{read_npy, read_npy_bytes};
 pub use scale::Scaler;
 pub use write::{write_classes, write_matrix, write_vector, OutputFormat};
 
+use crate::augment::Augment;
+use crate::corrupt::NoiseKey;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -169,6 +171,29 @@ impl Dataset {
                     }
                 }
                 Values::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
+            }
+            scaler.apply_row(dst);
+        }
+    }
+
+    /// Like [`Dataset::gather`], each row first transformed by `aug` in its raw values: row i
+    /// by its draw for position `key.row0 + first + i`. Needs the image shape.
+    pub fn gather_augmented(&self, rows: &[u32], scaler: &Scaler, out: &mut [f32], aug: &Augment, key: &NoiseKey, first: u32) {
+        let d = self.cols;
+        let (h, w) = self.image_shape.expect("augmentation needs the image shape");
+        debug_assert!(out.len() >= rows.len() * d && h * w == d);
+        for (i, (dst, &r)) in out.chunks_exact_mut(d).zip(rows).enumerate() {
+            let draw = aug.draw(key, key.row0 + first + i as u32);
+            let r = r as usize;
+            match &self.values {
+                Values::U8(v) => {
+                    let (t, raw) = (u8_table(), &v[r * d..(r + 1) * d]);
+                    draw.apply(h, w, |s| t[raw[s] as usize], 0.0, dst);
+                }
+                Values::F32(v) => {
+                    let raw = &v[r * d..(r + 1) * d];
+                    draw.apply(h, w, |s| raw[s], 0.0, dst);
+                }
             }
             scaler.apply_row(dst);
         }

@@ -12,6 +12,7 @@ pub mod vmath;
 pub use gemm::has_avx2_fma;
 
 use super::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
+use crate::augment::Augment;
 use crate::config::{Activation, Corruption};
 use crate::corrupt::{corrupt_row, dropout_mask_row, NoiseKey};
 use crate::data::{Dataset, Scaler};
@@ -155,6 +156,16 @@ impl Backend for Cpu {
             // SAFETY: each thread writes only its own rows.
             let o = unsafe { out.part(r.start * d..r.end * d) };
             data.ds.gather(&rows[r], data.scaler, o);
+        });
+    }
+
+    fn gather_augmented(&self, dst: &mut Vec<f32>, data: &CpuData<'_>, rows: &[u32], aug: &Augment, key: &NoiseKey) {
+        let d = data.ds.cols;
+        let out = Shared::new(&mut dst[..rows.len() * d]);
+        self.for_rows(rows.len(), d, &|r| {
+            // SAFETY: each thread writes only its own rows.
+            let o = unsafe { out.part(r.start * d..r.end * d) };
+            data.ds.gather_augmented(&rows[r.clone()], data.scaler, o, aug, key, r.start as u32);
         });
     }
 

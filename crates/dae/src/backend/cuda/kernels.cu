@@ -350,3 +350,29 @@ extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, cons
     };
     corrupt_rows(src, xt, mask, kind, level, (u32)seed, (u32)(seed >> 32), stream, epoch, row0, rows, cols);
 }
+
+// Dataset::gather_augmented: row r of the batch is the image data[idx[r]] (h × w) translated by
+// (dy, dx) and mirrored as crate::augment::Augment::draw gives them for position row0 + r,
+// vacated pixels 0, then scaled: out[r, j] = scale_j(raw value of the source pixel, or 0).
+extern "C" __global__ void gather_augment(float* out, const void* data, const u32* idx, const float* offset,
+                                          const float* factor, int is_u8, u32 shift, int flip, u64 seed, u32 stream,
+                                          u32 epoch, u32 row0, u32 rows, u32 h, u32 w) {
+    u32 cols = h * w;
+    u64 i = gid();
+    if (i >= (u64)rows * cols) return;
+    u32 r = (u32)(i / cols), j = (u32)(i % cols);
+    u32 c[4] = {row0 + r, epoch, stream, 0};
+    philox((u32)seed, (u32)(seed >> 32), c);
+    u32 span = 2 * shift + 1;
+    int dy = (int)(c[0] % span) - (int)shift, dx = (int)(c[1] % span) - (int)shift;
+    bool mirrored = flip && (c[2] & 1u);
+    int sy = (int)(j / w) - dy, sx = (int)(j % w) - dx;
+    float v = 0.f;
+    if (sy >= 0 && sx >= 0 && sy < (int)h && sx < (int)w) {
+        u32 s = (u32)sy * w + (mirrored ? w - 1 - (u32)sx : (u32)sx);
+        u64 at = (u64)idx[r] * cols + s;
+        v = is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
+    }
+    if (offset) v = __fmul_rn(v - offset[j], factor[j]);
+    out[i] = v;
+}

@@ -9,6 +9,7 @@
 //! Philox counters as on the CPU, so a seed gives the same masks on both.
 
 use super::{Backend, LossOutput, LossSpec, OptState, Precision, Product, StepSpec, Trans};
+use crate::augment::Augment;
 use crate::config::{Activation, Corruption, Loss, Optimizer};
 use crate::corrupt::NoiseKey;
 use crate::data::{Dataset, Scaler, Values};
@@ -26,10 +27,10 @@ mod graph;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 17] = [
+pub const KERNEL_NAMES: [&str; 18] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt",
+    "gather_corrupt", "gather_augment",
 ];
 
 /// A buffer of f32 on the GPU.
@@ -380,6 +381,8 @@ pub struct CudaData {
     u8: bool,
     rows: usize,
     cols: usize,
+    /// Height × width when the rows are images.
+    shape: Option<(usize, usize)>,
     scale: Option<(CudaBuf, CudaBuf)>,
 }
 
@@ -550,7 +553,7 @@ impl Backend for Cuda {
             Some((o, f))
         };
         self.check()?;
-        Ok(CudaData { values, u8, rows: ds.rows, cols: ds.cols, scale })
+        Ok(CudaData { values, u8, rows: ds.rows, cols: ds.cols, shape: ds.image_shape, scale })
     }
 
     fn gather(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32]) {
@@ -564,6 +567,15 @@ impl Backend for Cuda {
         } else {
             launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
         }
+    }
+
+    fn gather_augmented(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32], aug: &Augment, key: &NoiseKey) {
+        let (h, w) = data.shape.expect("augmentation needs the image shape");
+        fits(dst, rows.len() * data.cols, "gather");
+        let Some(ip) = self.row_index(data, rows) else { return };
+        let (o, f) = data.scale_bufs();
+        launch!(self, "gather_augment", rows.len() * data.cols; &*dst, data.values.ptr, ip, o, f, data.u8 as i32,
+            aug.shift, aug.flip as i32, key.seed, key.stream, key.epoch, key.row0, rows.len() as u32, h as u32, w as u32);
     }
 
     #[allow(clippy::too_many_arguments)]
