@@ -213,4 +213,3 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
 }
-
