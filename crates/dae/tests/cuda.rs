@@ -310,24 +310,29 @@ fn cuda_fine_tuning_matches_the_cpu() {
     let targets = Dataset::from_f32(600, 1, labels);
     let scaler = Scaler::identity(60);
     let config = NetworkConfig { sizes: vec![60, 40, 30], activation: Activation::Sigmoid, task: Task::Classification { classes: 3 }, dropout: 0.3, input_dropout: 0.1 };
-    let train = LabeledSplit { split: Split::all(&ds), targets: &targets };
-    let tc = TrainConfig { epochs: 3, batch: 25, lr: 0.1, optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 }, ..Default::default() };
-    let run = |graphs: bool| {
-        gpu.set_graphs(graphs);
-        finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap()
-    };
-    let (g, e) = (run(true), run(false));
-    gpu.set_graphs(true);
-    gpu.set_fused(false);
-    let unfused = finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
-    gpu.set_fused(true);
-    // Fusing the activation gradient with the bias gradient changes nothing: the same sums.
-    assert!(g.network == unfused.network, "the fused kernels changed the fine-tuned weights");
-    let c = finetune(&cpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
-    assert!(g.network == e.network, "graph replay changed the fine-tuned weights");
-    for (x, y) in g.history.iter().zip(&c.history) {
-        let rel = (x.train_loss - y.train_loss).abs() / y.train_loss;
-        assert!(rel < 1e-3, "epoch {}: GPU loss {} vs CPU {}", x.epoch, x.train_loss, y.train_loss);
-        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}: accuracy", x.epoch);
+    // The same rows as 6 × 10 images, moved and mirrored (--shift 1 --flip).
+    let mut images = ds.clone();
+    images.image_shape = Some((6, 10));
+    for (ds, augment) in [(&ds, Augment::default()), (&images, Augment { shift: 1, flip: true })] {
+        let train = LabeledSplit { split: Split::all(ds), targets: &targets };
+        let tc = TrainConfig { epochs: 3, batch: 25, lr: 0.1, optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 }, augment, ..Default::default() };
+        let run = |graphs: bool| {
+            gpu.set_graphs(graphs);
+            finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap()
+        };
+        let (g, e) = (run(true), run(false));
+        gpu.set_graphs(true);
+        gpu.set_fused(false);
+        let unfused = finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
+        gpu.set_fused(true);
+        // Fusing the activation gradient with the bias gradient changes nothing: the same sums.
+        assert!(g.network == unfused.network, "images {augment}: the fused kernels changed the fine-tuned weights");
+        let c = finetune(&cpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
+        assert!(g.network == e.network, "images {augment}: graph replay changed the fine-tuned weights");
+        for (x, y) in g.history.iter().zip(&c.history) {
+            let rel = (x.train_loss - y.train_loss).abs() / y.train_loss;
+            assert!(rel < 1e-3, "images {augment}, epoch {}: GPU loss {} vs CPU {}", x.epoch, x.train_loss, y.train_loss);
+            assert_eq!(x.train_accuracy, y.train_accuracy, "images {augment}, epoch {}: accuracy", x.epoch);
+        }
     }
 }
