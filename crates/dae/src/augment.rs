@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::corrupt::NoiseKey;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::rng::{philox4x32, seed_key};
 
@@ -35,17 +36,21 @@ impl Augment {
         self.shift > 0 || self.flip
     }
 
-    /// Checks the shift against the image shape.
-    pub fn check(&self, shape: Option<(usize, usize)>, source: &std::path::Path) -> Result<()> {
+    /// Checks that `ds` holds images (an image shape that covers its columns) and that the
+    /// shift is smaller than them.
+    pub fn check(&self, ds: &Dataset) -> Result<()> {
         if !self.is_active() {
             return Ok(());
         }
-        let Some((h, w)) = shape else {
+        let Some((h, w)) = ds.image_shape else {
             return Err(Error::input(
-                source,
+                &ds.source,
                 "--shift and --flip need images: an IDX image file or a 3-D NPY array (n × height × width); this file's rows have no image shape",
             ));
         };
+        if h * w != ds.cols {
+            return Err(Error::input(&ds.source, format!("the image shape {h}×{w} does not match the {} columns", ds.cols)));
+        }
         if self.shift as usize >= h.min(w) {
             return Err(Error::usage("--shift", format!("{} pixels is not smaller than the {h}×{w} images", self.shift)));
         }
@@ -61,6 +66,17 @@ impl Augment {
             dy: (r[0] % span) as i32 - self.shift as i32,
             dx: (r[1] % span) as i32 - self.shift as i32,
             flip: self.flip && r[2] & 1 == 1,
+        }
+    }
+}
+
+impl Augment {
+    /// ", images moved up to 2 pixels and mirrored" for a summary line, or "" when inactive.
+    pub fn summary(&self) -> String {
+        if self.is_active() {
+            format!(", images {self}")
+        } else {
+            String::new()
         }
     }
 }
@@ -204,12 +220,18 @@ mod tests {
 
     #[test]
     fn checks_the_shape() {
-        let p = std::path::Path::new("x.csv");
+        let mut ds = Dataset::from_f32(2, 784, vec![0.0; 2 * 784]);
+        ds.source = "x.csv".into();
         let aug = Augment { shift: 2, flip: false };
-        assert!(aug.check(None, p).unwrap_err().to_string().contains("x.csv"));
-        assert!(aug.check(Some((28, 28)), p).is_ok());
-        assert!(Augment { shift: 28, flip: false }.check(Some((28, 28)), p).is_err());
-        assert!(Augment::default().check(None, p).is_ok());
+        assert!(aug.check(&ds).unwrap_err().to_string().contains("x.csv"));
+        assert!(Augment::default().check(&ds).is_ok());
+        ds.image_shape = Some((28, 28));
+        assert!(aug.check(&ds).is_ok());
+        assert!(Augment { shift: 28, flip: false }.check(&ds).is_err());
+        ds.image_shape = Some((28, 27));
+        assert!(aug.check(&ds).unwrap_err().to_string().contains("does not match the 784 columns"));
+        assert_eq!(Augment::default().summary(), "");
+        assert_eq!(Augment { shift: 0, flip: true }.summary(), ", images mirrored");
         assert_eq!(Augment { shift: 2, flip: true }.to_string(), "moved up to 2 pixels and mirrored");
         assert_eq!(Augment { shift: 1, flip: false }.to_string(), "moved up to 1 pixel");
     }

@@ -569,7 +569,7 @@ pub fn finetune<B: Backend>(
     if tc.patience.is_some() && val.is_none() {
         return Err(Error::usage("--patience", "early stopping needs validation data: add --val FILE or --val-fraction F"));
     }
-    tc.augment.check(train.split.data.image_shape, &train.split.data.source)?;
+    tc.augment.check(train.split.data)?;
     be.install(|| {
         let cfg = net.config.clone();
         let batch = tc.batch.min(train.split.rows.len());

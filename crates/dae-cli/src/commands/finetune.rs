@@ -160,7 +160,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             cfg.activation,
             match cfg.task { Task::Classification { classes } => format!("{classes} classes"), Task::Regression { outputs } => format!("regression, {outputs} outputs") },
             if cfg.dropout > 0.0 || cfg.input_dropout > 0.0 { format!(", dropout {} / inputs {}", cfg.dropout, cfg.input_dropout) } else { String::new() }
-                + &if tc.augment.is_active() { format!(", images {}", tc.augment) } else { String::new() },
+                + &tc.augment.summary(),
             init,
             train.split.rows.len(),
             opt.name(),

@@ -152,7 +152,7 @@ fn print_train(ind: &str, t: &TrainConfig) {
         t.lr,
         if t.lr_decay != 1.0 { format!(" × {} per epoch", t.lr_decay) } else { String::new() },
         t.seed,
-        if t.augment.is_active() { format!(", images {}", t.augment) } else { String::new() }
+        t.augment.summary()
     );
 }
 

@@ -331,10 +331,14 @@ extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int k
 // Dataset::gather followed by corrupt, in one pass: x[r, j] = scale(data[idx[r], j]) (u8 values
 // read as v / 255 when `is_u8`), then xt (and mask) exactly as `corrupt` makes them from x, with
 // the same threads, counters and draws.
+// Value `at` of the data: u8 read as v / 255 when `is_u8`, else f32.
+__device__ __forceinline__ float raw_value(const void* data, int is_u8, u64 at) {
+    return is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
+}
+
 __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32* idx, const float* offset,
                                           const float* factor, u32 r, u32 cols, u32 j) {
-    u64 at = (u64)idx[r] * cols + j;
-    float v = is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
+    float v = raw_value(data, is_u8, (u64)idx[r] * cols + j);
     // Rounded on its own, as gather_* store it, before any use in the noise.
     if (offset) v = __fmul_rn(v - offset[j], factor[j]);
     return v;
@@ -370,8 +374,7 @@ extern "C" __global__ void gather_augment(float* out, const void* data, const u3
     float v = 0.f;
     if (sy >= 0 && sx >= 0 && sy < (int)h && sx < (int)w) {
         u32 s = (u32)sy * w + (mirrored ? w - 1 - (u32)sx : (u32)sx);
-        u64 at = (u64)idx[r] * cols + s;
-        v = is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
+        v = raw_value(data, is_u8, (u64)idx[r] * cols + s);
     }
     if (offset) v = __fmul_rn(v - offset[j], factor[j]);
     out[i] = v;
