@@ -449,6 +449,9 @@ struct NetTrainer<'a, B: Backend + 'a> {
     data: B::Data<'a>,
     targets: B::Data<'a>,
     val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
+    /// Validation's workspace (no dropout), sized for `validation_chunk` rows: made at the
+    /// first validation.
+    val_ws: Option<NetWorkspace<B>>,
     seed: u64,
     augment: Augment,
     epoch: EpochRows<B>,
@@ -498,7 +501,12 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
         let (data, targets, rows) = self.val.as_ref().expect("validation data");
-        evaluate_loss(be, &self.cfg, &self.params, &mut self.ws, data, targets, rows)
+        if self.val_ws.is_none() {
+            let eval = NetworkConfig { dropout: 0.0, input_dropout: 0.0, ..self.cfg.clone() };
+            self.val_ws = Some(NetWorkspace::new(be, &eval, crate::train::validation_chunk(be, rows.len()))?);
+        }
+        let ws = self.val_ws.as_mut().expect("made above");
+        evaluate_loss(be, &self.cfg, &self.params, ws, data, targets, rows)
     }
 
     fn param_norm2(&self, be: &B) -> f64 {
@@ -584,6 +592,7 @@ pub fn finetune<B: Backend>(
                 Some(v) => Some((be.data(v.split.data, scaler)?, be.data(v.targets, &identity)?, &v.split.rows[..])),
                 None => None,
             },
+            val_ws: None,
             seed: tc.seed,
             augment: tc.augment,
             epoch: EpochRows::new(be, train.split.rows.len(), matches!(cfg.task, Task::Classification { .. }))?,

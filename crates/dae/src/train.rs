@@ -371,6 +371,8 @@ struct DaeTrainer<'a, B: Backend + 'a> {
     opt: DaeOptState<B>,
     data: B::Data<'a>,
     val: Option<(B::Data<'a>, &'a [u32])>,
+    /// Validation's workspace, sized for `validation_chunk` rows: made at the first validation.
+    val_ws: Option<DaeWorkspace<B>>,
     seed: u64,
     epoch: EpochRows<B>,
     shape: Dae,
@@ -388,7 +390,11 @@ impl<'a, B: Backend + 'a> Trainable<B> for DaeTrainer<'a, B> {
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
         let (data, rows) = self.val.as_ref().expect("validation data");
-        Ok((mean_loss(be, &self.cfg, &self.params, &mut self.ws, data, rows, self.seed, stream::VAL_NOISE)?, None))
+        if self.val_ws.is_none() {
+            self.val_ws = Some(DaeWorkspace::new(be, &self.cfg, validation_chunk(be, rows.len()))?);
+        }
+        let ws = self.val_ws.as_mut().expect("made above");
+        Ok((mean_loss(be, &self.cfg, &self.params, ws, data, rows, self.seed, stream::VAL_NOISE)?, None))
     }
 
     fn param_norm2(&self, be: &B) -> f64 {
@@ -462,6 +468,7 @@ pub fn train_dae<B: Backend>(
                 Some(v) => Some((be.data(v.data, scaler)?, &v.rows[..])),
                 None => None,
             },
+            val_ws: None,
             seed: tc.seed,
             epoch: EpochRows::new(be, train.rows.len(), false)?,
             shape: init,
@@ -548,19 +555,19 @@ pub(crate) fn clip<B: Backend>(
     Ok(())
 }
 
+/// Rows per chunk when evaluating `rows` validation rows: the backend's chunk, not the training
+/// batch, so that a GPU evaluates a validation set in a few products (and few waits for their
+/// results) however small the batch. Each row's loss and noise do not depend on the chunk.
+pub(crate) fn validation_chunk<B: Backend>(be: &B, rows: usize) -> usize {
+    be.chunk_rows().min(rows).max(1)
+}
+
 /// The validation loss the trainer reports for `model` on `split`: the mean per-row loss under
 /// the model's own noise, drawn as in training's validation for `seed`.
-pub fn validation_loss<B: Backend>(
-    be: &B,
-    model: &Dae,
-    scaler: &Scaler,
-    split: &Split<'_>,
-    seed: u64,
-    batch: usize,
-) -> Result<f64> {
+pub fn validation_loss<B: Backend>(be: &B, model: &Dae, scaler: &Scaler, split: &Split<'_>, seed: u64) -> Result<f64> {
     be.install(|| {
         let params = DaeParams::upload(be, model)?;
-        let mut ws = DaeWorkspace::new(be, &model.config, batch.min(split.rows.len()).max(1))?;
+        let mut ws = DaeWorkspace::new(be, &model.config, validation_chunk(be, split.rows.len()))?;
         let data = be.data(split.data, scaler)?;
         mean_loss(be, &model.config, &params, &mut ws, &data, &split.rows, seed, stream::VAL_NOISE)
     })
@@ -599,4 +606,49 @@ pub(crate) fn mean_loss<B: Backend>(
         sum += losses[..n].iter().map(|&l| l as f64).sum::<f64>();
     }
     Ok(sum / rows.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::{Corruption, Cpu, Dataset};
+
+    #[test]
+    fn validation_loss_does_not_depend_on_the_chunk() {
+        // Validation evaluates in the backend's chunks, not in batches: each row's noise and
+        // loss must be the same whatever the chunk it falls in.
+        let cpu = Cpu::new(Some(2)).unwrap();
+        let mut rng = Rng::new(4, 0);
+        let (rows, cols) = (300, 40);
+        let ds = Dataset::from_f32(rows, cols, (0..rows * cols).map(|_| rng.next_f32()).collect());
+        let cfg = DaeConfig { noise: Corruption::Masking { level: 0.3 }, ..DaeConfig::new(cols, 24) };
+        let model = Dae::init(&cfg, 1);
+        let scaler = Scaler::identity(cols);
+        let order: Vec<u32> = (0..rows as u32).rev().collect();
+        let losses: Vec<f64> = cpu.install(|| {
+            let params = DaeParams::upload(&cpu, &model).unwrap();
+            let data = cpu.data(&ds, &scaler).unwrap();
+            [7, 64, 300]
+                .iter()
+                .map(|&cap| {
+                    let mut ws = DaeWorkspace::new(&cpu, &cfg, cap).unwrap();
+                    mean_loss(&cpu, &cfg, &params, &mut ws, &data, &order, 9, stream::VAL_NOISE).unwrap()
+                })
+                .collect()
+        });
+        let whole = losses[2];
+        for l in &losses[..2] {
+            assert!(((l - whole) / whole).abs() < 1e-6, "{losses:?}");
+        }
+        // The noise is there: without it the loss is another.
+        let clean = DaeConfig { noise: Corruption::None, ..cfg.clone() };
+        let without = cpu.install(|| {
+            let params = DaeParams::upload(&cpu, &model).unwrap();
+            let data = cpu.data(&ds, &scaler).unwrap();
+            let mut ws = DaeWorkspace::new(&cpu, &clean, 300).unwrap();
+            mean_loss(&cpu, &clean, &params, &mut ws, &data, &order, 9, stream::VAL_NOISE).unwrap()
+        });
+        assert!(((without - whole) / whole).abs() > 1e-3, "{without} vs {whole}");
+    }
 }

@@ -45,7 +45,7 @@ fn each_layer_is_trained_on_the_clean_codes_of_the_layer_below() {
     // validation rows: recompute it from codes computed here.
     let codes = p.stack.encode(&cpu, &ds, &scaler, 1).unwrap();
     let codes = Dataset::from_f32(ds.rows, 12, codes);
-    let again = validation_loss(&cpu, &p.stack.layers[1], &Scaler::identity(12), &Split { data: &codes, rows: val_rows }, 1, 16).unwrap();
+    let again = validation_loss(&cpu, &p.stack.layers[1], &Scaler::identity(12), &Split { data: &codes, rows: val_rows }, 1).unwrap();
     let recorded = p.histories[1].last().unwrap().val_loss.unwrap();
     assert!((again - recorded).abs() <= 1e-9 * recorded.abs(), "{again} vs {recorded}");
     // And it learned.

@@ -182,7 +182,7 @@ fn early_stopping_keeps_the_best_weights() {
     assert!(t.stopped_early, "the run should stop early: {losses:?}");
     assert_eq!(t.history.len(), best + 3, "stops `patience` epochs after the best");
     // The returned weights are that epoch's: their validation loss is the one recorded.
-    let again = validation_loss(&cpu, &t.model, &scaler, &val, tc.seed, tc.batch).unwrap();
+    let again = validation_loss(&cpu, &t.model, &scaler, &val, tc.seed).unwrap();
     assert_eq!(again, losses[best - 1]);
 }
 
