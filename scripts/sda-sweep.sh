@@ -5,6 +5,8 @@
 #   scripts/sda-sweep.sh [OUT_FILE]     # needs Fashion-MNIST; minutes on a GPU, hours on 2 cores
 #   DAE_DEVICE=cuda SEEDS="1 2 3" FULL_SEEDS="1" scripts/sda-sweep.sh rec.sh   # the defaults, on a GPU
 #   PRETRAIN="--epochs 40" scripts/sda-sweep.sh    # another pretraining (dae pretrain's arguments)
+#   FULLS="0 8" FEWS="1" scripts/sda-sweep.sh       # only these candidates (default: all)
+#   JOBS=4 DAE_DEVICE=cuda scripts/sda-sweep.sh     # up to 4 runs at once (a GPU is mostly idle at batch 32)
 #
 # The first 50,000 training images train (and are pretrained on, with the reference's
 # pretraining or the arguments in PRETRAIN); images 50,000–59,999 validate. Full labels: each FULL_* recipe on all 50,000
@@ -38,6 +40,12 @@ FULL_4=(--epochs 60 --batch 32 --optimizer adam --lr 0.0001 --dropout 0.3 --inpu
 FULL_5=(--epochs 200 --batch 32 --lr 0.1 --lr-decay 0.985 --dropout 0.3 --input-dropout 0.2)
 FULL_6=(--epochs 150 --batch 32 --lr 0.2 --lr-decay 0.97 --dropout 0.5 --input-dropout 0.2)
 FULL_7=(--epochs 100 --batch 128 --momentum 0.9 --lr 0.05 --lr-decay 0.97 --dropout 0.5 --input-dropout 0.2)
+FULL_8=(--epochs 40 --batch 32 --lr 0.1 --lr-decay 0.93)
+FULL_9=(--epochs 60 --batch 32 --lr 0.1 --lr-decay 0.95 --shift 1 --flip)
+FULL_10=(--epochs 100 --batch 32 --lr 0.1 --lr-decay 0.97 --shift 1 --flip)
+FULL_11=(--epochs 60 --batch 32 --lr 0.1 --lr-decay 0.95 --flip)
+FULL_12=(--epochs 100 --batch 32 --lr 0.1 --lr-decay 0.97 --shift 1 --flip --dropout 0.2 --input-dropout 0.1)
+FULL_13=(--epochs 100 --batch 32 --momentum 0.9 --lr 0.01 --lr-decay 0.96 --shift 1 --flip)
 FEW_0=(--per-class 100 --epochs 200 --batch 32 --lr 0.1)
 FEW_1=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.2 --input-dropout 0.2)
 FEW_2=(--per-class 100 --epochs 300 --batch 32 --lr 0.1 --dropout 0.5 --input-dropout 0.2)
@@ -45,8 +53,11 @@ FEW_3=(--per-class 100 --epochs 400 --batch 32 --lr 0.1 --lr-decay 0.995 --dropo
 FEW_4=(--per-class 100 --epochs 100 --batch 32 --lr 0.05)
 FEW_5=(--per-class 100 --epochs 300 --batch 32 --momentum 0.9 --lr 0.01 --dropout 0.5 --input-dropout 0.3)
 FEW_6=(--per-class 100 --epochs 400 --batch 32 --lr 0.1 --dropout 0.3 --input-dropout 0.3 --weight-decay 0.0001)
-FULLS=$(compgen -A variable FULL_ | sed 's/FULL_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
-FEWS=$(compgen -A variable FEW_ | sed 's/FEW_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
+FULLS=${FULLS:-$(compgen -A variable FULL_ | sed 's/FULL_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')}
+FEWS=${FEWS:-$(compgen -A variable FEW_ | sed 's/FEW_//' | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')}
+JOBS=${JOBS:-1}
+for c in $FULLS; do declare -p "FULL_$c" >/dev/null 2>&1 || { echo "no candidate FULL_$c" >&2; exit 2; }; done
+for c in $FEWS; do declare -p "FEW_$c" >/dev/null 2>&1 || { echo "no candidate FEW_$c" >&2; exit 2; }; done
 
 # Split the training files into 50,000 + 10,000 rows (IDX, as the originals).
 python3 - "$DATA" "$WORK" <<'PY'
@@ -71,28 +82,49 @@ PY
 val_accuracy() {  # the last epoch's validation accuracy of a classifier, in percent
     $DAE inspect "$1" --json | python3 -c 'import json,sys; print(100*json.load(sys.stdin)["history"][-1]["val_accuracy"])'
 }
-declare -A R
+# Each run writes its validation accuracy to $WORK/r/KIND,CANDIDATE,SEED; up to JOBS run at once.
+mkdir -p "$WORK/r"
+PIDS=()
+start() {  # runs "$@" in the background once fewer than JOBS runs are under way
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    "$@" &
+    PIDS+=($!)
+}
+finish() {  # waits for every run started; fails if one did
+    local p rc=0
+    for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
+    PIDS=()
+    [ "$rc" = 0 ] || { echo "a run failed" >&2; exit 1; }
+}
+pretrain() {  # seed
+    echo "== seed $1: pretraining on 50,000 images" >&2
+    $DAE pretrain "$WORK/fit.idx" -o "$WORK/stack-$1.safetensors" "${PRE[@]}" --seed "$1" --device "$DEVICE" --quiet
+}
+finetune() {  # kind (full, few or few0) candidate seed
+    local -n args="$([ "$1" = full ] && echo FULL || echo FEW)_$2"
+    local m="$WORK/m-$1-$2-$3.safetensors" from=("$WORK/stack-$3.safetensors")
+    [ "$1" = few0 ] && from=(--from-scratch --layers 1000,1000,1000)
+    $DAE finetune "${from[@]}" "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$m" "${args[@]}" \
+        --val "$WORK/val.idx" --val-labels "$WORK/val-labels.idx" --seed "$3" --device "$DEVICE" --quiet
+    val_accuracy "$m" > "$WORK/r/$1,$2,$3"
+    rm -f "$m"
+    echo "   seed $3, $1 recipe $2: $(cat "$WORK/r/$1,$2,$3") %" >&2
+}
+for s in $SEEDS; do start pretrain "$s"; done
+finish
 for s in $SEEDS; do
-    echo "== seed $s: pretraining on 50,000 images" >&2
-    $DAE pretrain "$WORK/fit.idx" -o "$WORK/stack-$s.safetensors" "${PRE[@]}" --seed "$s" --device "$DEVICE" --quiet
-    VAL=(--val "$WORK/val.idx" --val-labels "$WORK/val-labels.idx" --seed "$s" --device "$DEVICE" --quiet)
+    # Full-label runs are long and vary little with the seed: FULL_SEEDS of them.
     for c in $FULLS; do
-        # Full-label runs are long and vary little with the seed: FULL_SEEDS of them.
-        case " $FULL_SEEDS " in *" $s "*) ;; *) continue ;; esac
-        declare -n args="FULL_$c"
-        $DAE finetune "$WORK/stack-$s.safetensors" "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$WORK/m.safetensors" "${args[@]}" "${VAL[@]}"
-        R[full,$c,$s]=$(val_accuracy "$WORK/m.safetensors")
-        echo "   full labels, recipe $c: ${R[full,$c,$s]} %" >&2
+        case " $FULL_SEEDS " in *" $s "*) start finetune full "$c" "$s" ;; esac
     done
     for c in $FEWS; do
-        declare -n args="FEW_$c"
-        $DAE finetune "$WORK/stack-$s.safetensors" "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$WORK/m.safetensors" "${args[@]}" "${VAL[@]}"
-        R[few,$c,$s]=$(val_accuracy "$WORK/m.safetensors")
-        $DAE finetune --from-scratch --layers 1000,1000,1000 "$WORK/fit.idx" --labels "$WORK/fit-labels.idx" -o "$WORK/m.safetensors" "${args[@]}" "${VAL[@]}"
-        R[few0,$c,$s]=$(val_accuracy "$WORK/m.safetensors")
-        echo "   1,000 labels, recipe $c: pretrained ${R[few,$c,$s]} %, from scratch ${R[few0,$c,$s]} %" >&2
+        start finetune few "$c" "$s"
+        start finetune few0 "$c" "$s"
     done
 done
+finish
+declare -A R
+for f in "$WORK"/r/*; do R[$(basename "$f")]=$(cat "$f"); done
 
 {
     for c in $FULLS; do declare -n a="FULL_$c"; echo "full $c ${a[*]}"; done
