@@ -114,8 +114,8 @@ def main():
               f"difference {100 * abs(gpu - cpu) / cpu:.4f} %")
         fp32, tf32 = final_loss.get("train, batch 128, fp32"), final_loss.get("train, batch 128, TF32 products")
         if fp32 is not None and tf32 is not None:
-            print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32:.4f}, "
-                  f"TF32 {tf32:.4f}, difference {100 * abs(tf32 - fp32) / fp32:.3f} %")
+            print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32!r}, "
+                  f"TF32 {tf32!r}, relative difference {abs(tf32 - fp32) / fp32:.2e}")
 
 
 if __name__ == "__main__":
