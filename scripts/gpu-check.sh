@@ -3,7 +3,8 @@
 # machine with an NVIDIA GPU (which needs no Rust: only the driver, and PyTorch for the peers).
 #
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
-#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS
+#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, then a
+#                                       # kernel profile of two epochs (with Nsight Systems, if installed)
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -45,6 +46,21 @@ run)
     echo
     echo "## Benchmark"
     python3 bench/bench_gpu.py "${@:2}"
+    # Where a step's time goes, kernel by kernel, when Nsight Systems is installed.
+    NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
+    if [ -n "$NSYS" ]; then
+        for b in 20 128; do
+            echo
+            echo "## GPU kernels of 2 epochs at batch $b (nsys)"
+            "$NSYS" profile -q -o /tmp/dae-prof --force-overwrite true target/release/dae train \
+                "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
+                --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
+                --device cuda --quiet >/dev/null 2>&1 || { echo "nsys failed"; continue; }
+            "$NSYS" stats -q --report cuda_gpu_kern_sum --format table /tmp/dae-prof.nsys-rep 2>&1 | head -16 || true
+        done
+    else
+        echo "(no nsys here: no kernel profile)"
+    fi
     ;;
 *)
     echo "usage: scripts/gpu-check.sh prepare | run" >&2
