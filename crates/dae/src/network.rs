@@ -449,8 +449,8 @@ struct NetTrainer<'a, B: Backend + 'a> {
     data: B::Data<'a>,
     targets: B::Data<'a>,
     val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
-    /// Validation's workspace (no dropout), sized for `validation_chunk` rows: made at the
-    /// first validation.
+    /// Validation's workspace (no dropout), of `validation_chunk` rows (with validation data
+    /// only).
     val_ws: Option<NetWorkspace<B>>,
     seed: u64,
     augment: Augment,
@@ -501,11 +501,7 @@ impl<'a, B: Backend + 'a> Trainable<B> for NetTrainer<'a, B> {
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
         let (data, targets, rows) = self.val.as_ref().expect("validation data");
-        if self.val_ws.is_none() {
-            let eval = NetworkConfig { dropout: 0.0, input_dropout: 0.0, ..self.cfg.clone() };
-            self.val_ws = Some(NetWorkspace::new(be, &eval, crate::train::validation_chunk(be, rows.len()))?);
-        }
-        let ws = self.val_ws.as_mut().expect("made above");
+        let ws = self.val_ws.as_mut().expect("validation workspace");
         evaluate_loss(be, &self.cfg, &self.params, ws, data, targets, rows)
     }
 
@@ -592,7 +588,14 @@ pub fn finetune<B: Backend>(
                 Some(v) => Some((be.data(v.split.data, scaler)?, be.data(v.targets, &identity)?, &v.split.rows[..])),
                 None => None,
             },
-            val_ws: None,
+            val_ws: match val {
+                Some(v) => {
+                    let eval = NetworkConfig { dropout: 0.0, input_dropout: 0.0, ..cfg.clone() };
+                    let chunk = crate::train::validation_chunk(be, v.split.rows.len(), eval_row_floats(&eval));
+                    Some(NetWorkspace::new(be, &eval, chunk)?)
+                }
+                None => None,
+            },
             seed: tc.seed,
             augment: tc.augment,
             epoch: EpochRows::new(be, train.split.rows.len(), matches!(cfg.task, Task::Classification { .. }))?,
@@ -604,6 +607,13 @@ pub fn finetune<B: Backend>(
         trainer.params.download(be, &mut network);
         Ok(TrainedNetwork { network, history: out.history, best_epoch: out.best_epoch, stopped_early: out.stopped_early })
     })
+}
+
+/// Floats per row of a workspace without dropout (inputs, every layer's output, the two
+/// gradient buffers), for [`crate::train::validation_chunk`].
+fn eval_row_floats(cfg: &NetworkConfig) -> usize {
+    let widest = cfg.sizes[1..].iter().copied().max().unwrap_or(1);
+    cfg.sizes.iter().sum::<usize>() + 2 * widest + cfg.task.outputs() + 3
 }
 
 /// Mean loss (and accuracy, for classification) over validation rows, without dropout.

@@ -371,7 +371,7 @@ struct DaeTrainer<'a, B: Backend + 'a> {
     opt: DaeOptState<B>,
     data: B::Data<'a>,
     val: Option<(B::Data<'a>, &'a [u32])>,
-    /// Validation's workspace, sized for `validation_chunk` rows: made at the first validation.
+    /// Validation's workspace, of `validation_chunk` rows (with validation data only).
     val_ws: Option<DaeWorkspace<B>>,
     seed: u64,
     epoch: EpochRows<B>,
@@ -390,10 +390,7 @@ impl<'a, B: Backend + 'a> Trainable<B> for DaeTrainer<'a, B> {
 
     fn validate(&mut self, be: &B) -> Result<(f64, Option<f64>)> {
         let (data, rows) = self.val.as_ref().expect("validation data");
-        if self.val_ws.is_none() {
-            self.val_ws = Some(DaeWorkspace::new(be, &self.cfg, validation_chunk(be, rows.len()))?);
-        }
-        let ws = self.val_ws.as_mut().expect("made above");
+        let ws = self.val_ws.as_mut().expect("validation workspace");
         Ok((mean_loss(be, &self.cfg, &self.params, ws, data, rows, self.seed, stream::VAL_NOISE)?, None))
     }
 
@@ -468,7 +465,10 @@ pub fn train_dae<B: Backend>(
                 Some(v) => Some((be.data(v.data, scaler)?, &v.rows[..])),
                 None => None,
             },
-            val_ws: None,
+            val_ws: match val {
+                Some(v) => Some(DaeWorkspace::new(be, &cfg, validation_chunk(be, v.rows.len(), dae_row_floats(&cfg)))?),
+                None => None,
+            },
             seed: tc.seed,
             epoch: EpochRows::new(be, train.rows.len(), false)?,
             shape: init,
@@ -555,11 +555,20 @@ pub(crate) fn clip<B: Backend>(
     Ok(())
 }
 
-/// Rows per chunk when evaluating `rows` validation rows: the backend's chunk, not the training
-/// batch, so that a GPU evaluates a validation set in a few products (and few waits for their
-/// results) however small the batch. Each row's loss and noise do not depend on the chunk.
-pub(crate) fn validation_chunk<B: Backend>(be: &B, rows: usize) -> usize {
-    be.chunk_rows().min(rows).max(1)
+/// Rows per chunk when evaluating `rows` validation rows, whose workspace takes about
+/// `row_floats` floats per row: the backend's chunk, not the training batch, so that a GPU
+/// evaluates a validation set in a few products (and few waits for their results) however small
+/// the batch; fewer where the rows are so wide that the workspace would pass 2^26 floats
+/// (256 MiB). Each row's loss and noise do not depend on the chunk.
+pub(crate) fn validation_chunk<B: Backend>(be: &B, rows: usize, row_floats: usize) -> usize {
+    const BUDGET: usize = 1 << 26;
+    be.chunk_rows().min(BUDGET / row_floats.max(1)).min(rows).max(1)
+}
+
+/// Floats per row of a DAE's workspace (clean and corrupted inputs, mask, reconstruction,
+/// code and its gradient), for [`validation_chunk`].
+fn dae_row_floats(cfg: &DaeConfig) -> usize {
+    4 * cfg.inputs + 2 * cfg.hidden
 }
 
 /// The validation loss the trainer reports for `model` on `split`: the mean per-row loss under
@@ -567,7 +576,8 @@ pub(crate) fn validation_chunk<B: Backend>(be: &B, rows: usize) -> usize {
 pub fn validation_loss<B: Backend>(be: &B, model: &Dae, scaler: &Scaler, split: &Split<'_>, seed: u64) -> Result<f64> {
     be.install(|| {
         let params = DaeParams::upload(be, model)?;
-        let mut ws = DaeWorkspace::new(be, &model.config, validation_chunk(be, split.rows.len()))?;
+        let chunk = validation_chunk(be, split.rows.len(), dae_row_floats(&model.config));
+        let mut ws = DaeWorkspace::new(be, &model.config, chunk)?;
         let data = be.data(split.data, scaler)?;
         mean_loss(be, &model.config, &params, &mut ws, &data, &split.rows, seed, stream::VAL_NOISE)
     })
