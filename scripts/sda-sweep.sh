@@ -6,7 +6,8 @@
 #   DAE_DEVICE=cuda SEEDS="1 2 3" FULL_SEEDS="1" scripts/sda-sweep.sh rec.sh   # the defaults, on a GPU
 #   PRETRAIN="--epochs 40" scripts/sda-sweep.sh    # another pretraining (dae pretrain's arguments)
 #   FULLS="0 8" FEWS="1" scripts/sda-sweep.sh       # only these candidates (default: all)
-#   JOBS=4 DAE_DEVICE=cuda scripts/sda-sweep.sh     # up to 4 runs at once (a GPU is mostly idle at batch 32)
+#   JOBS=4 DAE_DEVICE=cuda scripts/sda-sweep.sh     # up to 4 runs (pretrainings, fine-tunes) at once:
+#                                                   # for a GPU, which one run at batch 32 leaves mostly idle
 #
 # The first 50,000 training images train (and are pretrained on, with the reference's
 # pretraining or the arguments in PRETRAIN); images 50,000–59,999 validate. Full labels: each FULL_* recipe on all 50,000
@@ -85,16 +86,22 @@ val_accuracy() {  # the last epoch's validation accuracy of a classifier, in per
 # Each run writes its validation accuracy to $WORK/r/KIND,CANDIDATE,SEED; up to JOBS run at once.
 mkdir -p "$WORK/r"
 PIDS=()
+failed() {  # stops at the first failed run, and stops the others
+    echo "a run failed: stopping" >&2
+    local p
+    for p in $(jobs -rp); do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+    wait || true
+    exit 1
+}
 start() {  # runs "$@" in the background once fewer than JOBS runs are under way
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || failed; done
     "$@" &
     PIDS+=($!)
 }
-finish() {  # waits for every run started; fails if one did
-    local p rc=0
-    for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
+finish() {  # waits for every run started
+    local p
+    for p in "${PIDS[@]}"; do wait "$p" || failed; done
     PIDS=()
-    [ "$rc" = 0 ] || { echo "a run failed" >&2; exit 1; }
 }
 pretrain() {  # seed
     echo "== seed $1: pretraining on 50,000 images" >&2
