@@ -52,10 +52,11 @@ run)
         for b in 20 128; do
             echo
             echo "## GPU kernels of 2 epochs at batch $b (nsys)"
-            "$NSYS" profile -q -o /tmp/dae-prof --force-overwrite true target/release/dae train \
+            # Steps replay as CUDA graphs: trace the graphs' nodes, not whole graphs.
+            "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
                 "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
                 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
-                --device cuda --quiet >/dev/null 2>&1 || { echo "nsys failed"; continue; }
+                --device cuda --quiet >/tmp/dae-prof.log 2>&1 || { echo "nsys failed:"; tail -5 /tmp/dae-prof.log; continue; }
             "$NSYS" stats -q --report cuda_gpu_kern_sum --format table /tmp/dae-prof.nsys-rep 2>&1 | head -16 || true
         done
     else
