@@ -335,4 +335,25 @@ fn cuda_fine_tuning_matches_the_cpu() {
             assert_eq!(x.train_accuracy, y.train_accuracy, "images {augment}, epoch {}: accuracy", x.epoch);
         }
     }
+    // Validation: 1,500 rows, one chunk on the GPU and two on the CPU (1,024 rows a chunk),
+    // whatever the batch; the same losses and accuracies. Labels the network can learn (from
+    // three of each row's bits: about 76 % right after 3 epochs), so that neither figure is
+    // chance's, which any wrong computation would also give.
+    let dae::data::Values::F32(v) = &ds.values else { panic!("prototypes are f32") };
+    let learnable: Vec<f32> = (0..600).map(|r| ((v[r * 60] + 2.0 * v[r * 60 + 1] + v[r * 60 + 2]) as u32 % 3) as f32).collect();
+    let learnable = Dataset::from_f32(600, 1, learnable);
+    let train = LabeledSplit { split: Split::all(&ds), targets: &learnable };
+    let val = LabeledSplit { split: Split { data: &ds, rows: (0..1500).map(|i| (i * 7 % 600) as u32).collect() }, targets: &learnable };
+    let tc = TrainConfig { epochs: 3, batch: 25, lr: 0.5, ..Default::default() };
+    let vg = finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, Some(&val), &tc, &mut Silent, None).unwrap();
+    let vc = finetune(&cpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, Some(&val), &tc, &mut Silent, None).unwrap();
+    assert_eq!(vg.history.len(), 3);
+    assert!(vc.history[2].val_accuracy.unwrap() > 0.6, "the CPU run should learn: {:?}", vc.history);
+    for (g, c) in vg.history.iter().zip(&vc.history) {
+        let (gl, cl) = (g.val_loss.unwrap(), c.val_loss.unwrap());
+        assert!((gl - cl).abs() <= 1e-3 * cl, "epoch {}: validation loss {gl} on the GPU, {cl} on the CPU", g.epoch);
+        // A row near a tie may fall either way (each row is 2 or 3 of the 1,500).
+        let (ga, ca) = (g.val_accuracy.unwrap(), c.val_accuracy.unwrap());
+        assert!((ga - ca).abs() <= 9.0 / 1500.0, "epoch {}: validation accuracy {ga} on the GPU, {ca} on the CPU", g.epoch);
+    }
 }
