@@ -2,7 +2,7 @@
 # Stacked denoising autoencoders on Fashion-MNIST, beside the PyTorch reference
 # (../shared/reference/REFERENCE.md, `torch_sda.py sda 15 30`).
 #
-#   scripts/quality-sda.sh            # needs: apt-get install dataset-fashion-mnist; about 4 h on 2 cores, 5 min on a GPU
+#   scripts/quality-sda.sh            # needs: apt-get install dataset-fashion-mnist; 3-4 h on 2 cores, 5 min on a GPU
 #   SEEDS="1" scripts/quality-sda.sh  # one seed of the recommended recipe only
 #   DAE_DEVICE=cuda scripts/quality-sda.sh   # on a GPU (default: auto)
 #   RECIPE=FILE scripts/quality-sda.sh       # the recommended recipe from FILE (scripts/sda-sweep.sh)
