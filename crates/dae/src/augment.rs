@@ -68,9 +68,7 @@ impl Augment {
             flip: self.flip && r[2] & 1 == 1,
         }
     }
-}
 
-impl Augment {
     /// ", images moved up to 2 pixels and mirrored" for a summary line, or "" when inactive.
     pub fn summary(&self) -> String {
         if self.is_active() {

@@ -328,14 +328,14 @@ extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int k
     corrupt_rows(src, xt, mask, kind, level, seed_lo, seed_hi, stream, epoch, row0, rows, cols);
 }
 
-// Dataset::gather followed by corrupt, in one pass: x[r, j] = scale(data[idx[r], j]) (u8 values
-// read as v / 255 when `is_u8`), then xt (and mask) exactly as `corrupt` makes them from x, with
-// the same threads, counters and draws.
 // Value `at` of the data: u8 read as v / 255 when `is_u8`, else f32.
 __device__ __forceinline__ float raw_value(const void* data, int is_u8, u64 at) {
     return is_u8 ? (float)((const unsigned char*)data)[at] / 255.f : ((const float*)data)[at];
 }
 
+// Dataset::gather followed by corrupt, in one pass: x[r, j] = scale(data[idx[r], j]) (u8 values
+// read as v / 255 when `is_u8`), then xt (and mask) exactly as `corrupt` makes them from x, with
+// the same threads, counters and draws.
 __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32* idx, const float* offset,
                                           const float* factor, u32 r, u32 cols, u32 j) {
     float v = raw_value(data, is_u8, (u64)idx[r] * cols + j);
