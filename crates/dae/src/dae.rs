@@ -152,6 +152,14 @@ impl<B: Backend> DaeWorkspace<B> {
             grads: DaeParams::zeros(be, config)?,
         })
     }
+
+    /// A workspace for evaluating `rows` rows a chunk at a time
+    /// ([`crate::backend::eval_chunk`]: clean and corrupted inputs, mask, reconstruction, code
+    /// and its gradient per row).
+    pub fn for_eval(be: &B, config: &DaeConfig, rows: usize) -> Result<Self> {
+        let row_floats = 4 * config.inputs + 2 * config.hidden;
+        Self::new(be, config, crate::backend::eval_chunk(be, rows, row_floats))
+    }
 }
 
 /// The optimiser state of every parameter tensor.

@@ -68,8 +68,8 @@ fn for_each_chunk<B: Backend>(
     // Noise needs the mask only for emphasis; the model's config decides.
     be.install(|| {
         let params = DaeParams::upload(be, model)?;
-        let cap = be.chunk_rows().min(ds.rows.max(1));
-        let mut ws = DaeWorkspace::new(be, cfg, cap)?;
+        let mut ws = DaeWorkspace::for_eval(be, cfg, ds.rows)?;
+        let cap = ws.capacity;
         let data = be.data(ds, scaler)?;
         let mut idx: Vec<u32> = Vec::with_capacity(cap);
         let mut start = 0;

@@ -267,6 +267,16 @@ impl<B: Backend> NetWorkspace<B> {
             grads: NetParams::zeros(be, cfg)?,
         })
     }
+
+    /// A workspace for evaluating `rows` rows a chunk at a time, without dropout
+    /// ([`crate::backend::eval_chunk`]: inputs, every layer's output, the two gradient buffers
+    /// and the outputs per row).
+    pub fn for_eval(be: &B, cfg: &NetworkConfig, rows: usize) -> Result<Self> {
+        let eval = NetworkConfig { dropout: 0.0, input_dropout: 0.0, ..cfg.clone() };
+        let widest = cfg.sizes[1..].iter().copied().max().unwrap_or(1);
+        let row_floats = cfg.sizes.iter().sum::<usize>() + 2 * widest + cfg.task.outputs() + 3;
+        Self::new(be, &eval, crate::backend::eval_chunk(be, rows, row_floats))
+    }
 }
 
 /// Forward pass over the first `n` rows of `ws.act.x`: leaves the output pre-activation
@@ -449,8 +459,7 @@ struct NetTrainer<'a, B: Backend + 'a> {
     data: B::Data<'a>,
     targets: B::Data<'a>,
     val: Option<(B::Data<'a>, B::Data<'a>, &'a [u32])>,
-    /// Validation's workspace (no dropout), of `validation_chunk` rows (with validation data
-    /// only).
+    /// Validation's workspace (with validation data only).
     val_ws: Option<NetWorkspace<B>>,
     seed: u64,
     augment: Augment,
@@ -589,11 +598,7 @@ pub fn finetune<B: Backend>(
                 None => None,
             },
             val_ws: match val {
-                Some(v) => {
-                    let eval = NetworkConfig { dropout: 0.0, input_dropout: 0.0, ..cfg.clone() };
-                    let chunk = crate::train::validation_chunk(be, v.split.rows.len(), eval_row_floats(&eval));
-                    Some(NetWorkspace::new(be, &eval, chunk)?)
-                }
+                Some(v) => Some(NetWorkspace::for_eval(be, &cfg, v.split.rows.len())?),
                 None => None,
             },
             seed: tc.seed,
@@ -607,13 +612,6 @@ pub fn finetune<B: Backend>(
         trainer.params.download(be, &mut network);
         Ok(TrainedNetwork { network, history: out.history, best_epoch: out.best_epoch, stopped_early: out.stopped_early })
     })
-}
-
-/// Floats per row of a workspace without dropout (inputs, every layer's output, the two
-/// gradient buffers), for [`crate::train::validation_chunk`].
-fn eval_row_floats(cfg: &NetworkConfig) -> usize {
-    let widest = cfg.sizes[1..].iter().copied().max().unwrap_or(1);
-    cfg.sizes.iter().sum::<usize>() + 2 * widest + cfg.task.outputs() + 3
 }
 
 /// Mean loss (and accuracy, for classification) over validation rows, without dropout.
@@ -659,8 +657,8 @@ fn for_each_chunk<B: Backend>(
     ds.check_width(cfg.sizes[0], "the network")?;
     be.install(|| {
         let params = NetParams::upload(be, net)?;
-        let cap = be.chunk_rows().min(ds.rows.max(1));
-        let mut ws = NetWorkspace::new(be, cfg, cap)?;
+        let mut ws = NetWorkspace::for_eval(be, cfg, ds.rows)?;
+        let cap = ws.capacity;
         let data = be.data(ds, scaler)?;
         let mut idx = Vec::with_capacity(cap);
         let mut start = 0;

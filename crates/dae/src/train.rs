@@ -371,7 +371,7 @@ struct DaeTrainer<'a, B: Backend + 'a> {
     opt: DaeOptState<B>,
     data: B::Data<'a>,
     val: Option<(B::Data<'a>, &'a [u32])>,
-    /// Validation's workspace, of `validation_chunk` rows (with validation data only).
+    /// Validation's workspace (with validation data only).
     val_ws: Option<DaeWorkspace<B>>,
     seed: u64,
     epoch: EpochRows<B>,
@@ -466,7 +466,7 @@ pub fn train_dae<B: Backend>(
                 None => None,
             },
             val_ws: match val {
-                Some(v) => Some(DaeWorkspace::new(be, &cfg, validation_chunk(be, v.rows.len(), dae_row_floats(&cfg)))?),
+                Some(v) => Some(DaeWorkspace::for_eval(be, &cfg, v.rows.len())?),
                 None => None,
             },
             seed: tc.seed,
@@ -555,29 +555,12 @@ pub(crate) fn clip<B: Backend>(
     Ok(())
 }
 
-/// Rows per chunk when evaluating `rows` validation rows, whose workspace takes about
-/// `row_floats` floats per row: the backend's chunk, not the training batch, so that a GPU
-/// evaluates a validation set in a few products (and few waits for their results) however small
-/// the batch; fewer where the rows are so wide that the workspace would pass 2^26 floats
-/// (256 MiB). Each row's loss and noise do not depend on the chunk.
-pub(crate) fn validation_chunk<B: Backend>(be: &B, rows: usize, row_floats: usize) -> usize {
-    const BUDGET: usize = 1 << 26;
-    be.chunk_rows().min(BUDGET / row_floats.max(1)).min(rows).max(1)
-}
-
-/// Floats per row of a DAE's workspace (clean and corrupted inputs, mask, reconstruction,
-/// code and its gradient), for [`validation_chunk`].
-fn dae_row_floats(cfg: &DaeConfig) -> usize {
-    4 * cfg.inputs + 2 * cfg.hidden
-}
-
 /// The validation loss the trainer reports for `model` on `split`: the mean per-row loss under
 /// the model's own noise, drawn as in training's validation for `seed`.
 pub fn validation_loss<B: Backend>(be: &B, model: &Dae, scaler: &Scaler, split: &Split<'_>, seed: u64) -> Result<f64> {
     be.install(|| {
         let params = DaeParams::upload(be, model)?;
-        let chunk = validation_chunk(be, split.rows.len(), dae_row_floats(&model.config));
-        let mut ws = DaeWorkspace::new(be, &model.config, chunk)?;
+        let mut ws = DaeWorkspace::for_eval(be, &model.config, split.rows.len())?;
         let data = be.data(split.data, scaler)?;
         mean_loss(be, &model.config, &params, &mut ws, &data, &split.rows, seed, stream::VAL_NOISE)
     })

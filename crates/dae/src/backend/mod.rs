@@ -146,6 +146,16 @@ pub struct StepSpec {
 }
 
 /// The operations a model needs from a compute device.
+/// Rows per chunk of a workspace that evaluates `rows` rows (validation, encoding, prediction)
+/// and takes about `row_floats` floats per row: the backend's chunk (not the training batch, so
+/// that a GPU works through a validation set in a few products and few waits for their
+/// results), fewer where rows are so wide that the workspace would pass 2^28 floats (1 GiB).
+/// Each row's results do not depend on the chunk.
+pub fn eval_chunk<B: Backend>(be: &B, rows: usize, row_floats: usize) -> usize {
+    const BUDGET: usize = 1 << 28;
+    be.chunk_rows().min(BUDGET / row_floats.max(1)).min(rows).max(1)
+}
+
 pub trait Backend: Sync {
     /// A vector of f32 on the device.
     type Buf: Send;
