@@ -367,6 +367,91 @@ pub trait Backend: Sync {
         act_grad_then_col_sums(self, delta, y, act, rows, cols, out, alpha, beta, also);
     }
 
+    /// Whether a DAE training step on `rows` rows of `inputs` values with `hidden` units should
+    /// go through [`Backend::product_bias_act`], [`Backend::product_loss_grad`] and
+    /// [`Backend::product_act_grad_col_sums`]: a device that does each of them in one launch
+    /// says yes for batches small enough to gain by it. The results are the same to rounding
+    /// either way.
+    fn fuse_products(&self, _rows: usize, _inputs: usize, _hidden: usize) -> bool {
+        false
+    }
+
+    /// `c[m×n]` = act(`a`·op(`b`) + `bias`), op(b) k×n: [`Backend::matmul`] then
+    /// [`Backend::bias_act`].
+    #[allow(clippy::too_many_arguments)]
+    fn product_bias_act(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        tb: Trans,
+        m: usize,
+        n: usize,
+        k: usize,
+        bias: &Self::Buf,
+        act: Activation,
+    ) {
+        self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
+        self.bias_act(c, bias, act, m, n);
+    }
+
+    /// The decoder's product with the training loss: `pre[rows×cols]` = `h`·op(`w`) (op(w)
+    /// k×cols), then [`Backend::loss_grad`] with the bias `bias` (`spec.output` must be
+    /// [`LossOutput::Grad`]), then the bias's gradient Σ_r `pre[r, :]` into `bias_grad` as
+    /// [`Backend::col_sums_scaled`] with α, β; into `bias` itself when `bias_grad` is None (an SGD
+    /// step).
+    #[allow(clippy::too_many_arguments)]
+    fn product_loss_grad(
+        &self,
+        pre: &mut Self::Buf,
+        h: &Self::Buf,
+        w: &Self::Buf,
+        tw: Trans,
+        k: usize,
+        bias: &mut Self::Buf,
+        target: &Self::Buf,
+        mask: Option<&Self::Buf>,
+        spec: &LossSpec,
+        rows: usize,
+        cols: usize,
+        row_loss: &mut Self::Buf,
+        offset: usize,
+        bias_grad: Option<&mut Self::Buf>,
+        alpha: f32,
+        beta: f32,
+    ) {
+        debug_assert_eq!(spec.output, LossOutput::Grad);
+        self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
+        self.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
+        match bias_grad {
+            Some(g) => self.col_sums_scaled(g, pre, rows, cols, alpha, beta),
+            None => self.col_sums_scaled(bias, pre, rows, cols, alpha, beta),
+        }
+    }
+
+    /// The encoder's backward: `delta[m×n]` = (`g`·op(`w`)) · act′ at `y`, op(w) k×n, then
+    /// `out` = β·`out` + α·Σ_r `delta[r, :]`: [`Backend::matmul`] then
+    /// [`Backend::act_grad_col_sums`].
+    #[allow(clippy::too_many_arguments)]
+    fn product_act_grad_col_sums(
+        &self,
+        delta: &mut Self::Buf,
+        g: &Self::Buf,
+        w: &Self::Buf,
+        tw: Trans,
+        m: usize,
+        n: usize,
+        k: usize,
+        y: &Self::Buf,
+        act: Activation,
+        out: &mut Self::Buf,
+        alpha: f32,
+        beta: f32,
+    ) {
+        self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
+        self.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
+    }
+
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).
     fn sum_squares(&self, x: &Self::Buf, len: usize) -> f64;
 
