@@ -49,11 +49,13 @@ run)
     # Where a step's time goes, kernel by kernel, when Nsight Systems is installed.
     NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
     if [ -n "$NSYS" ]; then
-        for b in 20 128; do
+        # Batch 20 and 128 as they run by default, then batch 20 with the small-batch kernels.
+        for run in 20 128 "20 1024"; do
+            read -r b small <<<"$run"
             echo
-            echo "## GPU kernels of 2 epochs at batch $b (nsys)"
+            echo "## GPU kernels of 2 epochs at batch $b${small:+, small-batch kernels (DAE_CUDA_SMALL=$small)} (nsys)"
             # Steps replay as CUDA graphs: trace the graphs' nodes, not whole graphs.
-            "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
+            DAE_CUDA_SMALL=${small:-0} "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
                 "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
                 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
                 --device cuda --quiet >/tmp/dae-prof.log 2>&1 || { echo "nsys failed:"; tail -5 /tmp/dae-prof.log; continue; }

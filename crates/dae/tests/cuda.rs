@@ -301,6 +301,46 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
 }
 
 #[test]
+fn cuda_small_batch_kernels_train_as_the_cpu() {
+    let Some(gpu) = common::cuda("cuda_small_batch_kernels_train_as_the_cpu") else { return };
+    let cpu = Cpu::new(Some(2)).unwrap();
+    // 990 rows in batches of 20: the last batch has 10 rows.
+    let ds = prototypes(990, 120);
+    let scaler = Scaler::identity(ds.cols);
+    let tied = DaeConfig::new(120, 64);
+    let untied = DaeConfig {
+        tied: false,
+        loss: Loss::SquaredError,
+        encoder: Activation::Relu,
+        emphasis: Some(Emphasis { corrupted: 0.7, clean: 0.3 }),
+        ..tied.clone()
+    };
+    // Plain SGD updates the biases inside the kernels; Adam takes the gradients from buffers.
+    for (cfg, opt, lr) in [(&tied, Optimizer::sgd(), 0.1), (&untied, Optimizer::adam(), 1e-3), (&tied, Optimizer::adam(), 1e-3)] {
+        let tc = TrainConfig { epochs: 3, batch: 20, optimizer: opt, lr, ..Default::default() };
+        let on_gpu = || train_dae(&gpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        gpu.set_small_rows(0);
+        let cublas = on_gpu();
+        gpu.set_small_rows(64);
+        let (a, b) = (on_gpu(), on_gpu());
+        gpu.set_graphs(false);
+        let eager = on_gpu();
+        gpu.set_graphs(true);
+        gpu.set_small_rows(0);
+        let what = format!("{opt:?}, tied {}", cfg.tied);
+        assert!(a.model == b.model, "{what}: two runs of the small-batch kernels differ");
+        assert!(a.model == eager.model, "{what}: graph replay changed the small-batch kernels' weights");
+        let c = train_dae(&cpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        for (e, ((s, u), c)) in a.history.iter().zip(&cublas.history).zip(&c.history).enumerate() {
+            let rel = (s.train_loss - u.train_loss).abs() / u.train_loss;
+            assert!(rel < 1e-4, "{what}, epoch {}: small-batch kernels' loss {} vs cuBLAS path's {}", e + 1, s.train_loss, u.train_loss);
+            let rel = (s.train_loss - c.train_loss).abs() / c.train_loss;
+            assert!(rel < 1e-3, "{what}, epoch {}: small-batch kernels' loss {} vs CPU {}", e + 1, s.train_loss, c.train_loss);
+        }
+    }
+}
+
+#[test]
 fn cuda_fine_tuning_matches_the_cpu() {
     use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
     let Some(gpu) = common::cuda("cuda_fine_tuning_matches_the_cpu") else { return };

@@ -86,6 +86,23 @@ __device__ double block_sum(double v) {
     return r;
 }
 
+// One element's loss `l` and its gradient `g` with respect to the pre-activation `a`, for the
+// target `x`, before emphasis and the batch mean (kernels::loss_grad_row's inner loop). loss: 0
+// cross-entropy on sigmoid outputs (computed from a, stable for large |a|), 1 squared error.
+__device__ __forceinline__ void loss_elem(int loss, int decoder, float a, float x, float* l, float* g) {
+    if (loss == 0) {
+        float e = expf(-fabsf(a));
+        *l = fmaxf(a, 0.f) - a * x + log1pf(e);
+        float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+        *g = s - x;
+    } else {
+        float z = act_apply(decoder, a);
+        float d = z - x;
+        *l = d * d;
+        *g = 2.f * d * act_grad_out(decoder, z);
+    }
+}
+
 // kernels::loss_grad_row, one block per row. loss: 0 cross-entropy, 1 squared error; output:
 // 0 rows only, 1 gradient, 2 elements. emphasis: 0 none, else weights w_corrupted, w_clean
 // (with `mask` null every input counts as clean).
@@ -101,17 +118,7 @@ extern "C" __global__ void loss_grad(float* pre, const float* c, const float* ta
         float w = 1.f;
         if (emphasis) w = (mask && mask[base + j] != 0.f) ? w_corrupted : w_clean;
         float l, g;
-        if (loss == 0) {
-            float e = expf(-fabsf(a));
-            l = fmaxf(a, 0.f) - a * x + log1pf(e);
-            float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
-            g = s - x;
-        } else {
-            float z = act_apply(decoder, a);
-            float d = z - x;
-            l = d * d;
-            g = 2.f * d * act_grad_out(decoder, z);
-        }
+        loss_elem(loss, decoder, a, x, &l, &g);
         total += (double)(w * l);
         if (output == 1) pre[base + j] = grad_scale * w * g;
         else if (output == 2) pre[base + j] = w * l;
@@ -191,6 +198,161 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
     u32 stripes = (cols + 31) / 32;
     if (blockIdx.x < stripes) col_sums_stripe(out, x, y, act, blockIdx.x, rows, cols, alpha, beta);
     else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
+}
+
+// ---- Small batches: each product of a training step with the work that follows it ----
+//
+// For a batch of a few dozen rows, a step's products are too small to fill the GPU and each
+// launch costs about as much as its work. These kernels compute C = A·op(B) (A m×k row-major;
+// B k×n row-major when tb = 0, n×k when tb = 1, i.e. C = A·Bᵀ) together with what the step does
+// next to C, in one launch. A block of 256 threads takes a stripe of SMALL_COLS columns and
+// every row, SMALL_ROWS rows at a time: thread t sums column t % SMALL_COLS over its share of the
+// depth (the chunks of 4 whose index is t / SMALL_COLS modulo SMALL_SLICES), then the shares are
+// added in a fixed order, so that every run gives the same sums. k must be a multiple of 4 and
+// A's and B's rows 16-byte aligned (float4 loads). Column sums (bias gradients) are kept
+// within the block, which holds every row of its columns; row sums (losses) are added across
+// blocks by the last block to finish.
+#define SMALL_COLS 8
+#define SMALL_SLICES 32
+#define SMALL_ROWS 32
+
+// The sum for this thread's element (row r0 + t / SMALL_COLS, column j0 + t % SMALL_COLS) of the
+// tile of rows r0..r0 + nr (0 outside the matrix). Every thread of the block must call it.
+__device__ float small_tile(const float* a, const float* b, int tb, u32 r0, u32 nr, u32 n, u32 k, u32 j0) {
+    __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS];
+    u32 t = threadIdx.x, c = t % SMALL_COLS, s = t / SMALL_COLS, j = j0 + c;
+    float acc[SMALL_ROWS];
+    for (int r = 0; r < SMALL_ROWS; r++) acc[r] = 0.f;
+    if (j < n) {
+        for (u32 q = s; q < k / 4; q += SMALL_SLICES) {
+            u32 k0 = 4 * q;
+            float b0, b1, b2, b3;
+            if (tb) {
+                float4 bv = *(const float4*)(b + (u64)j * k + k0);
+                b0 = bv.x; b1 = bv.y; b2 = bv.z; b3 = bv.w;
+            } else {
+                b0 = b[(u64)k0 * n + j];
+                b1 = b[(u64)(k0 + 1) * n + j];
+                b2 = b[(u64)(k0 + 2) * n + j];
+                b3 = b[(u64)(k0 + 3) * n + j];
+            }
+            for (int r = 0; r < SMALL_ROWS; r++) {
+                if ((u32)r < nr) {
+                    float4 av = *(const float4*)(a + (u64)(r0 + r) * k + k0);
+                    acc[r] += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+                }
+            }
+        }
+    }
+    for (int r = 0; r < SMALL_ROWS; r++) red[s][r * SMALL_COLS + c] = acc[r];
+    __syncthreads();
+    float v = 0.f;
+    for (u32 i = 0; i < SMALL_SLICES; i++) v += red[i][t];
+    __syncthreads();
+    return v;
+}
+
+// Adds each column of the tile (`v` from every thread, 0 outside the matrix) to `*sum`, held by
+// the threads of the tile's first row, in row order. Every thread of the block must call it.
+__device__ __forceinline__ void small_col_add(float v, float* sum) {
+    __shared__ float cs[SMALL_ROWS][SMALL_COLS];
+    u32 t = threadIdx.x, c = t % SMALL_COLS, r = t / SMALL_COLS;
+    cs[r][c] = v;
+    __syncthreads();
+    if (r == 0)
+        for (u32 i = 0; i < SMALL_ROWS; i++) *sum += cs[i][c];
+    __syncthreads();
+}
+
+// out = β·out + α·sum for this thread's column (the threads of the first row).
+__device__ __forceinline__ void small_col_store(float* out, float sum, u32 n, u32 j0, float alpha, float beta) {
+    u32 t = threadIdx.x, j = j0 + t % SMALL_COLS;
+    if (t < SMALL_COLS && j < n) out[j] = beta == 0.f ? alpha * sum : beta * out[j] + alpha * sum;
+}
+
+// The encoder: out = act(A·op(B) + bias), as gemm then bias_act.
+extern "C" __global__ void small_bias_act(float* out, const float* a, const float* b, int tb, const float* bias, int act,
+                                          u32 m, u32 n, u32 k) {
+    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, j = j0 + t % SMALL_COLS;
+    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
+        u32 nr = min(m - r0, (u32)SMALL_ROWS);
+        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
+        if (r < nr && j < n) out[(u64)(r0 + r) * n + j] = act_apply(act, v + bias[j]);
+    }
+}
+
+// The decoder with the loss, as gemm, loss_grad (gradient output) and col_sums: out = the
+// gradient of the batch-mean loss with respect to the pre-activation A·op(B) + bias, for
+// `target` (with emphasis through `mask` as loss_grad); row_loss[r] = row r's weighted loss;
+// bias_out = β·bias_out + α·Σ_r out[r, :]. bias_out may be bias itself (an SGD step): each
+// block writes its columns after its last read of them. `partial` holds gridDim.x × m doubles
+// and `counter` is 0 before the launch, as the launch leaves it. loss codes as loss_grad.
+extern "C" __global__ void small_loss_grad(float* out, const float* a, const float* b, int tb, const float* bias,
+                                           const float* target, const float* mask, int loss, int decoder, int emphasis,
+                                           float w_corrupted, float w_clean, float grad_scale, u32 m, u32 n, u32 k,
+                                           float* row_loss, double* partial, u32* counter, float* bias_out,
+                                           float alpha, float beta) {
+    __shared__ double rows_part[SMALL_ROWS][SMALL_COLS];
+    __shared__ u32 last;
+    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, c = t % SMALL_COLS, j = j0 + c;
+    float col = 0.f;
+    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
+        u32 nr = min(m - r0, (u32)SMALL_ROWS);
+        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
+        float gv = 0.f;
+        double lv = 0.0;
+        if (r < nr && j < n) {
+            u64 at = (u64)(r0 + r) * n + j;
+            float w = 1.f;
+            if (emphasis) w = (mask && mask[at] != 0.f) ? w_corrupted : w_clean;
+            float l, g;
+            loss_elem(loss, decoder, v + bias[j], target[at], &l, &g);
+            gv = grad_scale * w * g;
+            lv = (double)(w * l);
+            out[at] = gv;
+        }
+        rows_part[r][c] = lv;
+        small_col_add(gv, &col);
+        if (c == 0 && r < nr) {
+            double sum = 0.0;
+            for (u32 i = 0; i < SMALL_COLS; i++) sum += rows_part[r][i];
+            partial[(u64)blockIdx.x * m + r0 + r] = sum;
+        }
+    }
+    small_col_store(bias_out, col, n, j0, alpha, beta);
+    // The last block to finish adds the blocks' partial row losses, in block order.
+    __threadfence();
+    __syncthreads();
+    if (t == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (last) {
+        for (u32 i = t; i < m; i += blockDim.x) {
+            double sum = 0.0;
+            for (u32 q = 0; q < gridDim.x; q++) sum += ((volatile double*)partial)[(u64)q * m + i];
+            row_loss[i] = (float)sum;
+        }
+        if (t == 0) *counter = 0;
+    }
+}
+
+// The encoder's backward, as gemm then act_grad_col_sums: out = (A·op(B)) · act′ at y (the
+// encoder's outputs), bias_out = β·bias_out + α·Σ_r out[r, :].
+extern "C" __global__ void small_act_grad(float* out, const float* a, const float* b, int tb, const float* y, int act,
+                                          u32 m, u32 n, u32 k, float* bias_out, float alpha, float beta) {
+    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, j = j0 + t % SMALL_COLS;
+    float col = 0.f;
+    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
+        u32 nr = min(m - r0, (u32)SMALL_ROWS);
+        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
+        float dv = 0.f;
+        if (r < nr && j < n) {
+            u64 at = (u64)(r0 + r) * n + j;
+            dv = act_grad_apply(act, v, y[at]);
+            out[at] = dv;
+        }
+        small_col_add(dv, &col);
+    }
+    small_col_store(bias_out, col, n, j0, alpha, beta);
 }
 
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {

@@ -18,7 +18,7 @@ use crate::kernels::StepConsts;
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use graph::{Entry, Gemm, Queue, MAX_SLOTS};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
@@ -27,11 +27,16 @@ mod graph;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 18] = [
+pub const KERNEL_NAMES: [&str; 21] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt", "gather_augment",
+    "gather_corrupt", "gather_augment", "small_bias_act", "small_loss_grad", "small_act_grad",
 ];
+
+/// Columns per block of the small-batch kernels (SMALL_COLS in kernels.cu).
+pub const SMALL_COLS: usize = 8;
+/// Threads per block of the small-batch kernels.
+pub const SMALL_THREADS: u32 = 256;
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
@@ -148,6 +153,13 @@ pub struct Cuda {
     /// gradients, the two W-gradient products as one): the default; DAE_CUDA_FUSE=0 runs the
     /// operations one by one instead, for comparison.
     fused: AtomicBool,
+    /// The largest batch whose training steps run the small-batch kernels (each product with
+    /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
+    /// by default until they are measured against the products of cuBLAS.
+    small_rows: AtomicUsize,
+    /// The small-batch loss kernel's partial row losses and its counter of finished blocks
+    /// (grown as needed), and how many doubles of partials it holds.
+    partials: Mutex<Option<(Raw, usize)>>,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
     _functions: Vec<CudaFunction>,
@@ -195,6 +207,16 @@ fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
         opts.options.push(format!("--gpu-architecture={a}"));
     }
     cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Runtime(format!("compiling the CUDA kernels failed: {e:?}")))
+}
+
+/// DAE_CUDA_SMALL: the largest batch for the small-batch kernels (0 or unset: none).
+fn small_rows_from_env() -> Result<usize> {
+    match std::env::var("DAE_CUDA_SMALL") {
+        Err(_) => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Error::Runtime(format!("DAE_CUDA_SMALL: expected a number of rows (0 for none), got '{v}'"))
+        }),
+    }
 }
 
 fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -251,6 +273,8 @@ impl Cuda {
             order: Mutex::new(None),
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
+            small_rows: AtomicUsize::new(small_rows_from_env()?),
+            partials: Mutex::new(None),
             _workspace: workspace,
             _functions: f,
             _module: module,
@@ -284,6 +308,33 @@ impl Cuda {
 
     fn fused(&self) -> bool {
         self.fused.load(Ordering::Relaxed)
+    }
+
+    /// Training steps of batches of at most `rows` rows run the small-batch kernels (0: none).
+    /// Results are the same to rounding either way.
+    pub fn set_small_rows(&self, rows: usize) {
+        self.small_rows.store(rows, Ordering::Relaxed);
+    }
+
+    /// The device addresses of the counter and of at least `len` doubles of partial sums for
+    /// `small_loss_grad`, or None after a failed allocation (recorded for [`Backend::check`]).
+    fn partials(&self, len: usize) -> Option<(u64, u64)> {
+        let mut p = self.partials.lock().unwrap_or_else(|p| p.into_inner());
+        if p.as_ref().is_none_or(|(_, cap)| *cap < len) {
+            // The old buffer is freed at once: recorded work that uses it must run first.
+            self.queue().flush();
+            let cap = len.max(4096);
+            // The counter (8 bytes, zeroed), then the partials.
+            match raw(&self.stream, 8 + 8 * cap) {
+                Ok(r) => *p = Some((r, cap)),
+                Err(e) => {
+                    self.queue().error.get_or_insert(e.to_string());
+                    return None;
+                }
+            }
+        }
+        let (r, _) = p.as_ref().expect("allocated above");
+        Some((r.ptr, r.ptr + 8))
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -409,6 +460,12 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
         Corruption::Gaussian { sigma } => (2, sigma, 32),
         Corruption::SaltAndPepper { level } => (3, level, 16),
     }
+}
+
+/// Whether the small-batch kernels can compute an m×n product of depth k: every size non-zero,
+/// the depth a multiple of 4 (float4 loads) and the columns within one launch's grid.
+fn small_shape(m: usize, n: usize, k: usize) -> bool {
+    m > 0 && n > 0 && k > 0 && k % 4 == 0 && n.div_ceil(SMALL_COLS) <= u32::MAX as usize && m <= u32::MAX as usize
 }
 
 fn act_code(a: Activation) -> i32 {
@@ -863,6 +920,170 @@ impl Backend for Cuda {
             ];
             self.kernel_block(const { k("act_grad_col_sums") }, blocks as u32, 1024, &slots);
         }
+    }
+
+    fn fuse_products(&self, rows: usize, inputs: usize, hidden: usize) -> bool {
+        // The kernels read rows in float4s.
+        rows > 0 && rows <= self.small_rows.load(Ordering::Relaxed) && inputs % 4 == 0 && hidden % 4 == 0
+    }
+
+    fn product_bias_act(
+        &self,
+        c: &mut CudaBuf,
+        a: &CudaBuf,
+        b: &CudaBuf,
+        tb: Trans,
+        m: usize,
+        n: usize,
+        k: usize,
+        bias: &CudaBuf,
+        act: Activation,
+    ) {
+        if !small_shape(m, n, k) {
+            self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
+            return self.bias_act(c, bias, act, m, n);
+        }
+        fits(c, m * n, "product output");
+        fits(a, m * k, "product operand a");
+        fits(b, k * n, "product operand b");
+        fits(bias, n, "product bias");
+        let slots = [
+            c.ptr,
+            a.ptr,
+            b.ptr,
+            ((tb == Trans::T) as i32).slot(),
+            bias.ptr,
+            act_code(act).slot(),
+            (m as u32).slot(),
+            (n as u32).slot(),
+            (k as u32).slot(),
+        ];
+        self.kernel_block(const { self::k("small_bias_act") }, n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+    }
+
+    fn product_loss_grad(
+        &self,
+        pre: &mut CudaBuf,
+        h: &CudaBuf,
+        w: &CudaBuf,
+        tw: Trans,
+        k: usize,
+        bias: &mut CudaBuf,
+        target: &CudaBuf,
+        mask: Option<&CudaBuf>,
+        spec: &LossSpec,
+        rows: usize,
+        cols: usize,
+        row_loss: &mut CudaBuf,
+        offset: usize,
+        bias_grad: Option<&mut CudaBuf>,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let blocks = cols.div_ceil(SMALL_COLS);
+        let partials = if small_shape(rows, cols, k) && spec.output == LossOutput::Grad {
+            self.partials(blocks * rows)
+        } else {
+            None
+        };
+        let Some((counter, partials)) = partials else {
+            self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
+            self.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
+            return match bias_grad {
+                Some(g) => self.col_sums_scaled(g, pre, rows, cols, alpha, beta),
+                None => self.col_sums_scaled(bias, pre, rows, cols, alpha, beta),
+            };
+        };
+        fits(pre, rows * cols, "product output");
+        fits(h, rows * k, "product operand a");
+        fits(w, k * cols, "product operand b");
+        fits(target, rows * cols, "loss target");
+        fits(bias, cols, "loss bias");
+        fits(row_loss, offset + rows, "loss_grad losses");
+        if let Some(m) = mask {
+            fits(m, rows * cols, "loss_grad mask");
+        }
+        let bias_out = match &bias_grad {
+            Some(g) => {
+                fits(g, cols, "bias gradient");
+                g.ptr
+            }
+            None => bias.ptr,
+        };
+        let (emph, wc, wl) = match spec.emphasis {
+            Some(e) => (1, e.corrupted, e.clean),
+            None => (0, 1.0, 1.0),
+        };
+        let loss = match spec.loss {
+            Loss::CrossEntropy => 0,
+            Loss::SquaredError => 1,
+        };
+        let slots = [
+            pre.ptr,
+            h.ptr,
+            w.ptr,
+            ((tw == Trans::T) as i32).slot(),
+            bias.ptr,
+            target.ptr,
+            mask.slot(),
+            loss.slot(),
+            act_code(spec.decoder).slot(),
+            emph.slot(),
+            wc.slot(),
+            wl.slot(),
+            spec.grad_scale.slot(),
+            (rows as u32).slot(),
+            (cols as u32).slot(),
+            (k as u32).slot(),
+            row_loss.ptr + 4 * offset as u64,
+            partials,
+            counter,
+            bias_out,
+            alpha.slot(),
+            beta.slot(),
+        ];
+        self.kernel_block(const { self::k("small_loss_grad") }, blocks as u32, SMALL_THREADS, &slots);
+    }
+
+    fn product_act_grad_col_sums(
+        &self,
+        delta: &mut CudaBuf,
+        g: &CudaBuf,
+        w: &CudaBuf,
+        tw: Trans,
+        m: usize,
+        n: usize,
+        k: usize,
+        y: &CudaBuf,
+        act: Activation,
+        out: &mut CudaBuf,
+        alpha: f32,
+        beta: f32,
+    ) {
+        if !small_shape(m, n, k) {
+            self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
+            return self.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
+        }
+        fits(delta, m * n, "product output");
+        fits(g, m * k, "product operand a");
+        fits(w, k * n, "product operand b");
+        fits(y, m * n, "act_grad y");
+        fits(out, n, "bias gradient");
+        let slots = [
+            delta.ptr,
+            g.ptr,
+            w.ptr,
+            ((tw == Trans::T) as i32).slot(),
+            y.ptr,
+            act_code(act).slot(),
+            (m as u32).slot(),
+            (n as u32).slot(),
+            (k as u32).slot(),
+            out.ptr,
+            alpha.slot(),
+            beta.slot(),
+        ];
+        self.kernel_block(const { self::k("small_act_grad") }, n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
