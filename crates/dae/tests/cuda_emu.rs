@@ -1,0 +1,332 @@
+//! The CUDA kernels on the CPU: kernels.cu compiled by g++ against tests/emu/cuda_emu.h (each
+//! block's threads as host threads, `__syncthreads` a barrier) and run against the CPU
+//! engine's operations. This checks the kernels' arithmetic, indexing and block-level
+//! synchronisation on every machine, GPU or not; tests/cuda.rs checks the same kernels, and
+//! the backend's launches of them, on a GPU.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::assert_close;
+use dae::backend::cuda::{KERNELS, KERNEL_NAMES, SMALL_COLS, SMALL_THREADS};
+use dae::backend::{Backend, LossOutput, LossSpec, Trans};
+use dae::corrupt::{corrupt_row, NoiseKey};
+use dae::rng::Rng;
+use dae::{Activation, Corruption, Cpu, Emphasis, Loss};
+use std::ffi::{c_char, CString};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+type Launch = unsafe extern "C" fn(*const c_char, u32, u32, *const u64, i32) -> i32;
+
+/// The kernels built for the CPU; one launch at a time (the emulation's state is global).
+struct Emu {
+    launch: Mutex<Launch>,
+}
+
+impl Emu {
+    /// Runs kernel `name` over `grid` blocks of `block` threads with these argument slots
+    /// (host pointers stand for device pointers).
+    fn run(&self, name: &str, grid: u32, block: u32, slots: &[u64]) {
+        let f = self.launch.lock().unwrap_or_else(|p| p.into_inner());
+        let c = CString::new(name).unwrap();
+        // SAFETY: the slots match the kernel's parameters (checked by count) and every pointer
+        // among them covers what the kernel reads and writes.
+        let rc = unsafe { (*f)(c.as_ptr(), grid, block, slots.as_ptr(), slots.len() as i32) };
+        assert_eq!(rc, 0, "{name}: launch failed (-1: wrong argument count, -2: no such kernel)");
+    }
+}
+
+/// Builds the emulation once, or None (after saying why) where no C++20 compiler is found.
+fn emu(test: &str) -> Option<&'static Emu> {
+    static EMU: OnceLock<Result<Emu, String>> = OnceLock::new();
+    let built = EMU.get_or_init(build);
+    match built {
+        Ok(e) => Some(e),
+        Err(why) => {
+            common::skip(&format!("{test}: skipping: {why}"));
+            if std::env::var_os("DAE_REQUIRE_CXX").is_some() {
+                panic!("DAE_REQUIRE_CXX is set but the kernels could not be built for the CPU: {why}");
+            }
+            None
+        }
+    }
+}
+
+fn build() -> Result<Emu, String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_emu");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let header = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/emu/cuda_emu.h");
+    let mut src = format!("#include \"{}\"\n", header.display());
+    src.push_str(KERNELS);
+    src.push_str("\nextern \"C\" int emu_launch(const char* name, unsigned grid, unsigned block, const uint64_t* slots, int n) {\n");
+    for k in KERNEL_NAMES {
+        src.push_str(&format!("    if (!std::strcmp(name, \"{k}\")) return emu_run({k}, grid, block, slots, n);\n"));
+    }
+    src.push_str("    return -2;\n}\n");
+    let cpp = dir.join("kernels_emu.cpp");
+    let lib = dir.join(format!("libkernels_emu_{}.so", std::process::id()));
+    std::fs::write(&cpp, src).map_err(|e| e.to_string())?;
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let out = Command::new(&cxx)
+        .args(["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w", "-o"])
+        .arg(&lib)
+        .arg(&cpp)
+        .output()
+        .map_err(|e| format!("could not run the C++ compiler '{cxx}' ({e}); set CXX"))?;
+    if !out.status.success() {
+        return Err(format!("{cxx} failed to build kernels.cu for the CPU:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // SAFETY: the library is the one just built; its initialisers only set up statics.
+    let lib = unsafe { libloading::Library::new(&lib) }.map_err(|e| e.to_string())?;
+    // SAFETY: emu_launch has this signature (generated above).
+    let launch: Launch = *unsafe { lib.get::<Launch>(b"emu_launch") }.map_err(|e| e.to_string())?;
+    // The library stays loaded for the rest of the process.
+    std::mem::forget(lib);
+    Ok(Emu { launch: Mutex::new(launch) })
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed, 5);
+    (0..n).map(|_| rng.next_f32()).collect()
+}
+
+/// Values in [−1, 1).
+fn signed(n: usize, seed: u64) -> Vec<f32> {
+    random(n, seed).into_iter().map(|v| 2.0 * v - 1.0).collect()
+}
+
+fn ptr(v: &[f32]) -> u64 {
+    v.as_ptr() as u64
+}
+
+fn f(v: f32) -> u64 {
+    v.to_bits() as u64
+}
+
+fn act_code(a: Activation) -> u64 {
+    match a {
+        Activation::Sigmoid => 0,
+        Activation::Tanh => 1,
+        Activation::Relu => 2,
+        Activation::Identity => 3,
+    }
+}
+
+/// c = a·op(b) on the CPU engine (a m×k, op(b) k×n).
+fn product(cpu: &Cpu, a: &[f32], b: &[f32], tb: Trans, m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    cpu.matmul(&mut c, &a.to_vec(), Trans::N, &b.to_vec(), tb, m, n, k, false);
+    c
+}
+
+#[test]
+fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
+    let Some(emu) = emu("emulated_loss_and_bias_gradient_kernels_match_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let (rows, cols) = (5, 300);
+    let pre = signed(rows * cols, 1).into_iter().map(|v| 4.0 * v).collect::<Vec<_>>();
+    let target = random(rows * cols, 2);
+    let c = signed(cols, 3);
+    let mask: Vec<f32> = random(rows * cols, 4).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
+    for (loss, decoder, emphasis) in [
+        (Loss::CrossEntropy, Activation::Sigmoid, None),
+        (Loss::SquaredError, Activation::Tanh, Some(Emphasis { corrupted: 0.8, clean: 0.2 })),
+    ] {
+        let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / rows as f32, output: LossOutput::Grad };
+        let (mut want, mut want_loss) = (pre.clone(), vec![0f32; rows]);
+        cpu.loss_grad(&mut want, &c, &target, Some(&mask), &spec, rows, cols, &mut want_loss, 0);
+        let (got, got_loss) = (pre.clone(), vec![0f32; rows]);
+        let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
+        let slots = [
+            ptr(&got),
+            ptr(&c),
+            ptr(&target),
+            ptr(&mask),
+            (loss == Loss::SquaredError) as u64,
+            act_code(decoder),
+            e,
+            f(wc),
+            f(wl),
+            f(spec.grad_scale),
+            1,
+            cols as u64,
+            ptr(&got_loss),
+        ];
+        emu.run("loss_grad", rows as u32, 256, &slots);
+        assert_close(&format!("loss_grad {loss:?} gradient"), &got, &want, 1e-5, 1e-6);
+        assert_close(&format!("loss_grad {loss:?} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
+    }
+
+    // The backward pass's two bias gradients in one launch (an SGD step on both biases).
+    let (rows, cols, cols2) = (40, 70, 45);
+    let delta = signed(rows * cols, 5);
+    let y = random(rows * cols, 6);
+    let x2 = signed(rows * cols2, 7);
+    let (b0, c0) = (signed(cols, 8), signed(cols2, 9));
+    let (alpha, beta) = (-0.1, 0.99);
+    let (mut want_d, mut want_b, mut want_c) = (delta.clone(), b0.clone(), c0.clone());
+    cpu.act_grad_col_sums(&mut want_d, &y, Activation::Sigmoid, rows, cols, &mut want_b, alpha, beta, Some((&mut want_c, &x2, cols2)));
+    let (got_d, got_b, got_c) = (delta.clone(), b0.clone(), c0.clone());
+    let slots = [ptr(&got_b), ptr(&got_d), ptr(&y), 0, cols as u64, ptr(&got_c), ptr(&x2), cols2 as u64, rows as u64, f(alpha), f(beta)];
+    emu.run("act_grad_col_sums", (cols.div_ceil(32) + cols2.div_ceil(32)) as u32, 1024, &slots);
+    assert_close("act_grad_col_sums delta", &got_d, &want_d, 1e-6, 0.0);
+    assert_close("act_grad_col_sums b", &got_b, &want_b, 1e-5, 1e-6);
+    assert_close("act_grad_col_sums c", &got_c, &want_c, 1e-5, 1e-6);
+}
+
+#[test]
+fn emulated_masking_noise_is_the_cpus_bit_for_bit() {
+    let Some(emu) = emu("emulated_masking_noise_is_the_cpus_bit_for_bit") else { return };
+    let (rows, cols) = (3, 77);
+    let x = random(rows * cols, 10);
+    let key = NoiseKey { seed: 0xfeed_beef_1234, stream: 16, epoch: 2, row0: 40 };
+    let noise = Corruption::Masking { level: 0.3 };
+    let (mut want, mut want_mask) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    for r in 0..rows {
+        let span = r * cols..(r + 1) * cols;
+        corrupt_row(noise, &key, key.row0 + r as u32, &x[span.clone()], &mut want[span.clone()], Some(&mut want_mask[span]));
+    }
+    let (got, got_mask) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    let threads = rows * cols.div_ceil(32) * 8;
+    let slots = [
+        ptr(&x),
+        ptr(&got),
+        ptr(&got_mask),
+        1,
+        f(0.3),
+        f(0.0),
+        key.seed & 0xffff_ffff,
+        key.seed >> 32,
+        key.stream as u64,
+        key.epoch as u64,
+        key.row0 as u64,
+        rows as u64,
+        cols as u64,
+    ];
+    emu.run("corrupt", threads.div_ceil(256) as u32, 256, &slots);
+    assert_eq!(got, want, "masked rows");
+    assert_eq!(got_mask, want_mask, "masks");
+    assert!(want_mask.contains(&1.0) && want_mask.contains(&0.0), "the draw masks some inputs, not all");
+}
+
+/// Shapes (rows, columns, depth) for the small-batch kernels: one row, a part tile, tiles of
+/// 32 rows with a remainder; column counts that leave a part stripe.
+const SMALL_SHAPES: [(usize, usize, usize); 4] = [(1, 13, 8), (20, 50, 36), (33, 19, 100), (70, 9, 12)];
+
+#[test]
+fn emulated_small_batch_encoder_matches_the_cpu() {
+    let Some(emu) = emu("emulated_small_batch_encoder_matches_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    for (m, n, k) in SMALL_SHAPES {
+        for tb in [Trans::N, Trans::T] {
+            let (a, b, bias) = (random(m * k, 20), signed(k * n, 21), signed(n, 22));
+            let mut want = product(&cpu, &a, &b, tb, m, n, k);
+            cpu.bias_act(&mut want, &bias, Activation::Sigmoid, m, n);
+            let got = vec![f32::NAN; m * n];
+            let slots = [ptr(&got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
+            emu.run("small_bias_act", n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+            assert_close(&format!("small_bias_act {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
+    let Some(emu) = emu("emulated_small_batch_decoder_and_loss_match_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    for (i, (m, n, k)) in SMALL_SHAPES.into_iter().enumerate() {
+        let tb = if i % 2 == 0 { Trans::T } else { Trans::N };
+        // Cross-entropy with the bias updated in place (an SGD step), then squared error with
+        // emphasis into a separate gradient buffer.
+        for (loss, decoder, emphasis, in_place) in [
+            (Loss::CrossEntropy, Activation::Sigmoid, None, true),
+            (Loss::SquaredError, Activation::Sigmoid, Some(Emphasis { corrupted: 0.7, clean: 0.3 }), false),
+        ] {
+            let (h, w, bias) = (random(m * k, 30), signed(k * n, 31), signed(n, 32));
+            let target = random(m * n, 33);
+            let mask: Vec<f32> = random(m * n, 34).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
+            let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / m as f32, output: LossOutput::Grad };
+            let (alpha, beta) = if in_place { (-0.1, 1.0) } else { (1.0, 0.0) };
+            // The CPU engine: product, loss and gradient, then the bias's column sums.
+            let mut want = product(&cpu, &h, &w, tb, m, n, k);
+            let mut want_loss = vec![0f32; m + 3];
+            cpu.loss_grad(&mut want, &bias, &target, Some(&mask), &spec, m, n, &mut want_loss, 3);
+            let mut want_bias = if in_place { bias.clone() } else { vec![0f32; n] };
+            cpu.col_sums_scaled(&mut want_bias, &want, m, n, alpha, beta);
+
+            let blocks = n.div_ceil(SMALL_COLS);
+            let got = vec![f32::NAN; m * n];
+            let got_loss = vec![0f32; m + 3];
+            let got_bias = bias.clone();
+            let grad = vec![f32::NAN; n];
+            let bias_out = if in_place { ptr(&got_bias) } else { ptr(&grad) };
+            let partials = vec![f64::NAN; blocks * m];
+            let counter = [0u32; 2];
+            let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
+            let slots = [
+                ptr(&got),
+                ptr(&h),
+                ptr(&w),
+                (tb == Trans::T) as u64,
+                ptr(&got_bias),
+                ptr(&target),
+                ptr(&mask),
+                (loss == Loss::SquaredError) as u64,
+                act_code(decoder),
+                e,
+                f(wc),
+                f(wl),
+                f(spec.grad_scale),
+                m as u64,
+                n as u64,
+                k as u64,
+                ptr(&got_loss) + 12,
+                partials.as_ptr() as u64,
+                counter.as_ptr() as u64,
+                bias_out,
+                f(alpha),
+                f(beta),
+            ];
+            let what = format!("small_loss_grad {m}×{n}×{k} {tb:?} {loss:?}");
+            emu.run("small_loss_grad", blocks as u32, SMALL_THREADS, &slots);
+            assert_close(&format!("{what} gradient"), &got, &want, 1e-5, 1e-6);
+            assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
+            let (got_b, want_b) = if in_place { (&got_bias, &want_bias) } else { (&grad, &want_bias) };
+            assert_close(&format!("{what} bias"), got_b, want_b, 1e-5, 1e-6);
+            if !in_place {
+                assert_eq!(got_bias, bias, "{what}: the bias itself is only read");
+            }
+            assert_eq!(counter[0], 0, "{what}: the launch leaves its counter at 0 for the next");
+        }
+    }
+}
+
+#[test]
+fn emulated_small_batch_encoder_backward_matches_the_cpu() {
+    let Some(emu) = emu("emulated_small_batch_encoder_backward_matches_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    for (i, (m, n, k)) in SMALL_SHAPES.into_iter().enumerate() {
+        let tb = if i % 2 == 0 { Trans::N } else { Trans::T };
+        for act in [Activation::Sigmoid, Activation::Relu] {
+            let (g, w, b0) = (signed(m * k, 40), signed(k * n, 41), signed(n, 42));
+            let y = match act {
+                Activation::Relu => signed(m * n, 43).into_iter().map(|v| v.max(0.0)).collect(),
+                _ => random(m * n, 43),
+            };
+            let (alpha, beta) = (-0.05, 0.999);
+            let mut want = product(&cpu, &g, &w, tb, m, n, k);
+            let mut want_b = b0.clone();
+            cpu.act_grad_col_sums(&mut want, &y, act, m, n, &mut want_b, alpha, beta, None);
+            let got = vec![f32::NAN; m * n];
+            let got_b = b0.clone();
+            let slots =
+                [ptr(&got), ptr(&g), ptr(&w), (tb == Trans::T) as u64, ptr(&y), act_code(act), m as u64, n as u64, k as u64, ptr(&got_b), f(alpha), f(beta)];
+            let what = format!("small_act_grad {m}×{n}×{k} {tb:?} {act:?}");
+            emu.run("small_act_grad", n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+            assert_close(&format!("{what} delta"), &got, &want, 1e-5, 1e-6);
+            assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, 1e-6);
+        }
+    }
+}
