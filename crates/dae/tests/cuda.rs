@@ -304,7 +304,8 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
 fn cuda_small_batch_kernels_train_as_the_cpu() {
     let Some(gpu) = common::cuda("cuda_small_batch_kernels_train_as_the_cpu") else { return };
     let cpu = Cpu::new(Some(2)).unwrap();
-    // 990 rows in batches of 20: the last batch has 10 rows.
+    // 990 rows in batches of 20 (the last has 10 rows: one part tile of rows), or of 50 (two
+    // tiles; the last batch 40 rows).
     let ds = prototypes(990, 120);
     let scaler = Scaler::identity(ds.cols);
     let tied = DaeConfig::new(120, 64);
@@ -316,8 +317,8 @@ fn cuda_small_batch_kernels_train_as_the_cpu() {
         ..tied.clone()
     };
     // Plain SGD updates the biases inside the kernels; Adam takes the gradients from buffers.
-    for (cfg, opt, lr) in [(&tied, Optimizer::sgd(), 0.1), (&untied, Optimizer::adam(), 1e-3), (&tied, Optimizer::adam(), 1e-3)] {
-        let tc = TrainConfig { epochs: 3, batch: 20, optimizer: opt, lr, ..Default::default() };
+    for (cfg, opt, lr, batch) in [(&tied, Optimizer::sgd(), 0.1, 20), (&untied, Optimizer::adam(), 1e-3, 50), (&tied, Optimizer::adam(), 1e-3, 20), (&tied, Optimizer::sgd(), 0.1, 50)] {
+        let tc = TrainConfig { epochs: 3, batch, optimizer: opt, lr, ..Default::default() };
         let on_gpu = || train_dae(&gpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
         gpu.set_small_rows(0);
         let cublas = on_gpu();
@@ -327,7 +328,7 @@ fn cuda_small_batch_kernels_train_as_the_cpu() {
         let eager = on_gpu();
         gpu.set_graphs(true);
         gpu.set_small_rows(0);
-        let what = format!("{opt:?}, tied {}", cfg.tied);
+        let what = format!("{opt:?}, tied {}, batch {batch}", cfg.tied);
         assert!(a.model == b.model, "{what}: two runs of the small-batch kernels differ");
         assert!(a.model == eager.model, "{what}: graph replay changed the small-batch kernels' weights");
         let c = train_dae(&cpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();

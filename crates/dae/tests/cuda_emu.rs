@@ -8,7 +8,7 @@
 mod common;
 
 use common::assert_close;
-use dae::backend::cuda::{KERNELS, KERNEL_NAMES, SMALL_COLS, SMALL_THREADS};
+use dae::backend::cuda::{small_grid, KERNELS, KERNEL_NAMES, SMALL_THREADS};
 use dae::backend::{Backend, LossOutput, LossSpec, Trans};
 use dae::corrupt::{corrupt_row, NoiseKey};
 use dae::rng::Rng;
@@ -212,7 +212,8 @@ fn emulated_masking_noise_is_the_cpus_bit_for_bit() {
 }
 
 /// Shapes (rows, columns, depth) for the small-batch kernels: one row, a part tile, tiles of
-/// 32 rows with a remainder; column counts that leave a part stripe.
+/// 32 rows with a remainder (blocks over 2 and 3 tiles); column counts that leave a part
+/// stripe.
 const SMALL_SHAPES: [(usize, usize, usize); 4] = [(1, 13, 8), (20, 50, 36), (33, 19, 100), (70, 9, 12)];
 
 #[test]
@@ -226,7 +227,7 @@ fn emulated_small_batch_encoder_matches_the_cpu() {
             cpu.bias_act(&mut want, &bias, Activation::Sigmoid, m, n);
             let got = vec![f32::NAN; m * n];
             let slots = [ptr(&got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
-            emu.run("small_bias_act", n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+            emu.run("small_bias_act", small_grid(m, n, k).unwrap().0, SMALL_THREADS, &slots);
             assert_close(&format!("small_bias_act {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, 1e-6);
         }
     }
@@ -256,13 +257,14 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
             let mut want_bias = if in_place { bias.clone() } else { vec![0f32; n] };
             cpu.col_sums_scaled(&mut want_bias, &want, m, n, alpha, beta);
 
-            let blocks = n.div_ceil(SMALL_COLS);
+            let (blocks, stripes, tiles) = small_grid(m, n, k).unwrap();
             let got = vec![f32::NAN; m * n];
             let got_loss = vec![0f32; m + 3];
             let got_bias = bias.clone();
             let grad = vec![f32::NAN; n];
             let bias_out = if in_place { ptr(&got_bias) } else { ptr(&grad) };
-            let partials = vec![f64::NAN; blocks * m];
+            let row_part = vec![f64::NAN; stripes * m];
+            let col_part = vec![f32::NAN; tiles * n];
             let counter = [0u32; 2];
             let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
             let slots = [
@@ -283,14 +285,15 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
                 n as u64,
                 k as u64,
                 ptr(&got_loss) + 12,
-                partials.as_ptr() as u64,
+                row_part.as_ptr() as u64,
+                ptr(&col_part),
                 counter.as_ptr() as u64,
                 bias_out,
                 f(alpha),
                 f(beta),
             ];
             let what = format!("small_loss_grad {m}×{n}×{k} {tb:?} {loss:?}");
-            emu.run("small_loss_grad", blocks as u32, SMALL_THREADS, &slots);
+            emu.run("small_loss_grad", blocks, SMALL_THREADS, &slots);
             assert_close(&format!("{what} gradient"), &got, &want, 1e-5, 1e-6);
             assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
             let (got_b, want_b) = if in_place { (&got_bias, &want_bias) } else { (&grad, &want_bias) };
@@ -321,10 +324,28 @@ fn emulated_small_batch_encoder_backward_matches_the_cpu() {
             cpu.act_grad_col_sums(&mut want, &y, act, m, n, &mut want_b, alpha, beta, None);
             let got = vec![f32::NAN; m * n];
             let got_b = b0.clone();
-            let slots =
-                [ptr(&got), ptr(&g), ptr(&w), (tb == Trans::T) as u64, ptr(&y), act_code(act), m as u64, n as u64, k as u64, ptr(&got_b), f(alpha), f(beta)];
+            let (blocks, _, tiles) = small_grid(m, n, k).unwrap();
+            let col_part = vec![f32::NAN; tiles * n];
+            let counter = [0u32; 2];
+            let slots = [
+                ptr(&got),
+                ptr(&g),
+                ptr(&w),
+                (tb == Trans::T) as u64,
+                ptr(&y),
+                act_code(act),
+                m as u64,
+                n as u64,
+                k as u64,
+                ptr(&got_b),
+                f(alpha),
+                f(beta),
+                ptr(&col_part),
+                counter.as_ptr() as u64,
+            ];
             let what = format!("small_act_grad {m}×{n}×{k} {tb:?} {act:?}");
-            emu.run("small_act_grad", n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+            emu.run("small_act_grad", blocks, SMALL_THREADS, &slots);
+            assert_eq!(counter[0], 0, "{what}: the launch leaves its counter at 0 for the next");
             assert_close(&format!("{what} delta"), &got, &want, 1e-5, 1e-6);
             assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, 1e-6);
         }

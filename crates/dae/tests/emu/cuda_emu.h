@@ -3,8 +3,8 @@
 // thread, so __syncthreads() is a barrier that every live thread of the block reaches. Shared
 // memory is `static` (one copy, used by one block at a time); threadIdx is per thread.
 // Differences from a GPU that a test must allow for: no FMA contraction (results differ in
-// the last bits), no warps (kernels must not rely on warp-synchronous code), and the last block
-// of a grid is always the last to finish.
+// the last bits), no warps (kernels must not rely on warp-synchronous code), and the blocks of
+// a grid run one at a time, last to first.
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -75,7 +75,10 @@ int emu_run(void (*f)(A...), unsigned grid, unsigned block, const uint64_t* slot
     if (n != (int)sizeof...(A)) return -1;
     blockDim = {block, 1, 1};
     gridDim = {grid, 1, 1};
-    for (unsigned b = 0; b < grid; b++) {
+    // Blocks run last to first, so that a kernel that needs block 0 to run first, or the last
+    // block to finish last, fails here.
+    for (unsigned i = 0; i < grid; i++) {
+        unsigned b = grid - 1 - i;
         blockIdx = {b, 0, 0};
         std::barrier<> bar((std::ptrdiff_t)block);
         emu_barrier = &bar;

@@ -205,19 +205,35 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
 // For a batch of a few dozen rows, a step's products are too small to fill the GPU and each
 // launch costs about as much as its work. These kernels compute C = A·op(B) (A m×k row-major;
 // B k×n row-major when tb = 0, n×k when tb = 1, i.e. C = A·Bᵀ) together with what the step does
-// next to C, in one launch. A block of 256 threads takes a stripe of SMALL_COLS columns and
-// every row, SMALL_ROWS rows at a time: thread t sums column t % SMALL_COLS over its share of the
-// depth (the chunks of 4 whose index is t / SMALL_COLS modulo SMALL_SLICES), then the shares are
-// added in a fixed order, so that every run gives the same sums. k must be a multiple of 4 and
-// A's and B's rows 16-byte aligned (float4 loads). Column sums (bias gradients) are kept
-// within the block, which holds every row of its columns; row sums (losses) are added across
-// blocks by the last block to finish.
+// next to C, in one launch. Block b takes the stripe of SMALL_COLS columns b % stripes and the
+// tile of SMALL_ROWS rows b / stripes (stripes = ⌈n / SMALL_COLS⌉): thread t sums column
+// t % SMALL_COLS over its share of the depth (the chunks of 4 whose index is t / SMALL_COLS
+// modulo SMALL_SLICES) for every row of the tile, then the shares are added in a fixed order.
+// Sums across blocks (bias gradients over the tiles, row losses over the stripes) are left as
+// partial sums, which the last block to finish adds in block order: every run gives the same
+// results. k must be a multiple of 4 and A's and B's rows 16-byte aligned (float4 loads).
 #define SMALL_COLS 8
 #define SMALL_SLICES 32
 #define SMALL_ROWS 32
 
-// The sum for this thread's element (row r0 + t / SMALL_COLS, column j0 + t % SMALL_COLS) of the
-// tile of rows r0..r0 + nr (0 outside the matrix). Every thread of the block must call it.
+// This block's place: its first column and row, its stripe and tile, and the rows it holds.
+struct SmallBlock {
+    u32 j0, r0, stripe, tile, nr;
+};
+
+__device__ __forceinline__ SmallBlock small_block(u32 m, u32 n) {
+    u32 stripes = (n + SMALL_COLS - 1) / SMALL_COLS;
+    SmallBlock s;
+    s.stripe = blockIdx.x % stripes;
+    s.tile = blockIdx.x / stripes;
+    s.j0 = s.stripe * SMALL_COLS;
+    s.r0 = s.tile * SMALL_ROWS;
+    s.nr = min(m - s.r0, (u32)SMALL_ROWS);
+    return s;
+}
+
+// The sum for this thread's element (row r0 + t / SMALL_COLS, column j0 + t % SMALL_COLS) of
+// the tile of rows r0..r0 + nr (0 outside the matrix). Every thread of the block must call it.
 __device__ float small_tile(const float* a, const float* b, int tb, u32 r0, u32 nr, u32 n, u32 k, u32 j0) {
     __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS];
     u32 t = threadIdx.x, c = t % SMALL_COLS, s = t / SMALL_COLS, j = j0 + c;
@@ -252,83 +268,92 @@ __device__ float small_tile(const float* a, const float* b, int tb, u32 r0, u32 
     return v;
 }
 
-// Adds each column of the tile (`v` from every thread, 0 outside the matrix) to `*sum`, held by
-// the threads of the tile's first row, in row order. Every thread of the block must call it.
-__device__ __forceinline__ void small_col_add(float v, float* sum) {
+// The sum over the tile's rows of `v` (0 outside the matrix) for this thread's column, in row
+// order; meaningful in the threads of the tile's first row. Every thread must call it.
+__device__ __forceinline__ float small_col_sum(float v) {
     __shared__ float cs[SMALL_ROWS][SMALL_COLS];
     u32 t = threadIdx.x, c = t % SMALL_COLS, r = t / SMALL_COLS;
     cs[r][c] = v;
     __syncthreads();
+    float sum = 0.f;
     if (r == 0)
-        for (u32 i = 0; i < SMALL_ROWS; i++) *sum += cs[i][c];
+        for (u32 i = 0; i < SMALL_ROWS; i++) sum += cs[i][c];
     __syncthreads();
+    return sum;
 }
 
-// out = β·out + α·sum for this thread's column (the threads of the first row).
-__device__ __forceinline__ void small_col_store(float* out, float sum, u32 n, u32 j0, float alpha, float beta) {
-    u32 t = threadIdx.x, j = j0 + t % SMALL_COLS;
-    if (t < SMALL_COLS && j < n) out[j] = beta == 0.f ? alpha * sum : beta * out[j] + alpha * sum;
+// Whether this block is the last of the grid to get here, its writes and every other block's
+// visible to it. Every thread must call it.
+__device__ __forceinline__ bool small_last_block(u32* counter) {
+    __shared__ u32 last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    return last;
+}
+
+// In the last block: out[j] = β·out[j] + α·Σ_tiles col_part[tile, j] (β = 0: out is not read).
+__device__ __forceinline__ void small_finish_cols(const float* col_part, u32 tiles, u32 n, float* out, float alpha,
+                                                  float beta) {
+    for (u32 j = threadIdx.x; j < n; j += blockDim.x) {
+        float sum = 0.f;
+        for (u32 q = 0; q < tiles; q++) sum += ((volatile const float*)col_part)[(u64)q * n + j];
+        out[j] = beta == 0.f ? alpha * sum : beta * out[j] + alpha * sum;
+    }
 }
 
 // The encoder: out = act(A·op(B) + bias), as gemm then bias_act.
 extern "C" __global__ void small_bias_act(float* out, const float* a, const float* b, int tb, const float* bias, int act,
                                           u32 m, u32 n, u32 k) {
-    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, j = j0 + t % SMALL_COLS;
-    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
-        u32 nr = min(m - r0, (u32)SMALL_ROWS);
-        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
-        if (r < nr && j < n) out[(u64)(r0 + r) * n + j] = act_apply(act, v + bias[j]);
-    }
+    SmallBlock sb = small_block(m, n);
+    u32 t = threadIdx.x, r = t / SMALL_COLS, j = sb.j0 + t % SMALL_COLS;
+    float v = small_tile(a, b, tb, sb.r0, sb.nr, n, k, sb.j0);
+    if (r < sb.nr && j < n) out[(u64)(sb.r0 + r) * n + j] = act_apply(act, v + bias[j]);
 }
 
 // The decoder with the loss, as gemm, loss_grad (gradient output) and col_sums: out = the
 // gradient of the batch-mean loss with respect to the pre-activation A·op(B) + bias, for
-// `target` (with emphasis through `mask` as loss_grad); row_loss[r] = row r's weighted loss;
-// bias_out = β·bias_out + α·Σ_r out[r, :]. bias_out may be bias itself (an SGD step): each
-// block writes its columns after its last read of them. `partial` holds gridDim.x × m doubles
-// and `counter` is 0 before the launch, as the launch leaves it. loss codes as loss_grad.
+// `target` (with emphasis through `mask`, as loss_grad); row_loss[r] = row r's weighted loss;
+// bias_out = β·bias_out + α·Σ_r out[r, :]. bias_out may be bias itself (an SGD step): the last
+// block writes it, after every block has read it. Scratch: `row_part` holds stripes × m
+// doubles, `col_part` tiles × n floats, and `counter` is 0 before the launch, as the launch
+// leaves it. Loss codes as loss_grad.
 extern "C" __global__ void small_loss_grad(float* out, const float* a, const float* b, int tb, const float* bias,
                                            const float* target, const float* mask, int loss, int decoder, int emphasis,
                                            float w_corrupted, float w_clean, float grad_scale, u32 m, u32 n, u32 k,
-                                           float* row_loss, double* partial, u32* counter, float* bias_out,
-                                           float alpha, float beta) {
+                                           float* row_loss, double* row_part, float* col_part, u32* counter,
+                                           float* bias_out, float alpha, float beta) {
     __shared__ double rows_part[SMALL_ROWS][SMALL_COLS];
-    __shared__ u32 last;
-    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, c = t % SMALL_COLS, j = j0 + c;
-    float col = 0.f;
-    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
-        u32 nr = min(m - r0, (u32)SMALL_ROWS);
-        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
-        float gv = 0.f;
-        double lv = 0.0;
-        if (r < nr && j < n) {
-            u64 at = (u64)(r0 + r) * n + j;
-            float w = 1.f;
-            if (emphasis) w = (mask && mask[at] != 0.f) ? w_corrupted : w_clean;
-            float l, g;
-            loss_elem(loss, decoder, v + bias[j], target[at], &l, &g);
-            gv = grad_scale * w * g;
-            lv = (double)(w * l);
-            out[at] = gv;
-        }
-        rows_part[r][c] = lv;
-        small_col_add(gv, &col);
-        if (c == 0 && r < nr) {
-            double sum = 0.0;
-            for (u32 i = 0; i < SMALL_COLS; i++) sum += rows_part[r][i];
-            partial[(u64)blockIdx.x * m + r0 + r] = sum;
-        }
+    SmallBlock sb = small_block(m, n);
+    u32 t = threadIdx.x, r = t / SMALL_COLS, c = t % SMALL_COLS, j = sb.j0 + c;
+    float v = small_tile(a, b, tb, sb.r0, sb.nr, n, k, sb.j0);
+    float gv = 0.f;
+    double lv = 0.0;
+    if (r < sb.nr && j < n) {
+        u64 at = (u64)(sb.r0 + r) * n + j;
+        float w = 1.f;
+        if (emphasis) w = (mask && mask[at] != 0.f) ? w_corrupted : w_clean;
+        float l, g;
+        loss_elem(loss, decoder, v + bias[j], target[at], &l, &g);
+        gv = grad_scale * w * g;
+        lv = (double)(w * l);
+        out[at] = gv;
     }
-    small_col_store(bias_out, col, n, j0, alpha, beta);
-    // The last block to finish adds the blocks' partial row losses, in block order.
-    __threadfence();
-    __syncthreads();
-    if (t == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (last) {
+    rows_part[r][c] = lv;
+    float col = small_col_sum(gv);
+    if (r == 0 && j < n) col_part[(u64)sb.tile * n + j] = col;
+    if (c == 0 && r < sb.nr) {
+        double sum = 0.0;
+        for (u32 i = 0; i < SMALL_COLS; i++) sum += rows_part[r][i];
+        row_part[(u64)sb.stripe * m + sb.r0 + r] = sum;
+    }
+    if (small_last_block(counter)) {
+        u32 stripes = (n + SMALL_COLS - 1) / SMALL_COLS;
+        small_finish_cols(col_part, (m + SMALL_ROWS - 1) / SMALL_ROWS, n, bias_out, alpha, beta);
         for (u32 i = t; i < m; i += blockDim.x) {
             double sum = 0.0;
-            for (u32 q = 0; q < gridDim.x; q++) sum += ((volatile double*)partial)[(u64)q * m + i];
+            for (u32 q = 0; q < stripes; q++) sum += ((volatile const double*)row_part)[(u64)q * m + i];
             row_loss[i] = (float)sum;
         }
         if (t == 0) *counter = 0;
@@ -336,23 +361,25 @@ extern "C" __global__ void small_loss_grad(float* out, const float* a, const flo
 }
 
 // The encoder's backward, as gemm then act_grad_col_sums: out = (A·op(B)) · act′ at y (the
-// encoder's outputs), bias_out = β·bias_out + α·Σ_r out[r, :].
+// encoder's outputs), bias_out = β·bias_out + α·Σ_r out[r, :]. Scratch as small_loss_grad's.
 extern "C" __global__ void small_act_grad(float* out, const float* a, const float* b, int tb, const float* y, int act,
-                                          u32 m, u32 n, u32 k, float* bias_out, float alpha, float beta) {
-    u32 j0 = blockIdx.x * SMALL_COLS, t = threadIdx.x, r = t / SMALL_COLS, j = j0 + t % SMALL_COLS;
-    float col = 0.f;
-    for (u32 r0 = 0; r0 < m; r0 += SMALL_ROWS) {
-        u32 nr = min(m - r0, (u32)SMALL_ROWS);
-        float v = small_tile(a, b, tb, r0, nr, n, k, j0);
-        float dv = 0.f;
-        if (r < nr && j < n) {
-            u64 at = (u64)(r0 + r) * n + j;
-            dv = act_grad_apply(act, v, y[at]);
-            out[at] = dv;
-        }
-        small_col_add(dv, &col);
+                                          u32 m, u32 n, u32 k, float* bias_out, float alpha, float beta, float* col_part,
+                                          u32* counter) {
+    SmallBlock sb = small_block(m, n);
+    u32 t = threadIdx.x, r = t / SMALL_COLS, j = sb.j0 + t % SMALL_COLS;
+    float v = small_tile(a, b, tb, sb.r0, sb.nr, n, k, sb.j0);
+    float dv = 0.f;
+    if (r < sb.nr && j < n) {
+        u64 at = (u64)(sb.r0 + r) * n + j;
+        dv = act_grad_apply(act, v, y[at]);
+        out[at] = dv;
     }
-    small_col_store(bias_out, col, n, j0, alpha, beta);
+    float col = small_col_sum(dv);
+    if (r == 0 && j < n) col_part[(u64)sb.tile * n + j] = col;
+    if (small_last_block(counter)) {
+        small_finish_cols(col_part, (m + SMALL_ROWS - 1) / SMALL_ROWS, n, bias_out, alpha, beta);
+        if (t == 0) *counter = 0;
+    }
 }
 
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {

@@ -35,6 +35,8 @@ pub const KERNEL_NAMES: [&str; 21] = [
 
 /// Columns per block of the small-batch kernels (SMALL_COLS in kernels.cu).
 pub const SMALL_COLS: usize = 8;
+/// Rows per block of the small-batch kernels (SMALL_ROWS in kernels.cu).
+pub const SMALL_ROWS: usize = 32;
 /// Threads per block of the small-batch kernels.
 pub const SMALL_THREADS: u32 = 256;
 
@@ -157,8 +159,8 @@ pub struct Cuda {
     /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
     /// by default until they are measured against the products of cuBLAS.
     small_rows: AtomicUsize,
-    /// The small-batch loss kernel's partial row losses and its counter of finished blocks
-    /// (grown as needed), and how many doubles of partials it holds.
+    /// The small-batch kernels' scratch: a counter of finished blocks, then partial row and
+    /// column sums (grown as needed), and its size in bytes.
     partials: Mutex<Option<(Raw, usize)>>,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
@@ -316,16 +318,18 @@ impl Cuda {
         self.small_rows.store(rows, Ordering::Relaxed);
     }
 
-    /// The device addresses of the counter and of at least `len` doubles of partial sums for
-    /// `small_loss_grad`, or None after a failed allocation (recorded for [`Backend::check`]).
-    fn partials(&self, len: usize) -> Option<(u64, u64)> {
+    /// Scratch for a small-batch kernel (see [`small_grid`]): the device addresses of its
+    /// counter of finished blocks, of `doubles` partial row sums and of `floats` partial column
+    /// sums; None after a failed allocation (recorded for [`Backend::check`]).
+    fn partials(&self, doubles: usize, floats: usize) -> Option<(u64, u64, u64)> {
+        let bytes = 8 + 8 * doubles + 4 * floats;
         let mut p = self.partials.lock().unwrap_or_else(|p| p.into_inner());
-        if p.as_ref().is_none_or(|(_, cap)| *cap < len) {
+        if p.as_ref().is_none_or(|(_, cap)| *cap < bytes) {
             // The old buffer is freed at once: recorded work that uses it must run first.
             self.queue().flush();
-            let cap = len.max(4096);
-            // The counter (8 bytes, zeroed), then the partials.
-            match raw(&self.stream, 8 + 8 * cap) {
+            let cap = bytes.max(1 << 16);
+            // Zeroed: the counter starts at 0, and each launch leaves it there.
+            match raw(&self.stream, cap) {
                 Ok(r) => *p = Some((r, cap)),
                 Err(e) => {
                     self.queue().error.get_or_insert(e.to_string());
@@ -334,7 +338,7 @@ impl Cuda {
             }
         }
         let (r, _) = p.as_ref().expect("allocated above");
-        Some((r.ptr, r.ptr + 8))
+        Some((r.ptr, r.ptr + 8, r.ptr + 8 + 8 * doubles as u64))
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -462,10 +466,13 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
     }
 }
 
-/// Whether the small-batch kernels can compute an m×n product of depth k: every size non-zero,
-/// the depth a multiple of 4 (float4 loads) and the columns within one launch's grid.
-fn small_shape(m: usize, n: usize, k: usize) -> bool {
-    m > 0 && n > 0 && k > 0 && k % 4 == 0 && n.div_ceil(SMALL_COLS) <= u32::MAX as usize && m <= u32::MAX as usize
+/// The grid of a small-batch kernel over an m×n product of depth k: (blocks, column stripes,
+/// row tiles), block b taking stripe b % stripes and tile b / stripes; None when the kernels
+/// cannot compute it (a size of 0, a depth that is not a multiple of 4, or too many blocks).
+pub fn small_grid(m: usize, n: usize, k: usize) -> Option<(u32, usize, usize)> {
+    let (stripes, tiles) = (n.div_ceil(SMALL_COLS), m.div_ceil(SMALL_ROWS));
+    let blocks = u32::try_from(stripes * tiles).ok()?;
+    (m > 0 && n > 0 && k > 0 && k % 4 == 0 && m <= u32::MAX as usize).then_some((blocks, stripes, tiles))
 }
 
 fn act_code(a: Activation) -> i32 {
@@ -939,10 +946,10 @@ impl Backend for Cuda {
         bias: &CudaBuf,
         act: Activation,
     ) {
-        if !small_shape(m, n, k) {
+        let Some((blocks, _, _)) = small_grid(m, n, k) else {
             self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
             return self.bias_act(c, bias, act, m, n);
-        }
+        };
         fits(c, m * n, "product output");
         fits(a, m * k, "product operand a");
         fits(b, k * n, "product operand b");
@@ -958,7 +965,7 @@ impl Backend for Cuda {
             (n as u32).slot(),
             (k as u32).slot(),
         ];
-        self.kernel_block(const { self::k("small_bias_act") }, n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+        self.kernel_block(const { self::k("small_bias_act") }, blocks, SMALL_THREADS, &slots);
     }
 
     fn product_loss_grad(
@@ -980,13 +987,9 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let blocks = cols.div_ceil(SMALL_COLS);
-        let partials = if small_shape(rows, cols, k) && spec.output == LossOutput::Grad {
-            self.partials(blocks * rows)
-        } else {
-            None
-        };
-        let Some((counter, partials)) = partials else {
+        let grid = small_grid(rows, cols, k).filter(|_| spec.output == LossOutput::Grad);
+        let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
+        let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
             self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
             self.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
             return match bias_grad {
@@ -1036,13 +1039,14 @@ impl Backend for Cuda {
             (cols as u32).slot(),
             (k as u32).slot(),
             row_loss.ptr + 4 * offset as u64,
-            partials,
+            row_part,
+            col_part,
             counter,
             bias_out,
             alpha.slot(),
             beta.slot(),
         ];
-        self.kernel_block(const { self::k("small_loss_grad") }, blocks as u32, SMALL_THREADS, &slots);
+        self.kernel_block(const { self::k("small_loss_grad") }, blocks, SMALL_THREADS, &slots);
     }
 
     fn product_act_grad_col_sums(
@@ -1060,10 +1064,12 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        if !small_shape(m, n, k) {
+        let grid = small_grid(m, n, k);
+        let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
+        let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
             self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
             return self.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
-        }
+        };
         fits(delta, m * n, "product output");
         fits(g, m * k, "product operand a");
         fits(w, k * n, "product operand b");
@@ -1082,8 +1088,10 @@ impl Backend for Cuda {
             out.ptr,
             alpha.slot(),
             beta.slot(),
+            col_part,
+            counter,
         ];
-        self.kernel_block(const { self::k("small_act_grad") }, n.div_ceil(SMALL_COLS) as u32, SMALL_THREADS, &slots);
+        self.kernel_block(const { self::k("small_act_grad") }, blocks, SMALL_THREADS, &slots);
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
