@@ -97,8 +97,14 @@ fn signed(n: usize, seed: u64) -> Vec<f32> {
     random(n, seed).into_iter().map(|v| 2.0 * v - 1.0).collect()
 }
 
+/// The address of an input.
 fn ptr(v: &[f32]) -> u64 {
     v.as_ptr() as u64
+}
+
+/// The address of an output (written by the kernel through it).
+fn mptr<T>(v: &mut [T]) -> u64 {
+    v.as_mut_ptr() as u64
 }
 
 fn f(v: f32) -> u64 {
@@ -137,10 +143,10 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
         let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / rows as f32, output: LossOutput::Grad };
         let (mut want, mut want_loss) = (pre.clone(), vec![0f32; rows]);
         cpu.loss_grad(&mut want, &c, &target, Some(&mask), &spec, rows, cols, &mut want_loss, 0);
-        let (got, got_loss) = (pre.clone(), vec![0f32; rows]);
+        let (mut got, mut got_loss) = (pre.clone(), vec![0f32; rows]);
         let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
         let slots = [
-            ptr(&got),
+            mptr(&mut got),
             ptr(&c),
             ptr(&target),
             ptr(&mask),
@@ -152,7 +158,7 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
             f(spec.grad_scale),
             1,
             cols as u64,
-            ptr(&got_loss),
+            mptr(&mut got_loss),
         ];
         emu.run("loss_grad", rows as u32, 256, &slots);
         assert_close(&format!("loss_grad {loss:?} gradient"), &got, &want, 1e-5, 1e-6);
@@ -168,8 +174,8 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
     let (alpha, beta) = (-0.1, 0.99);
     let (mut want_d, mut want_b, mut want_c) = (delta.clone(), b0.clone(), c0.clone());
     cpu.act_grad_col_sums(&mut want_d, &y, Activation::Sigmoid, rows, cols, &mut want_b, alpha, beta, Some((&mut want_c, &x2, cols2)));
-    let (got_d, got_b, got_c) = (delta.clone(), b0.clone(), c0.clone());
-    let slots = [ptr(&got_b), ptr(&got_d), ptr(&y), 0, cols as u64, ptr(&got_c), ptr(&x2), cols2 as u64, rows as u64, f(alpha), f(beta)];
+    let (mut got_d, mut got_b, mut got_c) = (delta.clone(), b0.clone(), c0.clone());
+    let slots = [mptr(&mut got_b), mptr(&mut got_d), ptr(&y), 0, cols as u64, mptr(&mut got_c), ptr(&x2), cols2 as u64, rows as u64, f(alpha), f(beta)];
     emu.run("act_grad_col_sums", (cols.div_ceil(32) + cols2.div_ceil(32)) as u32, 1024, &slots);
     assert_close("act_grad_col_sums delta", &got_d, &want_d, 1e-6, 0.0);
     assert_close("act_grad_col_sums b", &got_b, &want_b, 1e-5, 1e-6);
@@ -188,12 +194,12 @@ fn emulated_masking_noise_is_the_cpus_bit_for_bit() {
         let span = r * cols..(r + 1) * cols;
         corrupt_row(noise, &key, key.row0 + r as u32, &x[span.clone()], &mut want[span.clone()], Some(&mut want_mask[span]));
     }
-    let (got, got_mask) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    let (mut got, mut got_mask) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
     let threads = rows * cols.div_ceil(32) * 8;
     let slots = [
         ptr(&x),
-        ptr(&got),
-        ptr(&got_mask),
+        mptr(&mut got),
+        mptr(&mut got_mask),
         1,
         f(0.3),
         f(0.0),
@@ -225,8 +231,8 @@ fn emulated_small_batch_encoder_matches_the_cpu() {
             let (a, b, bias) = (random(m * k, 20), signed(k * n, 21), signed(n, 22));
             let mut want = product(&cpu, &a, &b, tb, m, n, k);
             cpu.bias_act(&mut want, &bias, Activation::Sigmoid, m, n);
-            let got = vec![f32::NAN; m * n];
-            let slots = [ptr(&got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
+            let mut got = vec![f32::NAN; m * n];
+            let slots = [mptr(&mut got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
             emu.run("small_bias_act", small_grid(m, n, k).unwrap().0, SMALL_THREADS, &slots);
             assert_close(&format!("small_bias_act {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, 1e-6);
         }
@@ -258,21 +264,22 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
             cpu.col_sums_scaled(&mut want_bias, &want, m, n, alpha, beta);
 
             let (blocks, stripes, tiles) = small_grid(m, n, k).unwrap();
-            let got = vec![f32::NAN; m * n];
-            let got_loss = vec![0f32; m + 3];
-            let got_bias = bias.clone();
-            let grad = vec![f32::NAN; n];
-            let bias_out = if in_place { ptr(&got_bias) } else { ptr(&grad) };
-            let row_part = vec![f64::NAN; stripes * m];
-            let col_part = vec![f32::NAN; tiles * n];
-            let counter = [0u32; 2];
+            let mut got = vec![f32::NAN; m * n];
+            let mut got_loss = vec![0f32; m + 3];
+            let mut got_bias = bias.clone();
+            let mut grad = vec![f32::NAN; n];
+            let got_bias_ptr = mptr(&mut got_bias);
+            let bias_out = if in_place { got_bias_ptr } else { mptr(&mut grad) };
+            let mut row_part = vec![f64::NAN; stripes * m];
+            let mut col_part = vec![f32::NAN; tiles * n];
+            let mut counter = [0u32; 2];
             let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
             let slots = [
-                ptr(&got),
+                mptr(&mut got),
                 ptr(&h),
                 ptr(&w),
                 (tb == Trans::T) as u64,
-                ptr(&got_bias),
+                got_bias_ptr,
                 ptr(&target),
                 ptr(&mask),
                 (loss == Loss::SquaredError) as u64,
@@ -284,10 +291,10 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
                 m as u64,
                 n as u64,
                 k as u64,
-                ptr(&got_loss) + 12,
-                row_part.as_ptr() as u64,
-                ptr(&col_part),
-                counter.as_ptr() as u64,
+                mptr(&mut got_loss) + 12,
+                mptr(&mut row_part),
+                mptr(&mut col_part),
+                mptr(&mut counter),
                 bias_out,
                 f(alpha),
                 f(beta),
@@ -322,13 +329,13 @@ fn emulated_small_batch_encoder_backward_matches_the_cpu() {
             let mut want = product(&cpu, &g, &w, tb, m, n, k);
             let mut want_b = b0.clone();
             cpu.act_grad_col_sums(&mut want, &y, act, m, n, &mut want_b, alpha, beta, None);
-            let got = vec![f32::NAN; m * n];
-            let got_b = b0.clone();
+            let mut got = vec![f32::NAN; m * n];
+            let mut got_b = b0.clone();
             let (blocks, _, tiles) = small_grid(m, n, k).unwrap();
-            let col_part = vec![f32::NAN; tiles * n];
-            let counter = [0u32; 2];
+            let mut col_part = vec![f32::NAN; tiles * n];
+            let mut counter = [0u32; 2];
             let slots = [
-                ptr(&got),
+                mptr(&mut got),
                 ptr(&g),
                 ptr(&w),
                 (tb == Trans::T) as u64,
@@ -337,11 +344,11 @@ fn emulated_small_batch_encoder_backward_matches_the_cpu() {
                 m as u64,
                 n as u64,
                 k as u64,
-                ptr(&got_b),
+                mptr(&mut got_b),
                 f(alpha),
                 f(beta),
-                ptr(&col_part),
-                counter.as_ptr() as u64,
+                mptr(&mut col_part),
+                mptr(&mut counter),
             ];
             let what = format!("small_act_grad {m}×{n}×{k} {tb:?} {act:?}");
             emu.run("small_act_grad", blocks, SMALL_THREADS, &slots);
@@ -350,4 +357,163 @@ fn emulated_small_batch_encoder_backward_matches_the_cpu() {
             assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, 1e-6);
         }
     }
+}
+
+/// A u8 image dataset (h × w) with a fitted standardisation, as the CLI reads Fashion-MNIST.
+fn images(rows: usize, h: usize, w: usize) -> (dae::Dataset, dae::Scaler) {
+    let mut rng = Rng::new(7, 3);
+    let values = (0..rows * h * w).map(|_| (rng.next_f32() * 256.0) as u8).collect();
+    let mut ds = dae::Dataset::from_f32(rows, h * w, vec![0.0; rows * h * w]);
+    ds.values = dae::data::Values::U8(values);
+    ds.image_shape = Some((h, w));
+    let scaler = dae::Scaler::fit(dae::ScaleKind::Standardize, &ds, None);
+    (ds, scaler)
+}
+
+fn u8_values(ds: &dae::Dataset) -> &[u8] {
+    match &ds.values {
+        dae::data::Values::U8(v) => v,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn emulated_gathering_with_noise_and_augmentation_is_the_cpus() {
+    let Some(emu) = emu("emulated_gathering_with_noise_and_augmentation_is_the_cpus") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let (h, w) = (5, 7);
+    let cols = h * w;
+    let (ds, scaler) = images(9, h, w);
+    let data = cpu.data(&ds, &scaler).unwrap();
+    let rows: Vec<u32> = vec![8, 0, 3, 3, 5];
+    let n = rows.len();
+    let key = NoiseKey { seed: 0x0123_4567_89ab_cdef, stream: 16, epoch: 4, row0: 11 };
+    let values = u8_values(&ds);
+    // Gathering with masking and with salt-and-pepper noise in one pass: x, x̃ and the mask
+    // exactly as gathering then corrupting on the CPU.
+    for (noise, kind, level, per) in [(Corruption::Masking { level: 0.4 }, 1, 0.4, 32), (Corruption::SaltAndPepper { level: 0.3 }, 3, 0.3, 16)] {
+        let (mut x, mut xt, mut mask) = (vec![0f32; n * cols], vec![0f32; n * cols], vec![0f32; n * cols]);
+        cpu.gather_corrupt(&mut x, &mut xt, Some(&mut mask), &data, &rows, noise, &key, cols);
+        let (mut gx, mut gxt, mut gm) = (vec![f32::NAN; n * cols], vec![f32::NAN; n * cols], vec![f32::NAN; n * cols]);
+        let threads = n * cols.div_ceil(per) * 8;
+        let slots = [
+            mptr(&mut gx),
+            mptr(&mut gxt),
+            mptr(&mut gm),
+            values.as_ptr() as u64,
+            rows.as_ptr() as u64,
+            ptr(&scaler.offset),
+            ptr(&scaler.factor),
+            1,
+            kind,
+            f(level),
+            key.seed,
+            key.stream as u64,
+            key.epoch as u64,
+            key.row0 as u64,
+            n as u64,
+            cols as u64,
+        ];
+        emu.run("gather_corrupt", threads.div_ceil(256) as u32, 256, &slots);
+        assert_eq!(gx, x, "{noise:?}: gathered rows");
+        assert_eq!(gxt, xt, "{noise:?}: corrupted rows");
+        assert_eq!(gm, mask, "{noise:?}: masks");
+    }
+    // Moved by up to 2 pixels and mirrored, then scaled.
+    let aug = dae::augment::Augment { shift: 2, flip: true };
+    let mut want = vec![0f32; n * cols];
+    cpu.gather_augmented(&mut want, &data, &rows, &aug, &key);
+    let mut got = vec![f32::NAN; n * cols];
+    let slots = [
+        mptr(&mut got),
+        values.as_ptr() as u64,
+        rows.as_ptr() as u64,
+        ptr(&scaler.offset),
+        ptr(&scaler.factor),
+        1,
+        aug.shift as u64,
+        1,
+        key.seed,
+        key.stream as u64,
+        key.epoch as u64,
+        key.row0 as u64,
+        n as u64,
+        h as u64,
+        w as u64,
+    ];
+    emu.run("gather_augment", (n * cols).div_ceil(256) as u32, 256, &slots);
+    assert_eq!(got, want, "augmented rows");
+    let mut plain = vec![0f32; n * cols];
+    cpu.gather(&mut plain, &data, &rows);
+    assert_ne!(want, plain, "the draws move or mirror some image");
+}
+
+#[test]
+fn emulated_softmax_and_optimiser_kernels_match_the_cpu() {
+    let Some(emu) = emu("emulated_softmax_and_optimiser_kernels_match_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    // Softmax cross-entropy: losses, arg-max hits and the gradient.
+    let (rows, classes) = (6, 10);
+    let logits: Vec<f32> = signed(rows * classes, 50).into_iter().map(|v| 5.0 * v).collect();
+    let bias = signed(classes, 51);
+    let labels: Vec<f32> = (0..rows).map(|r| (r * 7 % classes) as f32).collect();
+    let (mut want, mut want_loss, mut want_hit) = (logits.clone(), vec![0f32; rows], vec![0f32; rows]);
+    cpu.softmax_xent(&mut want, &bias, &labels, LossOutput::Grad, 1.0 / rows as f32, rows, classes, &mut want_loss, &mut want_hit);
+    let (mut got, mut got_loss, mut got_hit) = (logits.clone(), vec![0f32; rows], vec![0f32; rows]);
+    let slots = [mptr(&mut got), ptr(&bias), ptr(&labels), 1, f(1.0 / rows as f32), rows as u64, classes as u64, mptr(&mut got_loss), mptr(&mut got_hit)];
+    emu.run("softmax_xent", 1, 256, &slots);
+    assert_close("softmax gradient", &got, &want, 1e-5, 1e-7);
+    assert_close("softmax losses", &got_loss, &want_loss, 1e-5, 1e-6);
+    assert_eq!(got_hit, want_hit, "arg-max hits");
+
+    // Two optimiser steps each: SGD with Nesterov momentum and weight decay, Adam, AdamW.
+    let len = 300;
+    let (p0, g) = (signed(len, 52), signed(len, 53));
+    for optimizer in [
+        dae::Optimizer::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.01 },
+        dae::Optimizer::adam(),
+        dae::Optimizer::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+    ] {
+        let mut want = p0.clone();
+        let mut st = cpu.opt_state(&optimizer, len).unwrap();
+        let (mut got, mut gm, mut gv) = (p0.clone(), vec![0f32; len], vec![0f32; len]);
+        for t in 1..=2 {
+            let step = dae::backend::StepSpec { optimizer, lr: 0.01, t };
+            cpu.update(&mut want, &g, &mut st, &step, len);
+            let k = dae::kernels::StepConsts::new(&step);
+            let (kind, momentum, nesterov, wd, b1, b2, eps) = match optimizer {
+                dae::Optimizer::Sgd { momentum, nesterov, weight_decay } => (0, momentum, nesterov as u64, weight_decay, 0.0, 0.0, 0.0),
+                dae::Optimizer::Adam { beta1, beta2, eps, weight_decay } => (1, 0.0, 0, weight_decay, beta1, beta2, eps),
+                dae::Optimizer::AdamW { beta1, beta2, eps, weight_decay } => (2, 0.0, 0, weight_decay, beta1, beta2, eps),
+            };
+            let v_ptr = if kind == 0 { 0 } else { mptr(&mut gv) };
+            let slots = [
+                mptr(&mut got),
+                ptr(&g),
+                mptr(&mut gm),
+                v_ptr,
+                len as u64,
+                kind,
+                f(step.lr),
+                f(momentum),
+                nesterov,
+                f(wd),
+                f(b1),
+                f(b2),
+                f(eps),
+                f(k.step_size()),
+                f(k.bc2_sqrt()),
+            ];
+            emu.run("update", len.div_ceil(256) as u32, 256, &slots);
+        }
+        assert_close(&format!("{optimizer:?}: parameters after two steps"), &got, &want, 1e-6, 1e-7);
+        assert_close(&format!("{optimizer:?}: first moment"), &gm, st.m.as_ref().unwrap(), 1e-6, 1e-8);
+    }
+
+    // The sum of squares, in f64 by one block.
+    let x = signed(1000, 54);
+    let mut out = [f64::NAN];
+    emu.run("sum_squares", 1, 256, &[ptr(&x), x.len() as u64, mptr(&mut out)]);
+    let want = cpu.sum_squares(&x, x.len());
+    assert!((out[0] - want).abs() <= 1e-9 * want, "sum of squares {} vs {want}", out[0]);
 }
