@@ -219,8 +219,14 @@ fn emulated_masking_noise_is_the_cpus_bit_for_bit() {
 
 /// Shapes (rows, columns, depth) for the small-batch kernels: one row, a part tile, tiles of
 /// 32 rows with a remainder (blocks over 2 and 3 tiles); column counts that leave a part
-/// stripe.
-const SMALL_SHAPES: [(usize, usize, usize); 4] = [(1, 13, 8), (20, 50, 36), (33, 19, 100), (70, 9, 12)];
+/// stripe; a depth past 128 (threads take more than one chunk of it).
+const SMALL_SHAPES: [(usize, usize, usize); 5] = [(1, 13, 8), (20, 50, 36), (33, 19, 100), (70, 9, 12), (40, 20, 300)];
+
+/// The absolute tolerance of a product of depth k of values in [−1, 1]: its sums are added in
+/// another order than the CPU's, and a result near 0 can be a difference of terms near 1.
+fn tol(k: usize) -> f32 {
+    1e-7 * k as f32
+}
 
 #[test]
 fn emulated_small_batch_encoder_matches_the_cpu() {
@@ -234,7 +240,7 @@ fn emulated_small_batch_encoder_matches_the_cpu() {
             let mut got = vec![f32::NAN; m * n];
             let slots = [mptr(&mut got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
             emu.run("small_bias_act", small_grid(m, n, k).unwrap().0, SMALL_THREADS, &slots);
-            assert_close(&format!("small_bias_act {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, 1e-6);
+            assert_close(&format!("small_bias_act {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, tol(k));
         }
     }
 }
@@ -301,10 +307,10 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
             ];
             let what = format!("small_loss_grad {m}×{n}×{k} {tb:?} {loss:?}");
             emu.run("small_loss_grad", blocks, SMALL_THREADS, &slots);
-            assert_close(&format!("{what} gradient"), &got, &want, 1e-5, 1e-6);
-            assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
+            assert_close(&format!("{what} gradient"), &got, &want, 1e-5, tol(k));
+            assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, n as f32 * tol(k));
             let (got_b, want_b) = if in_place { (&got_bias, &want_bias) } else { (&grad, &want_bias) };
-            assert_close(&format!("{what} bias"), got_b, want_b, 1e-5, 1e-6);
+            assert_close(&format!("{what} bias"), got_b, want_b, 1e-5, m as f32 * tol(k));
             if !in_place {
                 assert_eq!(got_bias, bias, "{what}: the bias itself is only read");
             }
@@ -353,8 +359,8 @@ fn emulated_small_batch_encoder_backward_matches_the_cpu() {
             let what = format!("small_act_grad {m}×{n}×{k} {tb:?} {act:?}");
             emu.run("small_act_grad", blocks, SMALL_THREADS, &slots);
             assert_eq!(counter[0], 0, "{what}: the launch leaves its counter at 0 for the next");
-            assert_close(&format!("{what} delta"), &got, &want, 1e-5, 1e-6);
-            assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, 1e-6);
+            assert_close(&format!("{what} delta"), &got, &want, 1e-5, tol(k));
+            assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, m as f32 * tol(k));
         }
     }
 }

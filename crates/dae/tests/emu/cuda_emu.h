@@ -4,7 +4,9 @@
 // memory is `static` (one copy, used by one block at a time); threadIdx is per thread.
 // Differences from a GPU that a test must allow for: no FMA contraction (results differ in
 // the last bits), no warps (kernels must not rely on warp-synchronous code), and the blocks of
-// a grid run one at a time, last to first.
+// a grid run one at a time, last to first. What it cannot show: races between blocks (missing
+// fences), shared memory read before it is written (it keeps the last block's values), and
+// races within a block that the host's thread scheduling happens to hide.
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -40,7 +42,8 @@ inline float __int_as_float(int i) {
     return f;
 }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-struct emu_float4 {
+// Aligned as CUDA's: a misaligned float4 load may fault here too (aligned SSE moves).
+struct alignas(16) emu_float4 {
     float x, y, z, w;
 };
 typedef emu_float4 float4;

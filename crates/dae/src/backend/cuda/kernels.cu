@@ -290,6 +290,8 @@ __device__ __forceinline__ bool small_last_block(u32* counter) {
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
     __syncthreads();
+    // The other blocks' writes are read after the counter (acquire).
+    __threadfence();
     return last;
 }
 

@@ -37,7 +37,8 @@ pub const KERNEL_NAMES: [&str; 21] = [
 pub const SMALL_COLS: usize = 8;
 /// Rows per block of the small-batch kernels (SMALL_ROWS in kernels.cu).
 pub const SMALL_ROWS: usize = 32;
-/// Threads per block of the small-batch kernels.
+/// Threads per block of the small-batch kernels: SMALL_ROWS × SMALL_COLS, and SMALL_SLICES ×
+/// SMALL_COLS (kernels.cu).
 pub const SMALL_THREADS: u32 = 256;
 
 /// A buffer of f32 on the GPU.
@@ -468,11 +469,19 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
 
 /// The grid of a small-batch kernel over an m×n product of depth k: (blocks, column stripes,
 /// row tiles), block b taking stripe b % stripes and tile b / stripes; None when the kernels
-/// cannot compute it (a size of 0, a depth that is not a multiple of 4, or too many blocks).
+/// cannot compute it (a size of 0 or past u32, a depth that is not a multiple of 4, or more
+/// blocks than a grid holds).
 pub fn small_grid(m: usize, n: usize, k: usize) -> Option<(u32, usize, usize)> {
     let (stripes, tiles) = (n.div_ceil(SMALL_COLS), m.div_ceil(SMALL_ROWS));
-    let blocks = u32::try_from(stripes * tiles).ok()?;
-    (m > 0 && n > 0 && k > 0 && k % 4 == 0 && m <= u32::MAX as usize).then_some((blocks, stripes, tiles))
+    let blocks = u32::try_from(stripes.checked_mul(tiles)?).ok().filter(|&b| b <= i32::MAX as u32)?;
+    let fits_u32 = [m, n, k, m * k, k * n, m * n].iter().all(|&v| v <= u32::MAX as usize);
+    (m > 0 && n > 0 && k > 0 && k % 4 == 0 && fits_u32).then_some((blocks, stripes, tiles))
+}
+
+/// Whether the small-batch kernels can read `a` and, when it is used transposed, `b` in
+/// float4s: rows of k floats (k a multiple of 4) from 16-byte aligned starts.
+fn aligned(a: &CudaBuf, b: &CudaBuf, tb: Trans) -> bool {
+    a.ptr % 16 == 0 && (tb == Trans::N || b.ptr % 16 == 0)
 }
 
 fn act_code(a: Activation) -> i32 {
@@ -930,8 +939,13 @@ impl Backend for Cuda {
     }
 
     fn fuse_products(&self, rows: usize, inputs: usize, hidden: usize) -> bool {
-        // The kernels read rows in float4s.
-        rows > 0 && rows <= self.small_rows.load(Ordering::Relaxed) && inputs % 4 == 0 && hidden % 4 == 0
+        // The kernels read rows in float4s. DAE_CUDA_FUSE=0 (every operation on its own) turns
+        // them off too.
+        self.fused()
+            && rows > 0
+            && rows <= self.small_rows.load(Ordering::Relaxed)
+            && inputs % 4 == 0
+            && hidden % 4 == 0
     }
 
     fn product_bias_act(
@@ -946,7 +960,7 @@ impl Backend for Cuda {
         bias: &CudaBuf,
         act: Activation,
     ) {
-        let Some((blocks, _, _)) = small_grid(m, n, k) else {
+        let Some((blocks, _, _)) = small_grid(m, n, k).filter(|_| aligned(a, b, tb)) else {
             self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
             return self.bias_act(c, bias, act, m, n);
         };
@@ -987,7 +1001,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(rows, cols, k).filter(|_| spec.output == LossOutput::Grad);
+        let grid = small_grid(rows, cols, k).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
         let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
         let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
             self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
@@ -1064,7 +1078,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(m, n, k);
+        let grid = small_grid(m, n, k).filter(|_| aligned(g, w, tw));
         let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
         let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
             self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
@@ -1130,5 +1144,32 @@ impl Drop for Cuda {
         // Buffers are freed in stream order; wait so that the context outlives their use.
         let _ = self.stream.synchronize();
         self.queue().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The small-batch kernels' sizes in kernels.cu are the ones their launches assume.
+    #[test]
+    fn small_batch_sizes_agree_with_the_kernels() {
+        let define = |name: &str| -> usize {
+            let line = KERNELS.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap_or_else(|| panic!("no {name} in kernels.cu"));
+            line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        };
+        assert_eq!(define("SMALL_COLS"), SMALL_COLS);
+        assert_eq!(define("SMALL_ROWS"), SMALL_ROWS);
+        assert_eq!(define("SMALL_ROWS") * define("SMALL_COLS"), SMALL_THREADS as usize);
+        assert_eq!(define("SMALL_SLICES") * define("SMALL_COLS"), SMALL_THREADS as usize);
+    }
+
+    #[test]
+    fn small_grids_cover_every_row_and_column() {
+        assert_eq!(small_grid(20, 500, 784), Some((63, 63, 1)));
+        assert_eq!(small_grid(33, 8, 4), Some((2, 1, 2)));
+        assert_eq!(small_grid(20, 500, 782), None, "the depth must be a multiple of 4");
+        assert_eq!(small_grid(0, 500, 784), None);
+        assert_eq!(small_grid(1 << 20, 1 << 20, 4), None, "past u32 and the grid's limit");
     }
 }
