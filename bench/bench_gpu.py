@@ -28,7 +28,7 @@ def dae_epochs(data, batch, epochs, tmp, extra=(), env=None, device="cuda"):
     full_env = dict(os.environ, **(env or {}))
     p = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
     if p.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
+        raise RuntimeError(f"failed: {' '.join(cmd)} (env {env})\n{p.stderr}")
     out, _ = child([DAE, "inspect", model, "--json"])
     return json.loads(out)["history"]
 
@@ -78,7 +78,7 @@ def main():
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
-        eager, final_loss = {}, {}
+        eager, final_loss, failures = {}, {}, []
         for label, batch, extra, env, mode in rows:
             shared = mode is None and batch in eager
             mode = mode or "eager"
@@ -87,11 +87,22 @@ def main():
                 order = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
                 for who in order:
                     if who == "dae":
-                        secs, loss = dae_time(a.data, batch, a.epochs, tmp, extra, env)
+                        try:
+                            secs, loss = dae_time(a.data, batch, a.epochs, tmp, extra, env)
+                        except RuntimeError as e:
+                            # One variant failing does not stop the others; the run fails at the end.
+                            print(e, file=sys.stderr)
+                            failures.append(label)
+                            break
                         ours.append(secs)
                         final_loss[label] = loss
                     elif not shared:
                         theirs.append(torch_time(a.data, batch, a.torch_epochs, mode))
+                if label in failures:
+                    break
+            if label in failures:
+                print(f"| {label} | failed | | | | |", flush=True)
+                continue
             o = statistics.median(ours)
             t = eager[batch] if shared else statistics.median(theirs)
             if mode == "eager" and not extra and env is None:
@@ -126,6 +137,8 @@ def main():
         if fp32 is not None and tf32 is not None:
             print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32!r}, "
                   f"TF32 {tf32!r}, relative difference {abs(tf32 - fp32) / fp32:.2e}")
+        if failures:
+            sys.exit(f"failed: {', '.join(failures)}")
 
 
 if __name__ == "__main__":
