@@ -235,7 +235,8 @@ __device__ __forceinline__ SmallBlock small_block(u32 m, u32 n) {
 // The sum for this thread's element (row r0 + t / SMALL_COLS, column j0 + t % SMALL_COLS) of
 // the tile of rows r0..r0 + nr (0 outside the matrix). Every thread of the block must call it.
 __device__ float small_tile(const float* a, const float* b, int tb, u32 r0, u32 nr, u32 n, u32 k, u32 j0) {
-    __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS];
+    // Each slice's row padded by 8 floats: the 4 slices of a warp store to different banks.
+    __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS + 8];
     u32 t = threadIdx.x, c = t % SMALL_COLS, s = t / SMALL_COLS, j = j0 + c;
     float acc[SMALL_ROWS];
     for (int r = 0; r < SMALL_ROWS; r++) acc[r] = 0.f;
