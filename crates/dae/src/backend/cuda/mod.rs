@@ -216,9 +216,10 @@ fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
 fn small_rows_from_env() -> Result<usize> {
     match std::env::var("DAE_CUDA_SMALL") {
         Err(_) => Ok(0),
-        Ok(v) => v.trim().parse().map_err(|_| {
-            Error::Runtime(format!("DAE_CUDA_SMALL: expected a number of rows (0 for none), got '{v}'"))
-        }),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::usage("DAE_CUDA_SMALL", format!("expected a number of rows (0 for none), got '{v}'"))),
     }
 }
 
@@ -232,6 +233,7 @@ impl Cuda {
         if let Some(why) = unavailable() {
             return Err(Error::Runtime(format!("no usable GPU: {why}")));
         }
+        let small_rows = small_rows_from_env()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
         // One stream orders everything: cudarc's per-buffer events are not needed.
         // SAFETY: no buffer is used on any other stream.
@@ -276,7 +278,7 @@ impl Cuda {
             order: Mutex::new(None),
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
-            small_rows: AtomicUsize::new(small_rows_from_env()?),
+            small_rows: AtomicUsize::new(small_rows),
             partials: Mutex::new(None),
             _workspace: workspace,
             _functions: f,
