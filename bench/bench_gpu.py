@@ -76,6 +76,9 @@ def main():
         rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
         rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
+        if "128" in a.batches.split(","):
+            # The small-batch kernels compute in fp32; TF32 then applies to the W-gradient product.
+            rows.append(("train, batch 128, TF32 products, small-batch kernels", 128, ("--precision", "tf32"), small, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
         eager, final_loss, failures = {}, {}, []
