@@ -523,3 +523,109 @@ fn emulated_softmax_and_optimiser_kernels_match_the_cpu() {
     let want = cpu.sum_squares(&x, x.len());
     assert!((out[0] - want).abs() <= 1e-9 * want, "sum of squares {} vs {want}", out[0]);
 }
+
+#[test]
+fn emulated_elementwise_kernels_match_the_cpu() {
+    let Some(emu) = emu("emulated_elementwise_kernels_match_the_cpu") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let (rows, cols) = (7, 45);
+    let n = rows * cols;
+    let x = signed(n, 60);
+    let blocks = |len: usize| len.div_ceil(256) as u32;
+    // Bias and activation; the activation gradient.
+    let bias = signed(cols, 61);
+    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::Identity] {
+        let mut want = x.clone();
+        cpu.bias_act(&mut want, &bias, act, rows, cols);
+        let mut got = x.clone();
+        emu.run("bias_act", blocks(n), 256, &[mptr(&mut got), ptr(&bias), act_code(act), rows as u64, cols as u64]);
+        assert_close(&format!("bias_act {act:?}"), &got, &want, 1e-6, 1e-7);
+        let y = want;
+        let mut want = x.clone();
+        cpu.act_grad(&mut want, &y, act, n);
+        let mut got = x.clone();
+        emu.run("act_grad", blocks(n), 256, &[mptr(&mut got), ptr(&y), act_code(act), n as u64]);
+        assert_close(&format!("act_grad {act:?}"), &got, &want, 1e-6, 1e-7);
+    }
+    // Column sums with α and β.
+    let mut want = bias.clone();
+    cpu.col_sums_scaled(&mut want, &x, rows, cols, -0.5, 0.9);
+    let mut got = bias.clone();
+    emu.run("col_sums", cols.div_ceil(32) as u32, 1024, &[mptr(&mut got), ptr(&x), rows as u64, cols as u64, f(-0.5), f(0.9)]);
+    assert_close("col_sums", &got, &want, 1e-5, 1e-6);
+    // Products, scaling, filling and copying.
+    let m = random(n, 62);
+    let mut want = vec![0f32; n];
+    cpu.mul(&mut want, &x, &m, n);
+    let mut got = vec![f32::NAN; n];
+    emu.run("mul", blocks(n), 256, &[mptr(&mut got), ptr(&x), ptr(&m), n as u64]);
+    assert_eq!(got, want, "mul");
+    let mut got = x.clone();
+    emu.run("mul_assign", blocks(n), 256, &[mptr(&mut got), ptr(&m), n as u64]);
+    assert_eq!(got, want, "mul_assign");
+    let mut want = x.clone();
+    cpu.scale(&mut want, 0.25, n);
+    let mut got = x.clone();
+    emu.run("scale", blocks(n), 256, &[mptr(&mut got), f(0.25), n as u64]);
+    assert_eq!(got, want, "scale");
+    let mut got = x.clone();
+    emu.run("fill", blocks(n - 3), 256, &[mptr(&mut got), f(2.5), (n - 3) as u64]);
+    assert!(got[..n - 3].iter().all(|&v| v == 2.5) && got[n - 3..] == x[n - 3..], "fill: the first n − 3 values only");
+    let mut got = vec![0f32; n];
+    emu.run("copy_f32", blocks(n), 256, &[mptr(&mut got), ptr(&x), n as u64]);
+    assert_eq!(got, x, "copy_f32");
+}
+
+#[test]
+fn emulated_plain_gathering_and_dropout_masks_are_the_cpus() {
+    let Some(emu) = emu("emulated_plain_gathering_and_dropout_masks_are_the_cpus") else { return };
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let (ds, scaler) = images(6, 4, 9);
+    let cols = ds.cols;
+    let rows: Vec<u32> = vec![5, 1, 1, 4];
+    let n = rows.len();
+    // u8 pixels (standardised), then the same values as f32 without scaling.
+    let data = cpu.data(&ds, &scaler).unwrap();
+    let mut want = vec![0f32; n * cols];
+    cpu.gather(&mut want, &data, &rows);
+    let mut got = vec![f32::NAN; n * cols];
+    let slots = [mptr(&mut got), u8_values(&ds).as_ptr() as u64, rows.as_ptr() as u64, n as u64, cols as u64, ptr(&scaler.offset), ptr(&scaler.factor)];
+    emu.run("gather_u8", (n * cols).div_ceil(256) as u32, 256, &slots);
+    assert_eq!(got, want, "gather_u8");
+    let plain = dae::Dataset::from_f32(ds.rows, cols, signed(ds.rows * cols, 63));
+    let identity = dae::Scaler::identity(cols);
+    let data = cpu.data(&plain, &identity).unwrap();
+    let mut want = vec![0f32; n * cols];
+    cpu.gather(&mut want, &data, &rows);
+    let values = match &plain.values {
+        dae::data::Values::F32(v) => v.clone(),
+        _ => unreachable!(),
+    };
+    let mut got = vec![f32::NAN; n * cols];
+    let slots = [mptr(&mut got), ptr(&values), rows.as_ptr() as u64, n as u64, cols as u64, 0, 0];
+    emu.run("gather_f32", (n * cols).div_ceil(256) as u32, 256, &slots);
+    assert_eq!(got, want, "gather_f32");
+    // Inverted-dropout masks: the corrupt kernel with no input and every kept value 1/(1 − p).
+    let (p, key) = (0.25f32, NoiseKey { seed: 99, stream: 20, epoch: 1, row0: 3 });
+    let mut want = vec![0f32; n * cols];
+    cpu.dropout_mask(&mut want, p, &key, n, cols);
+    let mut got = vec![f32::NAN; n * cols];
+    let slots = [
+        0,
+        mptr(&mut got),
+        0,
+        1,
+        f(p),
+        f(1.0 / (1.0 - p)),
+        key.seed & 0xffff_ffff,
+        key.seed >> 32,
+        key.stream as u64,
+        key.epoch as u64,
+        key.row0 as u64,
+        n as u64,
+        cols as u64,
+    ];
+    emu.run("corrupt", (n * cols.div_ceil(32) * 8).div_ceil(256) as u32, 256, &slots);
+    assert_eq!(got, want, "dropout masks");
+    assert!(want.contains(&0.0) && want.contains(&(1.0 / (1.0 - p))), "some units dropped, some kept");
+}
