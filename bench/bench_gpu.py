@@ -6,7 +6,8 @@ cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole re
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
 with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0, "small-batch kernels" with
-DAE_CUDA_SMALL=1024: each product with the work after it in one kernel); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
+DAE_CUDA_SMALL=1024: each product with the work after it in one kernel, 8 columns a block
+unless DAE_CUDA_SMALL_COLS says 16 or 32); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a
 GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
 beside fp32's (its accuracy), and encoding all 70,000 images.
 
@@ -73,6 +74,10 @@ def main():
         for b in (20, 128):
             if str(b) in a.batches.split(","):
                 rows.append((f"train, batch {b}, fp32, small-batch kernels", b, (), small, None))
+                # The other stripe widths the kernels can be compiled for (8 columns a block above).
+                for cols in (16, 32):
+                    rows.append((f"train, batch {b}, fp32, small-batch kernels, {cols} columns a block", b, (),
+                                 dict(small, DAE_CUDA_SMALL_COLS=str(cols)), None))
         rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
         rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
@@ -132,10 +137,12 @@ def main():
         print(f"Loss after one epoch at batch 128 (same seed): GPU {gpu:.4f}, CPU engine {cpu:.4f}, "
               f"difference {100 * abs(gpu - cpu) / cpu:.4f} %")
         for b in (20, 128):
-            base, fused = final_loss.get(f"train, batch {b}, fp32"), final_loss.get(f"train, batch {b}, fp32, small-batch kernels")
-            if base is not None and fused is not None:
-                print(f"Small-batch kernels' accuracy: training loss after {a.epochs} epochs at batch {b} (same seed), "
-                      f"cuBLAS products {base!r}, small-batch kernels {fused!r}, relative difference {abs(fused - base) / base:.2e}")
+            base = final_loss.get(f"train, batch {b}, fp32")
+            for label, fused in final_loss.items():
+                if base is not None and label.startswith(f"train, batch {b}, fp32, small-batch kernels"):
+                    print(f"Small-batch kernels' accuracy: training loss after {a.epochs} epochs at batch {b} (same seed), "
+                          f"cuBLAS products {base!r}, {label[len('train, '):]} {fused!r}, relative difference "
+                          f"{abs(fused - base) / base:.2e}")
         fp32, tf32 = final_loss.get("train, batch 128, fp32"), final_loss.get("train, batch 128, TF32 products")
         if fp32 is not None and tf32 is not None:
             print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32!r}, "

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, host};
-use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
+use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES, SMALL_COLS};
 use dae::augment::Augment;
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
@@ -23,12 +23,13 @@ fn cuda_kernels_compile_with_nvrtc() {
         }
         return;
     }
-    // Hopper (H100/H200), Ampere and Turing.
+    // Hopper (H100/H200), Ampere and Turing, with each stripe width of the small-batch kernels.
     for arch in ["compute_90", "compute_80", "compute_75"] {
-        let ptx = compile_kernels(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
-        let text = ptx;
-        for name in KERNEL_NAMES {
-            assert!(text.contains(&format!(".entry {name}(")), "{arch}: kernel {name} missing from the PTX");
+        for cols in SMALL_COLS {
+            let text = compile_kernels(Some(arch), cols).unwrap_or_else(|e| panic!("{arch}, {cols} columns: {e}"));
+            for name in KERNEL_NAMES {
+                assert!(text.contains(&format!(".entry {name}(")), "{arch}, {cols} columns: kernel {name} missing from the PTX");
+            }
         }
     }
 }
@@ -302,7 +303,17 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
 
 #[test]
 fn cuda_small_batch_kernels_train_as_the_cpu() {
-    let Some(gpu) = common::cuda("cuda_small_batch_kernels_train_as_the_cpu") else { return };
+    if common::cuda("cuda_small_batch_kernels_train_as_the_cpu").is_none() {
+        return;
+    }
+    // Each stripe width the kernels can be compiled for.
+    for cols in SMALL_COLS {
+        let gpu = dae::Cuda::with_small_cols(0, dae::Precision::Fp32, cols).unwrap();
+        small_batch_training(&gpu, cols);
+    }
+}
+
+fn small_batch_training(gpu: &dae::Cuda, cols: usize) {
     let cpu = Cpu::new(Some(2)).unwrap();
     // 990 rows in batches of 20 (the last has 10 rows: one part tile of rows), or of 50 (two
     // tiles; the last batch 40 rows).
@@ -319,7 +330,7 @@ fn cuda_small_batch_kernels_train_as_the_cpu() {
     // Plain SGD updates the biases inside the kernels; Adam takes the gradients from buffers.
     for (cfg, opt, lr, batch) in [(&tied, Optimizer::sgd(), 0.1, 20), (&untied, Optimizer::adam(), 1e-3, 50), (&tied, Optimizer::adam(), 1e-3, 20), (&tied, Optimizer::sgd(), 0.1, 50)] {
         let tc = TrainConfig { epochs: 3, batch, optimizer: opt, lr, ..Default::default() };
-        let on_gpu = || train_dae(&gpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+        let on_gpu = || train_dae(gpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
         gpu.set_small_rows(0);
         let cublas = on_gpu();
         gpu.set_small_rows(64);
@@ -328,7 +339,7 @@ fn cuda_small_batch_kernels_train_as_the_cpu() {
         let eager = on_gpu();
         gpu.set_graphs(true);
         gpu.set_small_rows(0);
-        let what = format!("{opt:?}, tied {}, batch {batch}", cfg.tied);
+        let what = format!("{cols} columns a block, {opt:?}, tied {}, batch {batch}", cfg.tied);
         assert!(a.model == b.model, "{what}: two runs of the small-batch kernels differ");
         assert!(a.model == eager.model, "{what}: graph replay changed the small-batch kernels' weights");
         let c = train_dae(&cpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();

@@ -212,9 +212,13 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
 // Sums across blocks (bias gradients over the tiles, row losses over the stripes) are left as
 // partial sums, which the last block to finish adds in block order: every run gives the same
 // results. k must be a multiple of 4 and A's and B's rows 16-byte aligned (float4 loads).
+// SMALL_COLS (8 by default; 16 or 32 through -DSMALL_COLS=…, DAE_CUDA_SMALL_COLS) sets the
+// rest: 256 threads a block, as SMALL_ROWS × SMALL_COLS and SMALL_SLICES × SMALL_COLS.
+#ifndef SMALL_COLS
 #define SMALL_COLS 8
-#define SMALL_SLICES 32
-#define SMALL_ROWS 32
+#endif
+#define SMALL_SLICES (256 / SMALL_COLS)
+#define SMALL_ROWS (256 / SMALL_COLS)
 
 // This block's place: its first column and row, its stripe and tile, and the rows it holds.
 struct SmallBlock {
@@ -235,8 +239,9 @@ __device__ __forceinline__ SmallBlock small_block(u32 m, u32 n) {
 // The sum for this thread's element (row r0 + t / SMALL_COLS, column j0 + t % SMALL_COLS) of
 // the tile of rows r0..r0 + nr (0 outside the matrix). Every thread of the block must call it.
 __device__ float small_tile(const float* a, const float* b, int tb, u32 r0, u32 nr, u32 n, u32 k, u32 j0) {
-    // Each slice's row padded by 8 floats: the 4 slices of a warp store to different banks.
-    __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS + 8];
+    // Each slice's row padded by SMALL_COLS floats: the slices of a warp store to different
+    // banks.
+    __shared__ float red[SMALL_SLICES][SMALL_ROWS * SMALL_COLS + SMALL_COLS];
     u32 t = threadIdx.x, c = t % SMALL_COLS, s = t / SMALL_COLS, j = j0 + c;
     float acc[SMALL_ROWS];
     for (int r = 0; r < SMALL_ROWS; r++) acc[r] = 0.f;

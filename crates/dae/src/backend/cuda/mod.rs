@@ -33,13 +33,13 @@ pub const KERNEL_NAMES: [&str; 21] = [
     "gather_corrupt", "gather_augment", "small_bias_act", "small_loss_grad", "small_act_grad",
 ];
 
-/// Columns per block of the small-batch kernels (SMALL_COLS in kernels.cu).
-pub const SMALL_COLS: usize = 8;
-/// Rows per block of the small-batch kernels (SMALL_ROWS in kernels.cu).
-pub const SMALL_ROWS: usize = 32;
 /// Threads per block of the small-batch kernels: SMALL_ROWS × SMALL_COLS, and SMALL_SLICES ×
 /// SMALL_COLS (kernels.cu).
 pub const SMALL_THREADS: u32 = 256;
+/// The columns per block of the small-batch kernels that they can be compiled for
+/// (SMALL_COLS in kernels.cu; the rows per block are 256 / SMALL_COLS). The first is the
+/// default; DAE_CUDA_SMALL_COLS picks another.
+pub const SMALL_COLS: [usize; 3] = [8, 16, 32];
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
@@ -160,6 +160,8 @@ pub struct Cuda {
     /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
     /// by default until they are measured against the products of cuBLAS.
     small_rows: AtomicUsize,
+    /// The columns per block the small-batch kernels were compiled for (DAE_CUDA_SMALL_COLS).
+    small_cols: usize,
     /// The small-batch kernels' scratch: a counter of finished blocks, then partial row and
     /// column sums (grown as needed), and its size in bytes.
     partials: Mutex<Option<(Raw, usize)>>,
@@ -200,15 +202,16 @@ pub fn nvrtc_present() -> bool {
 }
 
 /// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target.
-pub fn compile_kernels(arch: Option<&str>) -> Result<String> {
-    compile(arch).map(|p| p.to_src())
+pub fn compile_kernels(arch: Option<&str>, small_cols: usize) -> Result<String> {
+    compile(arch, small_cols).map(|p| p.to_src())
 }
 
-fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
+fn compile(arch: Option<&str>, small_cols: usize) -> Result<cudarc::nvrtc::Ptx> {
     let mut opts = cudarc::nvrtc::CompileOptions { name: Some("kernels.cu".into()), ..Default::default() };
     if let Some(a) = arch {
         opts.options.push(format!("--gpu-architecture={a}"));
     }
+    opts.options.push(format!("-DSMALL_COLS={small_cols}"));
     cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Runtime(format!("compiling the CUDA kernels failed: {e:?}")))
 }
 
@@ -223,6 +226,16 @@ fn small_rows_from_env() -> Result<usize> {
     }
 }
 
+/// DAE_CUDA_SMALL_COLS: the columns per block of the small-batch kernels (8 when unset).
+fn small_cols_from_env() -> Result<usize> {
+    match std::env::var("DAE_CUDA_SMALL_COLS") {
+        Err(_) => Ok(SMALL_COLS[0]),
+        Ok(v) => v.trim().parse().ok().filter(|c| SMALL_COLS.contains(c)).ok_or_else(|| {
+            Error::usage("DAE_CUDA_SMALL_COLS", format!("expected one of {SMALL_COLS:?} (columns per block), got '{v}'"))
+        }),
+    }
+}
+
 fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Runtime(format!("CUDA: {what} failed: {e:?}"))
 }
@@ -232,6 +245,18 @@ impl Cuda {
     pub fn new(ordinal: usize, precision: Precision) -> Result<Cuda> {
         if let Some(why) = unavailable() {
             return Err(Error::Runtime(format!("no usable GPU: {why}")));
+        }
+        Cuda::with_small_cols(ordinal, precision, small_cols_from_env()?)
+    }
+
+    /// [`Cuda::new`] with the small-batch kernels compiled for `small_cols` columns per block
+    /// (one of [`SMALL_COLS`]) instead of DAE_CUDA_SMALL_COLS's choice.
+    pub fn with_small_cols(ordinal: usize, precision: Precision, small_cols: usize) -> Result<Cuda> {
+        if let Some(why) = unavailable() {
+            return Err(Error::Runtime(format!("no usable GPU: {why}")));
+        }
+        if !SMALL_COLS.contains(&small_cols) {
+            return Err(Error::usage("DAE_CUDA_SMALL_COLS", format!("expected one of {SMALL_COLS:?}, got {small_cols}")));
         }
         let small_rows = small_rows_from_env()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
@@ -250,7 +275,7 @@ impl Cuda {
                 .map_err(|e| cuda_err("setting TF32", e))?;
         }
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
-        let ptx = compile(Some(&format!("compute_{major}{minor}")))?;
+        let ptx = compile(Some(&format!("compute_{major}{minor}")), small_cols)?;
         let module = ctx.load_module(ptx).map_err(|e| cuda_err("loading the kernels", e))?;
         let f = KERNEL_NAMES
             .iter()
@@ -279,6 +304,7 @@ impl Cuda {
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
             small_rows: AtomicUsize::new(small_rows),
+            small_cols,
             partials: Mutex::new(None),
             _workspace: workspace,
             _functions: f,
@@ -469,12 +495,13 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
     }
 }
 
-/// The grid of a small-batch kernel over an m×n product of depth k: (blocks, column stripes,
-/// row tiles), block b taking stripe b % stripes and tile b / stripes; None when the kernels
-/// cannot compute it (a size of 0 or past u32, a depth that is not a multiple of 4, or more
-/// blocks than a grid holds).
-pub fn small_grid(m: usize, n: usize, k: usize) -> Option<(u32, usize, usize)> {
-    let (stripes, tiles) = (n.div_ceil(SMALL_COLS), m.div_ceil(SMALL_ROWS));
+/// The grid of a small-batch kernel compiled for `cols` columns per block over an m×n product
+/// of depth k: (blocks, column stripes, row tiles), block b taking stripe b % stripes and tile
+/// b / stripes; None when the kernels cannot compute it (a size of 0 or past u32, a depth that
+/// is not a multiple of 4, or more blocks than a grid holds).
+pub fn small_grid(cols: usize, m: usize, n: usize, k: usize) -> Option<(u32, usize, usize)> {
+    let rows = SMALL_THREADS as usize / cols;
+    let (stripes, tiles) = (n.div_ceil(cols), m.div_ceil(rows));
     let blocks = u32::try_from(stripes.checked_mul(tiles)?).ok().filter(|&b| b <= i32::MAX as u32)?;
     let fits_u32 = [m, n, k, m * k, k * n, m * n].iter().all(|&v| v <= u32::MAX as usize);
     (m > 0 && n > 0 && k > 0 && k % 4 == 0 && fits_u32).then_some((blocks, stripes, tiles))
@@ -962,7 +989,7 @@ impl Backend for Cuda {
         bias: &CudaBuf,
         act: Activation,
     ) {
-        let Some((blocks, _, _)) = small_grid(m, n, k).filter(|_| aligned(a, b, tb)) else {
+        let Some((blocks, _, _)) = small_grid(self.small_cols, m, n, k).filter(|_| aligned(a, b, tb)) else {
             self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
             return self.bias_act(c, bias, act, m, n);
         };
@@ -1003,7 +1030,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(rows, cols, k).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
+        let grid = small_grid(self.small_cols, rows, cols, k).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
         let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
         let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
             self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
@@ -1080,7 +1107,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(m, n, k).filter(|_| aligned(g, w, tw));
+        let grid = small_grid(self.small_cols, m, n, k).filter(|_| aligned(g, w, tw));
         let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
         let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
             self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
@@ -1160,18 +1187,23 @@ mod tests {
             let line = KERNELS.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap_or_else(|| panic!("no {name} in kernels.cu"));
             line.split_whitespace().nth(2).unwrap().parse().unwrap()
         };
-        assert_eq!(define("SMALL_COLS"), SMALL_COLS);
-        assert_eq!(define("SMALL_ROWS"), SMALL_ROWS);
-        assert_eq!(define("SMALL_ROWS") * define("SMALL_COLS"), SMALL_THREADS as usize);
-        assert_eq!(define("SMALL_SLICES") * define("SMALL_COLS"), SMALL_THREADS as usize);
+        assert!(KERNELS.contains("#ifndef SMALL_COLS\n#define SMALL_COLS 8\n#endif"), "SMALL_COLS can be set from outside");
+        assert_eq!(define("SMALL_COLS"), SMALL_COLS[0], "the default");
+        for (name, value) in [("SMALL_ROWS", "(256 / SMALL_COLS)"), ("SMALL_SLICES", "(256 / SMALL_COLS)")] {
+            assert!(KERNELS.contains(&format!("#define {name} {value}\n")), "{name} is {value}");
+        }
+        assert_eq!(SMALL_THREADS, 256);
+        assert!(SMALL_COLS.iter().all(|c| 256 % c == 0));
     }
 
     #[test]
     fn small_grids_cover_every_row_and_column() {
-        assert_eq!(small_grid(20, 500, 784), Some((63, 63, 1)));
-        assert_eq!(small_grid(33, 8, 4), Some((2, 1, 2)));
-        assert_eq!(small_grid(20, 500, 782), None, "the depth must be a multiple of 4");
-        assert_eq!(small_grid(0, 500, 784), None);
-        assert_eq!(small_grid(1 << 20, 1 << 20, 4), None, "past u32 and the grid's limit");
+        assert_eq!(small_grid(8, 20, 500, 784), Some((63, 63, 1)));
+        assert_eq!(small_grid(8, 33, 8, 4), Some((2, 1, 2)));
+        assert_eq!(small_grid(16, 33, 8, 4), Some((3, 1, 3)), "16 rows a block");
+        assert_eq!(small_grid(32, 20, 500, 784), Some((48, 16, 3)), "8 rows a block");
+        assert_eq!(small_grid(8, 20, 500, 782), None, "the depth must be a multiple of 4");
+        assert_eq!(small_grid(8, 0, 500, 784), None);
+        assert_eq!(small_grid(8, 1 << 20, 1 << 20, 4), None, "past u32 and the grid's limit");
     }
 }
