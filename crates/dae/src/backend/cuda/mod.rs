@@ -201,7 +201,8 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target.
+/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target, with
+/// the small-batch kernels for `small_cols` columns a block (one of [`SMALL_COLS`]).
 pub fn compile_kernels(arch: Option<&str>, small_cols: usize) -> Result<String> {
     compile(arch, small_cols).map(|p| p.to_src())
 }
