@@ -3,8 +3,9 @@
 # machine with an NVIDIA GPU (which needs no Rust: only the driver, and PyTorch for the peers).
 #
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
-#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, then a
-#                                       # kernel profile of two epochs (with Nsight Systems, if installed)
+#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, then the
+#                                       # GPU time of each operation over two epochs (DAE_CUDA_PROFILE=1),
+#                                       # and a kernel profile with Nsight Systems, if installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -48,7 +49,17 @@ run)
     echo
     echo "## Benchmark"
     python3 bench/bench_gpu.py "${@:2}" || failed=1
-    # Where a step's time goes, kernel by kernel, when Nsight Systems is installed.
+    # Where a step's time goes, operation by operation, from dae's own event timer.
+    for run in "20 0 8" "128 0 8" "20 1024 8" "20 1024 16" "20 1024 32" "128 1024 8" "128 1024 16" "128 1024 32"; do
+        read -r b small cols <<<"$run"
+        echo
+        echo "## GPU time by operation, 2 epochs at batch $b$([ "$small" != 0 ] && echo ", small-batch kernels, $cols columns a block")"
+        DAE_CUDA_PROFILE=1 DAE_CUDA_SMALL=$small DAE_CUDA_SMALL_COLS=$cols target/release/dae train \
+            "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
+            --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
+            --device cuda --quiet 2>&1 || failed=1
+    done
+    # The same, kernel by kernel, from Nsight Systems when it is installed.
     NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
     if [ -n "$NSYS" ]; then
         # Batch 20 and 128 as they run by default, then batch 20 with the small-batch kernels.

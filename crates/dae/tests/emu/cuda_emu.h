@@ -9,6 +9,7 @@
 // races within a block that the host's thread scheduling happens to hide.
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +43,8 @@ inline float __int_as_float(int i) {
     return f;
 }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+// Nanoseconds stand in for clock cycles.
+inline long long clock64() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
 // Aligned as CUDA's: a misaligned float4 load may fault here too (aligned SSE moves).
 struct alignas(16) emu_float4 {
     float x, y, z, w;

@@ -11,6 +11,7 @@
 //! after its first kernel simply runs as it is recorded: a graph never changes the results,
 //! only how many launches the host makes.
 
+use super::profile::Profile;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
@@ -90,6 +91,8 @@ pub struct Queue {
     uncapturable: Vec<Vec<Shape>>,
     /// The first failure, for [`crate::backend::Backend::check`].
     pub error: Option<String>,
+    /// Per-operation GPU times (DAE_CUDA_PROFILE=1; graphs off).
+    pub profile: Option<Profile>,
 }
 
 // SAFETY: the handles are used only under the backend's mutex, from one thread at a time.
@@ -101,7 +104,18 @@ fn fail(what: &str, code: impl std::fmt::Debug) -> String {
 
 impl Queue {
     pub fn new(stream: drv::CUstream, blas: blas_sys::cublasHandle_t, functions: Vec<drv::CUfunction>) -> Queue {
-        Queue { stream, blas, functions, graphs: true, recording: false, tape: Vec::new(), cache: Vec::new(), uncapturable: Vec::new(), error: None }
+        Queue {
+            stream,
+            blas,
+            functions,
+            graphs: true,
+            recording: false,
+            tape: Vec::new(),
+            cache: Vec::new(),
+            uncapturable: Vec::new(),
+            error: None,
+            profile: None,
+        }
     }
 
     fn record_err(&mut self, e: Option<String>) {
@@ -115,7 +129,14 @@ impl Queue {
         if self.recording {
             self.tape.push(e);
         } else {
-            let r = self.run(&e);
+            let r = match self.profile.take() {
+                Some(mut p) => {
+                    let r = p.time(&e, self.stream, || self.run(&e));
+                    self.profile = Some(p);
+                    r
+                }
+                None => self.run(&e),
+            };
             self.record_err(r.err());
         }
     }
@@ -165,6 +186,13 @@ impl Queue {
     pub fn begin_step(&mut self) {
         self.tape.clear();
         self.recording = self.graphs && self.error.is_none();
+        if let Some(spin) = self.profile.as_ref().map(|p| p.spin) {
+            // The GPU waits in `spin` while the host queues the step (see profile.rs).
+            let mut slots = [0u64; MAX_SLOTS];
+            slots[0] = Profile::spin_cycles();
+            let r = self.run(&Entry::Kernel { f: spin, grid: 1, block: 1, slots, n: 1 });
+            self.record_err(r.err());
+        }
     }
 
     pub fn end_step(&mut self) {

@@ -390,6 +390,14 @@ extern "C" __global__ void small_act_grad(float* out, const float* a, const floa
     }
 }
 
+// Keeps the GPU busy for `cycles` clock cycles (DAE_CUDA_PROFILE: the host queues a whole step
+// behind it, so that the step's operations then run back to back).
+extern "C" __global__ void spin(long long cycles) {
+    long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+}
+
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {
     u64 i = gid();
     if (i < n) dst[i] = src[i];

@@ -22,15 +22,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
+mod profile;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 21] = [
+pub const KERNEL_NAMES: [&str; 22] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt", "gather_augment", "small_bias_act", "small_loss_grad", "small_act_grad",
+    "gather_corrupt", "gather_augment", "small_bias_act", "small_loss_grad", "small_act_grad", "spin",
 ];
 
 /// Threads per block of the small-batch kernels: SMALL_ROWS × SMALL_COLS, and SMALL_SLICES ×
@@ -296,6 +297,11 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
+        if std::env::var_os("DAE_CUDA_PROFILE").is_some_and(|v| v != "0") {
+            // One launch at a time, each timed (see profile.rs).
+            queue.graphs = false;
+            queue.profile = Some(profile::Profile::new(KERNEL_NAMES.to_vec(), k("spin")));
+        }
         Ok(Cuda {
             queue: Mutex::new(queue),
             precision,
@@ -1173,7 +1179,12 @@ impl Drop for Cuda {
     fn drop(&mut self) {
         // Buffers are freed in stream order; wait so that the context outlives their use.
         let _ = self.stream.synchronize();
-        self.queue().clear();
+        let mut q = self.queue();
+        q.clear();
+        if let Some(mut p) = q.profile.take() {
+            eprintln!("{}", p.report());
+            p.destroy();
+        }
     }
 }
 
