@@ -78,7 +78,7 @@ run)
         echo "(no nsys here: no kernel profile)"
     fi
     if [ "$failed" -ne 0 ]; then
-        echo "FAILED: a GPU test or the benchmark failed (above)" >&2
+        echo "FAILED: a GPU test, the benchmark or a profiled run failed (above)" >&2
         exit 1
     fi
     ;;

@@ -186,16 +186,22 @@ impl Queue {
     pub fn begin_step(&mut self) {
         self.tape.clear();
         self.recording = self.graphs && self.error.is_none();
-        if let Some(spin) = self.profile.as_ref().map(|p| p.spin) {
+        if let Some(mut p) = self.profile.take() {
             // The GPU waits in `spin` while the host queues the step (see profile.rs).
+            p.before_step();
             let mut slots = [0u64; MAX_SLOTS];
             slots[0] = Profile::spin_cycles();
-            let r = self.run(&Entry::Kernel { f: spin, grid: 1, block: 1, slots, n: 1 });
+            let r = self.run(&Entry::Kernel { f: p.spin, grid: 1, block: 1, slots, n: 1 });
             self.record_err(r.err());
+            p.after_spin(self.stream);
+            self.profile = Some(p);
         }
     }
 
     pub fn end_step(&mut self) {
+        if let Some(p) = self.profile.as_mut() {
+            p.end_step();
+        }
         if !self.recording {
             return;
         }

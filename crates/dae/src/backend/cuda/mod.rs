@@ -298,9 +298,13 @@ impl Cuda {
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
         if std::env::var_os("DAE_CUDA_PROFILE").is_some_and(|v| v != "0") {
-            // One launch at a time, each timed (see profile.rs).
-            queue.graphs = false;
-            queue.profile = Some(profile::Profile::new(KERNEL_NAMES.to_vec(), k("spin")));
+            if version >= 12080 {
+                // One launch at a time, each timed (see profile.rs).
+                queue.graphs = false;
+                queue.profile = Some(profile::Profile::new(KERNEL_NAMES.to_vec(), k("spin")));
+            } else {
+                eprintln!("DAE_CUDA_PROFILE: needs a CUDA 12.8 driver or later (this one is {}.{}); not profiling", version / 1000, version % 1000 / 10);
+            }
         }
         Ok(Cuda {
             queue: Mutex::new(queue),
@@ -335,7 +339,9 @@ impl Cuda {
     /// Whether training steps are replayed as CUDA graphs (the default; DAE_CUDA_GRAPHS=0
     /// turns it off). Results are the same either way.
     pub fn set_graphs(&self, on: bool) {
-        self.queue().graphs = on;
+        let mut q = self.queue();
+        // Profiling times each launch: graphs stay off.
+        q.graphs = on && q.profile.is_none();
     }
 
     /// Whether the fused kernels run (the default; DAE_CUDA_FUSE=0 turns them off). Results

@@ -13,8 +13,11 @@ use std::collections::HashMap;
 
 /// Cycles that `spin` keeps the GPU busy before each step (about 0.25 ms at 2 GHz).
 const SPIN_CYCLES: u64 = 500_000;
-/// Operations timed before their events are read back and reused.
+/// Operations timed before their events are read back and reused (between steps, so that no
+/// step runs on a GPU emptied by the wait).
 const BATCH: usize = 2048;
+/// Outside steps, the most operations timed before a read-back all the same.
+const MAX_PENDING: usize = 8 * BATCH;
 
 pub struct Profile {
     names: Vec<&'static str>,
@@ -24,12 +27,27 @@ pub struct Profile {
     pending: Vec<(String, drv::CUevent, drv::CUevent)>,
     /// Per operation: calls and total milliseconds.
     totals: HashMap<String, (u64, f64)>,
+    /// The event after the current step's spin, and the steps whose spin ended before the host
+    /// had queued them (their times may include the host's launches), of all steps.
+    spin_end: Option<drv::CUevent>,
+    late_steps: u64,
+    steps: u64,
     pub error: Option<String>,
 }
 
 impl Profile {
     pub fn new(names: Vec<&'static str>, spin: usize) -> Profile {
-        Profile { names, spin, free: Vec::new(), pending: Vec::new(), totals: HashMap::new(), error: None }
+        Profile {
+            names,
+            spin,
+            free: Vec::new(),
+            pending: Vec::new(),
+            totals: HashMap::new(),
+            spin_end: None,
+            late_steps: 0,
+            steps: 0,
+            error: None,
+        }
     }
 
     /// The `spin` kernel's argument.
@@ -63,17 +81,62 @@ impl Profile {
         }
     }
 
+    fn record(&mut self, event: drv::CUevent, stream: drv::CUstream) -> bool {
+        // SAFETY: the event and the stream are live.
+        match unsafe { drv::cuEventRecord(event, stream) }.result() {
+            Ok(()) => true,
+            Err(c) => {
+                self.error.get_or_insert(format!("recording a CUDA event failed: {c:?}"));
+                false
+            }
+        }
+    }
+
+    /// Before a step's spin: reads back the times so far when enough are waiting.
+    pub fn before_step(&mut self) {
+        if self.pending.len() >= BATCH {
+            self.drain();
+        }
+    }
+
+    /// After a step's spin was queued: an event marks its end.
+    pub fn after_spin(&mut self, stream: drv::CUstream) {
+        if let Some(e) = self.event() {
+            if self.record(e, stream) {
+                self.spin_end = Some(e);
+            } else {
+                self.free.push(e);
+            }
+        }
+    }
+
+    /// At the end of a step (the host has queued it): whether the spin had already ended.
+    pub fn end_step(&mut self) {
+        let Some(e) = self.spin_end.take() else { return };
+        self.steps += 1;
+        // SAFETY: the event is live and recorded.
+        if unsafe { drv::cuEventQuery(e) } == drv::CUresult::CUDA_SUCCESS {
+            self.late_steps += 1;
+        }
+        self.free.push(e);
+    }
+
     /// Runs `run` between two events recorded on `stream`.
     pub fn time<R>(&mut self, e: &Entry, stream: drv::CUstream, run: impl FnOnce() -> R) -> R {
-        let (Some(start), Some(end)) = (self.event(), self.event()) else { return run() };
-        // SAFETY: the events and the stream are live.
-        unsafe { drv::cuEventRecord(start, stream) };
+        let Some(start) = self.event() else { return run() };
+        let Some(end) = self.event() else {
+            self.free.push(start);
+            return run();
+        };
+        let started = self.record(start, stream);
         let r = run();
-        // SAFETY: as above.
-        unsafe { drv::cuEventRecord(end, stream) };
-        let label = self.label(e);
-        self.pending.push((label, start, end));
-        if self.pending.len() >= BATCH {
+        if started && self.record(end, stream) {
+            let label = self.label(e);
+            self.pending.push((label, start, end));
+        } else {
+            self.free.extend([start, end]);
+        }
+        if self.pending.len() >= MAX_PENDING {
             self.drain();
         }
         r
@@ -89,10 +152,15 @@ impl Profile {
         for (label, start, end) in std::mem::take(&mut self.pending) {
             let mut ms = 0f32;
             // SAFETY: both events are live and complete.
-            if unsafe { drv::cuEventElapsedTime_v2(&mut ms, start, end) }.result().is_ok() {
-                let t = self.totals.entry(label).or_insert((0, 0.0));
-                t.0 += 1;
-                t.1 += ms as f64;
+            match unsafe { drv::cuEventElapsedTime_v2(&mut ms, start, end) }.result() {
+                Ok(()) => {
+                    let t = self.totals.entry(label).or_insert((0, 0.0));
+                    t.0 += 1;
+                    t.1 += ms as f64;
+                }
+                Err(c) => {
+                    self.error.get_or_insert(format!("reading a CUDA event's time failed: {c:?}"));
+                }
             }
             self.free.extend([start, end]);
         }
@@ -110,6 +178,12 @@ impl Profile {
         for (label, (calls, ms)) in rows {
             out += &format!("| {label} | {calls} | {ms:.1} | {:.2} | {:.1} % |\n", 1000.0 * ms / *calls as f64, 100.0 * ms / all.max(1e-12));
         }
+        if self.late_steps > 0 {
+            out += &format!(
+                "\n{} of {} steps were still being queued when their spin ended: their times may include the host's launches.\n",
+                self.late_steps, self.steps
+            );
+        }
         if let Some(e) = &self.error {
             out += &format!("\n(profile incomplete: {e})\n");
         }
@@ -121,6 +195,7 @@ impl Profile {
         for (_, s, e) in std::mem::take(&mut self.pending) {
             self.free.extend([s, e]);
         }
+        self.free.extend(self.spin_end.take());
         for e in self.free.drain(..) {
             // SAFETY: the event is live and no longer used.
             unsafe { drv::cuEventDestroy_v2(e) };
