@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, host};
-use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES, SMALL_COLS};
+use dae::backend::cuda::{compile_kernels, is_small_kernel, nvrtc_present, KERNEL_NAMES, SMALL_COLS};
 use dae::augment::Augment;
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
@@ -23,12 +23,15 @@ fn cuda_kernels_compile_with_nvrtc() {
         }
         return;
     }
-    // Hopper (H100/H200), Ampere and Turing, with each stripe width of the small-batch kernels.
+    // Hopper (H100/H200), Ampere and Turing: without the small-batch kernels (the default), and
+    // with them at each stripe width.
     for arch in ["compute_90", "compute_80", "compute_75"] {
-        for cols in SMALL_COLS {
-            let text = compile_kernels(Some(arch), cols).unwrap_or_else(|e| panic!("{arch}, {cols} columns: {e}"));
+        for small in [None].into_iter().chain(SMALL_COLS.map(Some)) {
+            let text = compile_kernels(Some(arch), small).unwrap_or_else(|e| panic!("{arch}, {small:?}: {e}"));
             for name in KERNEL_NAMES {
-                assert!(text.contains(&format!(".entry {name}(")), "{arch}, {cols} columns: kernel {name} missing from the PTX");
+                let present = text.contains(&format!(".entry {name}("));
+                let wanted = small.is_some() || !is_small_kernel(name);
+                assert_eq!(present, wanted, "{arch}, small-batch kernels {small:?}: kernel {name} in the PTX");
             }
         }
     }

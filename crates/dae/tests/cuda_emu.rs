@@ -80,7 +80,7 @@ fn build(cols: usize) -> Result<Emu, String> {
         // Each build's kernels hidden, so that builds for other stripe widths loaded beside it
         // cannot stand in for them.
         .args(["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w", "-fvisibility=hidden"])
-        .arg(format!("-DSMALL_COLS={cols}"))
+        .args(["-DDAE_SMALL_KERNELS".to_string(), format!("-DSMALL_COLS={cols}")])
         .arg("-o")
         .arg(&lib)
         .arg(&cpp)

@@ -200,6 +200,7 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
     else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
 }
 
+#ifdef DAE_SMALL_KERNELS
 // ---- Small batches: each product of a training step with the work that follows it ----
 //
 // For a batch of a few dozen rows, a step's products are too small to fill the GPU and each
@@ -212,6 +213,7 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
 // Sums across blocks (bias gradients over the tiles, row losses over the stripes) are left as
 // partial sums, which the last block to finish adds in block order: every run gives the same
 // results. k must be a multiple of 4 and A's and B's rows 16-byte aligned (float4 loads).
+// Compiled only with -DDAE_SMALL_KERNELS (they double the compile time at start-up).
 // SMALL_COLS (8 by default; 16 or 32 through -DSMALL_COLS=…, DAE_CUDA_SMALL_COLS) sets the
 // rest: 256 threads a block, as SMALL_ROWS × SMALL_COLS and SMALL_SLICES × SMALL_COLS.
 #ifndef SMALL_COLS
@@ -389,6 +391,7 @@ extern "C" __global__ void small_act_grad(float* out, const float* a, const floa
         if (t == 0) *counter = 0;
     }
 }
+#endif  // DAE_SMALL_KERNELS
 
 // Keeps the GPU busy for `cycles` clock cycles (DAE_CUDA_PROFILE: the host queues a whole step
 // behind it, so that the step's operations then run back to back).

@@ -161,14 +161,15 @@ pub struct Cuda {
     /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
     /// by default until they are measured against the products of cuBLAS.
     small_rows: AtomicUsize,
-    /// The columns per block the small-batch kernels were compiled for (DAE_CUDA_SMALL_COLS).
-    small_cols: usize,
+    /// The columns per block the small-batch kernels were compiled for (DAE_CUDA_SMALL_COLS),
+    /// or None when they were not.
+    small_cols: Option<usize>,
     /// The small-batch kernels' scratch: a counter of finished blocks, then partial row and
     /// column sums (grown as needed), and its size in bytes.
     partials: Mutex<Option<(Raw, usize)>>,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
-    _functions: Vec<CudaFunction>,
+    _functions: Vec<Option<CudaFunction>>,
     _module: Arc<CudaModule>,
     _blas: CudaBlas,
     stream: Arc<CudaStream>,
@@ -202,18 +203,27 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target, with
-/// the small-batch kernels for `small_cols` columns a block (one of [`SMALL_COLS`]).
-pub fn compile_kernels(arch: Option<&str>, small_cols: usize) -> Result<String> {
-    compile(arch, small_cols).map(|p| p.to_src())
+/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target; with
+/// the small-batch kernels for `small` = Some(columns a block, one of [`SMALL_COLS`]), without
+/// them for None (they double the compile time at start-up).
+pub fn compile_kernels(arch: Option<&str>, small: Option<usize>) -> Result<String> {
+    compile(arch, small).map(|p| p.to_src())
 }
 
-fn compile(arch: Option<&str>, small_cols: usize) -> Result<cudarc::nvrtc::Ptx> {
+/// Whether kernel `name` is one of the small-batch kernels (compiled only when asked for).
+pub fn is_small_kernel(name: &str) -> bool {
+    name.starts_with("small_")
+}
+
+fn compile(arch: Option<&str>, small: Option<usize>) -> Result<cudarc::nvrtc::Ptx> {
     let mut opts = cudarc::nvrtc::CompileOptions { name: Some("kernels.cu".into()), ..Default::default() };
     if let Some(a) = arch {
         opts.options.push(format!("--gpu-architecture={a}"));
     }
-    opts.options.push(format!("-DSMALL_COLS={small_cols}"));
+    if let Some(cols) = small {
+        opts.options.push("-DDAE_SMALL_KERNELS".into());
+        opts.options.push(format!("-DSMALL_COLS={cols}"));
+    }
     cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Runtime(format!("compiling the CUDA kernels failed: {e:?}")))
 }
 
@@ -248,17 +258,24 @@ impl Cuda {
         if let Some(why) = unavailable() {
             return Err(Error::Runtime(format!("no usable GPU: {why}")));
         }
-        Cuda::with_small_cols(ordinal, precision, small_cols_from_env()?)
+        // The small-batch kernels are compiled only when DAE_CUDA_SMALL asks for them.
+        let small = if small_rows_from_env()? > 0 { Some(small_cols_from_env()?) } else { None };
+        Cuda::open(ordinal, precision, small)
     }
 
     /// [`Cuda::new`] with the small-batch kernels compiled for `small_cols` columns per block
-    /// (one of [`SMALL_COLS`]) instead of DAE_CUDA_SMALL_COLS's choice.
+    /// (one of [`SMALL_COLS`]), whatever DAE_CUDA_SMALL and DAE_CUDA_SMALL_COLS say; they run
+    /// for batches up to DAE_CUDA_SMALL rows, or [`Cuda::set_small_rows`]'s.
     pub fn with_small_cols(ordinal: usize, precision: Precision, small_cols: usize) -> Result<Cuda> {
-        if let Some(why) = unavailable() {
-            return Err(Error::Runtime(format!("no usable GPU: {why}")));
-        }
         if !SMALL_COLS.contains(&small_cols) {
             return Err(Error::usage("DAE_CUDA_SMALL_COLS", format!("expected one of {SMALL_COLS:?}, got {small_cols}")));
+        }
+        Cuda::open(ordinal, precision, Some(small_cols))
+    }
+
+    fn open(ordinal: usize, precision: Precision, small_cols: Option<usize>) -> Result<Cuda> {
+        if let Some(why) = unavailable() {
+            return Err(Error::Runtime(format!("no usable GPU: {why}")));
         }
         let small_rows = small_rows_from_env()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
@@ -279,9 +296,14 @@ impl Cuda {
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
         let ptx = compile(Some(&format!("compute_{major}{minor}")), small_cols)?;
         let module = ctx.load_module(ptx).map_err(|e| cuda_err("loading the kernels", e))?;
+        // The small-batch kernels, when not compiled, are left out (never launched: see
+        // fuse_products).
         let f = KERNEL_NAMES
             .iter()
-            .map(|n| module.load_function(n).map_err(|e| cuda_err(&format!("loading kernel {n}"), e)))
+            .map(|n| match small_cols.is_none() && is_small_kernel(n) {
+                true => Ok(None),
+                false => module.load_function(n).map(Some).map_err(|e| cuda_err(&format!("loading kernel {n}"), e)),
+            })
             .collect::<Result<Vec<_>>>()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let scalar = raw(&stream, 8)?;
@@ -291,7 +313,11 @@ impl Cuda {
         unsafe { blas_sys::cublasSetWorkspace_v2(*blas.handle(), workspace.ptr as *mut std::ffi::c_void, WORKSPACE) }
             .result()
             .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
-        let mut queue = Queue::new(stream.cu_stream(), *blas.handle(), f.iter().map(|f| f.cu_function()).collect());
+        let mut queue = Queue::new(
+            stream.cu_stream(),
+            *blas.handle(),
+            f.iter().map(|f| f.as_ref().map_or(std::ptr::null_mut(), |f| f.cu_function())).collect(),
+        );
         // Walking a captured graph needs a CUDA 12.3 driver or later.
         let mut version = 0i32;
         // SAFETY: writes one int.
@@ -354,7 +380,8 @@ impl Cuda {
         self.fused.load(Ordering::Relaxed)
     }
 
-    /// Training steps of batches of at most `rows` rows run the small-batch kernels (0: none).
+    /// Training steps of batches of at most `rows` rows run the small-batch kernels (0: none),
+    /// where they were compiled ([`Cuda::with_small_cols`], or DAE_CUDA_SMALL set at start).
     /// Results are the same to rounding either way.
     pub fn set_small_rows(&self, rows: usize) {
         self.small_rows.store(rows, Ordering::Relaxed);
@@ -983,7 +1010,8 @@ impl Backend for Cuda {
     fn fuse_products(&self, rows: usize, inputs: usize, hidden: usize) -> bool {
         // The kernels read rows in float4s. DAE_CUDA_FUSE=0 (every operation on its own) turns
         // them off too.
-        self.fused()
+        self.small_cols.is_some()
+            && self.fused()
             && rows > 0
             && rows <= self.small_rows.load(Ordering::Relaxed)
             && inputs % 4 == 0
@@ -1002,7 +1030,7 @@ impl Backend for Cuda {
         bias: &CudaBuf,
         act: Activation,
     ) {
-        let Some((blocks, _, _)) = small_grid(self.small_cols, m, n, k).filter(|_| aligned(a, b, tb)) else {
+        let Some((blocks, _, _)) = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(a, b, tb)) else {
             self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
             return self.bias_act(c, bias, act, m, n);
         };
@@ -1043,7 +1071,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(self.small_cols, rows, cols, k).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
+        let grid = self.small_cols.and_then(|c| small_grid(c, rows, cols, k)).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
         let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
         let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
             self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
@@ -1120,7 +1148,7 @@ impl Backend for Cuda {
         alpha: f32,
         beta: f32,
     ) {
-        let grid = small_grid(self.small_cols, m, n, k).filter(|_| aligned(g, w, tw));
+        let grid = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(g, w, tw));
         let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
         let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
             self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
