@@ -348,7 +348,7 @@ fn small_batch_training(gpu: &dae::Cuda, cols: usize) {
         let c = train_dae(&cpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
         for (e, ((s, u), c)) in a.history.iter().zip(&cublas.history).zip(&c.history).enumerate() {
             let rel = (s.train_loss - u.train_loss).abs() / u.train_loss;
-            assert!(rel < 1e-4, "{what}, epoch {}: small-batch kernels' loss {} vs cuBLAS path's {}", e + 1, s.train_loss, u.train_loss);
+            assert!(rel < 1e-3, "{what}, epoch {}: small-batch kernels' loss {} vs cuBLAS path's {}", e + 1, s.train_loss, u.train_loss);
             let rel = (s.train_loss - c.train_loss).abs() / c.train_loss;
             assert!(rel < 1e-3, "{what}, epoch {}: small-batch kernels' loss {} vs CPU {}", e + 1, s.train_loss, c.train_loss);
         }
