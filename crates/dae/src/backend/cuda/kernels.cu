@@ -1,6 +1,8 @@
 // The elementwise and reduction kernels of the CUDA backend, compiled at run time by NVRTC.
 // Each mirrors a plain loop of crates/dae/src/kernels.rs or crates/dae/src/corrupt.rs (named
-// beside it) and is tested against it. Matrices are row-major; `n` counts values.
+// beside it), or a composition of the backend's operations (the small-batch kernels), and is
+// tested against it: on a GPU in tests/cuda.rs, and on the CPU, through a small emulation of
+// CUDA, in tests/cuda_emu.rs. Matrices are row-major; `n` counts values.
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
