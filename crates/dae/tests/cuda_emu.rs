@@ -131,6 +131,14 @@ fn act_code(a: Activation) -> u64 {
     }
 }
 
+/// The loss arguments of `loss_grad` and `small_loss_grad`, in their order: loss (0
+/// cross-entropy, 1 squared error), decoder activation, emphasis (0/1), its weights of
+/// corrupted and clean inputs, the gradient's scale.
+fn loss_args(spec: &LossSpec) -> [u64; 6] {
+    let (e, wc, wl) = spec.emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
+    [(spec.loss == Loss::SquaredError) as u64, act_code(spec.decoder), e, f(wc), f(wl), f(spec.grad_scale)]
+}
+
 /// c = a·op(b) on the CPU engine (a m×k, op(b) k×n).
 fn product(cpu: &Cpu, a: &[f32], b: &[f32], tb: Trans, m: usize, n: usize, k: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];
@@ -155,18 +163,18 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
         let (mut want, mut want_loss) = (pre.clone(), vec![0f32; rows]);
         cpu.loss_grad(&mut want, &c, &target, Some(&mask), &spec, rows, cols, &mut want_loss, 0);
         let (mut got, mut got_loss) = (pre.clone(), vec![0f32; rows]);
-        let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
+        let [lo, de, e, wc, wl, gs] = loss_args(&spec);
         let slots = [
             mptr(&mut got),
             ptr(&c),
             ptr(&target),
             ptr(&mask),
-            (loss == Loss::SquaredError) as u64,
-            act_code(decoder),
+            lo,
+            de,
             e,
-            f(wc),
-            f(wl),
-            f(spec.grad_scale),
+            wc,
+            wl,
+            gs,
             1,
             cols as u64,
             mptr(&mut got_loss),
@@ -295,7 +303,7 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
                 let mut row_part = vec![f64::NAN; stripes * m];
                 let mut col_part = vec![f32::NAN; tiles * n];
                 let mut counter = [0u32; 2];
-                let (e, wc, wl) = emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
+                let [lo, de, e, wc, wl, gs] = loss_args(&spec);
                 let slots = [
                     mptr(&mut got),
                     ptr(&h),
@@ -304,12 +312,12 @@ fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
                     got_bias_ptr,
                     ptr(&target),
                     ptr(&mask),
-                    (loss == Loss::SquaredError) as u64,
-                    act_code(decoder),
+                    lo,
+                    de,
                     e,
-                    f(wc),
-                    f(wl),
-                    f(spec.grad_scale),
+                    wc,
+                    wl,
+                    gs,
                     m as u64,
                     n as u64,
                     k as u64,

@@ -65,6 +65,73 @@ pub fn act_grad_then_col_sums<B: Backend + ?Sized>(
     }
 }
 
+/// [`Backend::product_bias_act`] as its separate operations (the default, and a device's
+/// path for shapes its fused kernel does not take).
+#[allow(clippy::too_many_arguments)]
+pub fn product_then_bias_act<B: Backend + ?Sized>(
+    be: &B,
+    c: &mut B::Buf,
+    a: &B::Buf,
+    b: &B::Buf,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: &B::Buf,
+    act: Activation,
+) {
+    be.matmul(c, a, Trans::N, b, tb, m, n, k, false);
+    be.bias_act(c, bias, act, m, n);
+}
+
+/// [`Backend::product_loss_grad`] as its separate operations (as above).
+#[allow(clippy::too_many_arguments)]
+pub fn product_then_loss_grad<B: Backend + ?Sized>(
+    be: &B,
+    pre: &mut B::Buf,
+    h: &B::Buf,
+    w: &B::Buf,
+    tw: Trans,
+    k: usize,
+    bias: &mut B::Buf,
+    target: &B::Buf,
+    mask: Option<&B::Buf>,
+    spec: &LossSpec,
+    rows: usize,
+    cols: usize,
+    row_loss: &mut B::Buf,
+    offset: usize,
+    bias_grad: Option<&mut B::Buf>,
+    alpha: f32,
+    beta: f32,
+) {
+    debug_assert_eq!(spec.output, LossOutput::Grad);
+    be.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
+    be.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
+    be.col_sums_scaled(bias_grad.unwrap_or(bias), pre, rows, cols, alpha, beta);
+}
+
+/// [`Backend::product_act_grad_col_sums`] as its separate operations (as above).
+#[allow(clippy::too_many_arguments)]
+pub fn product_then_act_grad_col_sums<B: Backend + ?Sized>(
+    be: &B,
+    delta: &mut B::Buf,
+    g: &B::Buf,
+    w: &B::Buf,
+    tw: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &B::Buf,
+    act: Activation,
+    out: &mut B::Buf,
+    alpha: f32,
+    beta: f32,
+) {
+    be.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
+    be.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
+}
+
 /// Whether a matmul operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trans {
@@ -391,8 +458,7 @@ pub trait Backend: Sync {
         bias: &Self::Buf,
         act: Activation,
     ) {
-        self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
-        self.bias_act(c, bias, act, m, n);
+        product_then_bias_act(self, c, a, b, tb, m, n, k, bias, act);
     }
 
     /// The decoder's product with the training loss: `pre[rows×cols]` = `h`·op(`w`) (op(w)
@@ -420,13 +486,7 @@ pub trait Backend: Sync {
         alpha: f32,
         beta: f32,
     ) {
-        debug_assert_eq!(spec.output, LossOutput::Grad);
-        self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
-        self.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
-        match bias_grad {
-            Some(g) => self.col_sums_scaled(g, pre, rows, cols, alpha, beta),
-            None => self.col_sums_scaled(bias, pre, rows, cols, alpha, beta),
-        }
+        product_then_loss_grad(self, pre, h, w, tw, k, bias, target, mask, spec, rows, cols, row_loss, offset, bias_grad, alpha, beta);
     }
 
     /// The encoder's backward: `delta[m×n]` = (`g`·op(`w`)) · act′ at `y`, op(w) k×n, then
@@ -448,8 +508,7 @@ pub trait Backend: Sync {
         alpha: f32,
         beta: f32,
     ) {
-        self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
-        self.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
+        product_then_act_grad_col_sums(self, delta, g, w, tw, m, n, k, y, act, out, alpha, beta);
     }
 
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).

@@ -553,6 +553,21 @@ fn aligned(a: &CudaBuf, b: &CudaBuf, tb: Trans) -> bool {
     a.ptr % 16 == 0 && (tb == Trans::N || b.ptr % 16 == 0)
 }
 
+/// The loss arguments that `loss_grad` and `small_loss_grad` share, in their order: loss (0
+/// cross-entropy, 1 squared error), decoder activation, emphasis (0 none, 1 on), its weights of
+/// corrupted and clean inputs, and the gradient's scale.
+fn loss_slots(spec: &LossSpec) -> [u64; 6] {
+    let (emph, wc, wl) = match spec.emphasis {
+        Some(e) => (1, e.corrupted, e.clean),
+        None => (0, 1.0, 1.0),
+    };
+    let loss = match spec.loss {
+        Loss::CrossEntropy => 0,
+        Loss::SquaredError => 1,
+    };
+    [loss.slot(), act_code(spec.decoder).slot(), emph.slot(), wc.slot(), wl.slot(), spec.grad_scale.slot()]
+}
+
 fn act_code(a: Activation) -> i32 {
     match a {
         Activation::Sigmoid => 0,
@@ -857,25 +872,18 @@ impl Backend for Cuda {
         if let Some(m) = mask {
             fits(m, rows * cols, "loss_grad mask");
         }
-        let (emph, wc, wl) = match spec.emphasis {
-            Some(e) => (1, e.corrupted, e.clean),
-            None => (0, 1.0, 1.0),
-        };
-        let loss = match spec.loss {
-            Loss::CrossEntropy => 0,
-            Loss::SquaredError => 1,
-        };
+        let [loss, decoder, emph, wc, wl, grad_scale] = loss_slots(spec);
         let slots = [
             pre.ptr,
             c.ptr,
             target.ptr,
             mask.slot(),
-            loss.slot(),
-            act_code(spec.decoder).slot(),
-            emph.slot(),
-            wc.slot(),
-            wl.slot(),
-            spec.grad_scale.slot(),
+            loss,
+            decoder,
+            emph,
+            wc,
+            wl,
+            grad_scale,
             output_code(spec.output).slot(),
             (cols as u32).slot(),
             row_loss.ptr + 4 * offset as u64,
@@ -1031,8 +1039,7 @@ impl Backend for Cuda {
         act: Activation,
     ) {
         let Some((blocks, _, _)) = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(a, b, tb)) else {
-            self.matmul(c, a, Trans::N, b, tb, m, n, k, false);
-            return self.bias_act(c, bias, act, m, n);
+            return super::product_then_bias_act(self, c, a, b, tb, m, n, k, bias, act);
         };
         fits(c, m * n, "product output");
         fits(a, m * k, "product operand a");
@@ -1074,12 +1081,9 @@ impl Backend for Cuda {
         let grid = self.small_cols.and_then(|c| small_grid(c, rows, cols, k)).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
         let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
         let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
-            self.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
-            self.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
-            return match bias_grad {
-                Some(g) => self.col_sums_scaled(g, pre, rows, cols, alpha, beta),
-                None => self.col_sums_scaled(bias, pre, rows, cols, alpha, beta),
-            };
+            return super::product_then_loss_grad(
+                self, pre, h, w, tw, k, bias, target, mask, spec, rows, cols, row_loss, offset, bias_grad, alpha, beta,
+            );
         };
         fits(pre, rows * cols, "product output");
         fits(h, rows * k, "product operand a");
@@ -1097,14 +1101,7 @@ impl Backend for Cuda {
             }
             None => bias.ptr,
         };
-        let (emph, wc, wl) = match spec.emphasis {
-            Some(e) => (1, e.corrupted, e.clean),
-            None => (0, 1.0, 1.0),
-        };
-        let loss = match spec.loss {
-            Loss::CrossEntropy => 0,
-            Loss::SquaredError => 1,
-        };
+        let [loss, decoder, emph, wc, wl, grad_scale] = loss_slots(spec);
         let slots = [
             pre.ptr,
             h.ptr,
@@ -1113,12 +1110,12 @@ impl Backend for Cuda {
             bias.ptr,
             target.ptr,
             mask.slot(),
-            loss.slot(),
-            act_code(spec.decoder).slot(),
-            emph.slot(),
-            wc.slot(),
-            wl.slot(),
-            spec.grad_scale.slot(),
+            loss,
+            decoder,
+            emph,
+            wc,
+            wl,
+            grad_scale,
             (rows as u32).slot(),
             (cols as u32).slot(),
             (k as u32).slot(),
@@ -1151,8 +1148,7 @@ impl Backend for Cuda {
         let grid = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(g, w, tw));
         let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
         let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
-            self.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
-            return self.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
+            return super::product_then_act_grad_col_sums(self, delta, g, w, tw, m, n, k, y, act, out, alpha, beta);
         };
         fits(delta, m * n, "product output");
         fits(g, m * k, "product operand a");
