@@ -3,7 +3,9 @@
 # machine with an NVIDIA GPU (which needs no Rust: only the driver, and PyTorch for the peers).
 #
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
-#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, then the
+#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, the GPU time
+#                                       # of the step's products alone (bench/gemm_floor.py), then the
+#                                       # algorithm timed fastest for each product (DAE_CUDA_TUNE=verbose), the
 #                                       # GPU time of each operation over two epochs (DAE_CUDA_PROFILE=1),
 #                                       # and a kernel profile with Nsight Systems, if installed
 #
@@ -49,12 +51,23 @@ run)
     echo
     echo "## Benchmark"
     python3 bench/bench_gpu.py "${@:2}" || failed=1
-    # Where a step's time goes, operation by operation, from dae's own event timer.
-    for run in "20 0 8" "128 0 8" "20 1024 8" "20 1024 16" "20 1024 32" "128 1024 8" "128 1024 16" "128 1024 32"; do
-        read -r b small cols <<<"$run"
+    echo
+    echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
+    python3 bench/gemm_floor.py || failed=1
+    # Which algorithm each shape of product runs, and how fast each candidate was.
+    for run in "20 fp32" "128 fp32" "1024 fp32" "128 tf32"; do
+        read -r b p <<<"$run"
         echo
-        echo "## GPU time by operation, 2 epochs at batch $b$([ "$small" != 0 ] && echo ", small-batch kernels, $cols columns a block")"
-        DAE_CUDA_PROFILE=1 DAE_CUDA_SMALL=$small DAE_CUDA_SMALL_COLS=$cols target/release/dae train \
+        echo "## Products timed at start, batch $b, $p (DAE_CUDA_TUNE=verbose)"
+        DAE_CUDA_TUNE=verbose target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
+            -o /tmp/dae-prof.safetensors --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd \
+            --lr 0.1 --batch "$b" --epochs 1 --precision "$p" --device cuda --quiet 2>&1 || failed=1
+    done
+    # Where a step's time goes, operation by operation, from dae's own event timer.
+    for b in 20 128 1024; do
+        echo
+        echo "## GPU time by operation, 2 epochs at batch $b"
+        DAE_CUDA_PROFILE=1 target/release/dae train \
             "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
             --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
             --device cuda --quiet 2>&1 || failed=1
@@ -62,13 +75,11 @@ run)
     # The same, kernel by kernel, from Nsight Systems when it is installed.
     NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
     if [ -n "$NSYS" ]; then
-        # Batch 20 and 128 as they run by default, then batch 20 with the small-batch kernels.
-        for run in 20 128 "20 1024"; do
-            read -r b small <<<"$run"
+        for b in 20 128; do
             echo
-            echo "## GPU kernels of 2 epochs at batch $b${small:+, small-batch kernels (DAE_CUDA_SMALL=$small)} (nsys)"
+            echo "## GPU kernels of 2 epochs at batch $b (nsys)"
             # Steps replay as CUDA graphs: trace the graphs' nodes, not whole graphs.
-            DAE_CUDA_SMALL=${small:-0} "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
+            "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
                 "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
                 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
                 --device cuda --quiet >/tmp/dae-prof.log 2>&1 || { echo "nsys failed:"; tail -5 /tmp/dae-prof.log; continue; }

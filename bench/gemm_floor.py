@@ -1,0 +1,68 @@
+"""The floor under a DAE step on this GPU: the GPU time of each of its matrix products alone, as
+cuBLAS runs them for PyTorch, replayed from a CUDA graph (no launch gaps), in fp32 and TF32.
+
+Shapes of the benchmark's tied 784→500 step at batch n: the encoder's x̃·W (n×784 by 784×500),
+the decoder's h·Wᵀ (n×500 by 500×784), the backward ∂z·W (n×784 by 784×500), and W's gradient
+x̃ᵀ·∂a + ∂zᵀ·h (two products of depth n, or one of depth 2n when the operands are stacked).
+
+    python3 bench/gemm_floor.py [--batches 20,128,1024]
+"""
+import argparse
+
+import torch
+
+
+def gpu_us(fn, reps=200):
+    """Microseconds of GPU time per call of fn, replayed from one CUDA graph of `reps` calls."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        best = min(best, a.elapsed_time(b) * 1000 / reps)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", default="20,128,1024")
+    a = ap.parse_args()
+    d, k = 784, 500
+    print(f"GPU: {torch.cuda.get_device_name(0)}; PyTorch {torch.__version__}")
+    print("| batch | precision | x̃·W | h·Wᵀ | ∂z·W | x̃ᵀ·∂a + ∂zᵀ·h (2 products) | the same stacked (1 product) | step's products | × steps an epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tf32 in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for n in map(int, a.batches.split(",")):
+            g = torch.Generator(device="cuda").manual_seed(1)
+            r = lambda *s: torch.rand(*s, device="cuda", generator=g)
+            x, w, h, dz, da = r(n, d), r(d, k), r(n, k), r(n, d), r(n, k)
+            xs, ds = r(2 * n, d), r(2 * n, k)
+            o1, o2, o3, gw = torch.empty(n, k, device="cuda"), torch.empty(n, d, device="cuda"), torch.empty(n, k, device="cuda"), torch.empty(d, k, device="cuda")
+            t1 = gpu_us(lambda: torch.mm(x, w, out=o1))
+            t2 = gpu_us(lambda: torch.mm(h, w.t(), out=o2))
+            t3 = gpu_us(lambda: torch.mm(dz, w, out=o3))
+            t4 = gpu_us(lambda: (torch.mm(x.t(), da, out=gw), gw.addmm_(dz.t(), h)))
+            t5 = gpu_us(lambda: torch.mm(xs.t(), ds, out=gw))
+            step = t1 + t2 + t3 + min(t4, t5)
+            steps = -(-60000 // n)
+            print(f"| {n} | {'TF32' if tf32 else 'fp32'} | {t1:.1f} µs | {t2:.1f} µs | {t3:.1f} µs | {t4:.1f} µs | {t5:.1f} µs | "
+                  f"{step:.1f} µs | {step * steps / 1000:.2f} ms |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
