@@ -4,10 +4,9 @@ alternating (dae, PyTorch, PyTorch, dae, …).
 Workload as in bench_cpu.py (Fashion-MNIST, 60,000 rows; 784→500, tied, sigmoid/sigmoid,
 cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole real step (noise,
 loss, gradients, update), the median over a run's epochs after the first, then the median over
-runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs, each shape of product
-run by the algorithm timed fastest at start; "cuBLAS's own algorithms" is the same with
-DAE_CUDA_TUNE=0, "launches" with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs
-bench/peers/torch_dae.py --device cuda. Also: the loss of a
+runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
+with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs bench/peers/torch_dae.py
+--device cuda. Also: the loss of a
 GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
 beside fp32's (its accuracy), and encoding all 70,000 images.
 
@@ -70,13 +69,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         rows = [(f"train, batch {b}, fp32", int(b), (), None, "eager") for b in a.batches.split(",")]
         # Variants of dae beside the same PyTorch figure (mode None: not rerun).
-        untuned = {"DAE_CUDA_TUNE": "0"}
-        for b in a.batches.split(","):
-            rows.append((f"train, batch {b}, fp32, cuBLAS's own algorithms", int(b), (), untuned, None))
         rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
         rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
-        rows.append(("train, batch 128, TF32 products, cuBLAS's own algorithms", 128, ("--precision", "tf32"), untuned, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
         eager, final_loss, failures = {}, {}, []
@@ -133,11 +128,6 @@ def main():
         except RuntimeError as e:
             print(e, file=sys.stderr)
             failures.append("loss after one epoch, GPU and CPU")
-        for b in a.batches.split(","):
-            tuned, own = final_loss.get(f"train, batch {b}, fp32"), final_loss.get(f"train, batch {b}, fp32, cuBLAS's own algorithms")
-            if tuned is not None and own is not None:
-                print(f"Timed algorithms' accuracy: training loss after {a.epochs} epochs at batch {b} (same seed), "
-                      f"timed {tuned!r}, cuBLAS's own {own!r}, relative difference {abs(tuned - own) / own:.2e}")
         fp32, tf32 = final_loss.get("train, batch 128, fp32"), final_loss.get("train, batch 128, TF32 products")
         if fp32 is not None and tf32 is not None:
             print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32!r}, "

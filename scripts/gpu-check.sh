@@ -5,7 +5,6 @@
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
 #   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, the GPU time
 #                                       # of the step's products alone (bench/gemm_floor.py), then the
-#                                       # algorithm timed fastest for each product (DAE_CUDA_TUNE=verbose), the
 #                                       # GPU time of each operation over two epochs (DAE_CUDA_PROFILE=1),
 #                                       # and a kernel profile with Nsight Systems, if installed
 #
@@ -54,15 +53,6 @@ run)
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1
-    # Which algorithm each shape of product runs, and how fast each candidate was.
-    for run in "20 fp32" "128 fp32" "1024 fp32" "128 tf32"; do
-        read -r b p <<<"$run"
-        echo
-        echo "## Products timed at start, batch $b, $p (DAE_CUDA_TUNE=verbose)"
-        DAE_CUDA_TUNE=verbose target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
-            -o /tmp/dae-prof.safetensors --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd \
-            --lr 0.1 --batch "$b" --epochs 1 --precision "$p" --device cuda --quiet 2>&1 || failed=1
-    done
     # Where a step's time goes, operation by operation, from dae's own event timer.
     for b in 20 128 1024; do
         echo

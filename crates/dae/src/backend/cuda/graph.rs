@@ -12,7 +12,6 @@
 //! only how many launches the host makes.
 
 use super::profile::Profile;
-use super::tune::Tuner;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
@@ -94,10 +93,6 @@ pub struct Queue {
     pub error: Option<String>,
     /// Per-operation GPU times (DAE_CUDA_PROFILE=1; graphs off).
     pub profile: Option<Profile>,
-    /// The fastest algorithm of each shape of product (DAE_CUDA_TUNE; None: cuBLAS picks).
-    pub tuner: Option<Tuner>,
-    /// Whether the stream is being captured (no product can be timed then).
-    capturing: bool,
 }
 
 // SAFETY: the handles are used only under the backend's mutex, from one thread at a time.
@@ -120,8 +115,6 @@ impl Queue {
             uncapturable: Vec::new(),
             error: None,
             profile: None,
-            tuner: None,
-            capturing: false,
         }
     }
 
@@ -160,7 +153,7 @@ impl Queue {
         }
     }
 
-    fn run(&mut self, e: &Entry) -> Result<(), String> {
+    fn run(&self, e: &Entry) -> Result<(), String> {
         match e {
             Entry::Kernel { f, grid, block, slots, n } => {
                 let mut params = pointers(slots, *n);
@@ -173,14 +166,6 @@ impl Queue {
                 .map_err(|c| fail("a kernel launch", c))
             }
             Entry::Gemm(g) => {
-                if let Some(t) = self.tuner.as_mut() {
-                    if !self.capturing {
-                        t.tune(g, self.stream, self.blas);
-                    }
-                    if t.run(g, self.stream)? {
-                        return Ok(());
-                    }
-                }
                 let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
                 // SAFETY: the operands are live device buffers of the sizes the model gave.
                 unsafe {
@@ -319,26 +304,16 @@ impl Queue {
 
     /// Captures `body` from the stream into a graph and finds the node of each of its kernels.
     fn capture(&mut self, body: &[Entry], shape: Vec<Shape>) -> Result<Cached, String> {
-        // Products of a new shape are timed first: not inside the capture.
-        if let Some(t) = self.tuner.as_mut() {
-            for e in body {
-                if let Entry::Gemm(g) = e {
-                    t.tune(g, self.stream, self.blas);
-                }
-            }
-        }
         // SAFETY: capture on this backend's own stream, ended below on every path.
         unsafe { drv::cuStreamBeginCapture_v2(self.stream, drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
             .result()
             .map_err(|e| fail("beginning a capture", e))?;
         let mut first_err = None;
-        self.capturing = true;
         for e in body {
             if let Err(err) = self.run(e) {
                 first_err.get_or_insert(err);
             }
         }
-        self.capturing = false;
         let mut graph: drv::CUgraph = std::ptr::null_mut();
         // SAFETY: the capture begun above.
         let ended = unsafe { drv::cuStreamEndCapture(self.stream, &mut graph) }.result();

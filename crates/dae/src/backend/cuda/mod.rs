@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
 mod profile;
-mod tune;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -319,7 +318,6 @@ impl Cuda {
             *blas.handle(),
             f.iter().map(|f| f.as_ref().map_or(std::ptr::null_mut(), |f| f.cu_function())).collect(),
         );
-        queue.tuner = tune::Tuner::new(stream.clone(), precision == Precision::Tf32, workspace.ptr, WORKSPACE).map_err(|e| Error::usage("DAE_CUDA_TUNE", e))?;
         // Walking a captured graph needs a CUDA 12.3 driver or later.
         let mut version = 0i32;
         // SAFETY: writes one int.
