@@ -93,10 +93,6 @@ pub struct Queue {
     pub error: Option<String>,
     /// Per-operation GPU times (DAE_CUDA_PROFILE=1; graphs off).
     pub profile: Option<Profile>,
-    /// Whether kernels are launched as programmatic dependents of the work before them
-    /// (sm_90 and later; DAE_CUDA_PDL=0 turns it off): a kernel's launch then overlaps the end of
-    /// the one before it, and the kernel waits on the GPU (PDL_ENTRY in kernels.cu).
-    pub pdl: bool,
 }
 
 // SAFETY: the handles are used only under the backend's mutex, from one thread at a time.
@@ -119,7 +115,6 @@ impl Queue {
             uncapturable: Vec::new(),
             error: None,
             profile: None,
-            pdl: false,
         }
     }
 
@@ -162,28 +157,6 @@ impl Queue {
         match e {
             Entry::Kernel { f, grid, block, slots, n } => {
                 let mut params = pointers(slots, *n);
-                if self.pdl {
-                    // SAFETY: plain data; the attribute is read before the launch returns.
-                    let mut attr: drv::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-                    attr.id = drv::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-                    attr.value.programmaticStreamSerializationAllowed = 1;
-                    let config = drv::CUlaunchConfig {
-                        gridDimX: *grid,
-                        gridDimY: 1,
-                        gridDimZ: 1,
-                        blockDimX: *block,
-                        blockDimY: 1,
-                        blockDimZ: 1,
-                        sharedMemBytes: 0,
-                        hStream: self.stream,
-                        attrs: &mut attr,
-                        numAttrs: 1,
-                    };
-                    // SAFETY: as below; every kernel waits for the work before it (PDL_ENTRY).
-                    return unsafe { drv::cuLaunchKernelEx(&config, self.functions[*f], params.as_mut_ptr(), std::ptr::null_mut()) }
-                        .result()
-                        .map_err(|c| fail("a kernel launch", c));
-                }
                 // SAFETY: the function's parameters are these slots (see the kernels' call sites)
                 // and every pointer among them is a live device buffer.
                 unsafe {
@@ -452,8 +425,8 @@ fn chain(graph: drv::CUgraph) -> Result<Vec<drv::CUgraphNode>, String> {
         match m {
             0 => return Ok(out),
             1 => {
-                // With the edge's data: a programmatic edge (PDL) is not a plain one, and
-                // leaving its data out fails the query.
+                // With the edge's data: leaving it out fails the query on an edge that is not
+                // a plain one (a programmatic launch's, should a library's kernel make one).
                 // SAFETY: plain data, written for the one dependent.
                 let mut edge: drv::CUgraphEdgeData = unsafe { std::mem::zeroed() };
                 unsafe { drv::cuGraphNodeGetDependentNodes_v2(node, &mut node, &mut edge, &mut m) }.result().map_err(|e| fail("reading a graph", e))?;

@@ -31,19 +31,8 @@ __device__ __forceinline__ float act_grad_out(int act, float y) {
 
 __device__ __forceinline__ u64 gid() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
 
-// Programmatic dependent launch (sm_90 and later; see graph.rs): a kernel is launched while the
-// one before it in the stream still runs, and each kernel waits here, before touching memory,
-// until the one before it has finished and its writes are visible; then it lets the next one
-// launch. Without that launch attribute, on older GPUs and in the CPU emulation, nothing.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_ENTRY() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
-#else
-#define PDL_ENTRY()
-#endif
-
 // kernels::bias_act_row over rows × cols.
 extern "C" __global__ void bias_act(float* x, const float* bias, int act, u32 rows, u32 cols) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i >= (u64)rows * cols) return;
     x[i] = act_apply(act, x[i] + bias[i % cols]);
@@ -59,7 +48,6 @@ __device__ __forceinline__ float act_grad_apply(int act, float delta, float y) {
 
 // kernels::act_grad.
 extern "C" __global__ void act_grad(float* delta, const float* y, int act, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i >= n) return;
     delta[i] = act_grad_apply(act, delta[i], y[i]);
@@ -68,7 +56,6 @@ extern "C" __global__ void act_grad(float* delta, const float* y, int act, u64 n
 // Dataset::gather: out[r, j] = scale(data[idx[r], j]), u8 values read as v / 255.
 extern "C" __global__ void gather_u8(float* out, const unsigned char* data, const u32* idx, u32 rows, u32 cols,
                                      const float* offset, const float* factor) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i >= (u64)rows * cols) return;
     u32 r = (u32)(i / cols), j = (u32)(i % cols);
@@ -79,7 +66,6 @@ extern "C" __global__ void gather_u8(float* out, const unsigned char* data, cons
 
 extern "C" __global__ void gather_f32(float* out, const float* data, const u32* idx, u32 rows, u32 cols,
                                       const float* offset, const float* factor) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i >= (u64)rows * cols) return;
     u32 r = (u32)(i / cols), j = (u32)(i % cols);
@@ -125,7 +111,6 @@ __device__ __forceinline__ void loss_elem(int loss, int decoder, float a, float 
 extern "C" __global__ void loss_grad(float* pre, const float* c, const float* target, const float* mask,
                                      int loss, int decoder, int emphasis, float w_corrupted, float w_clean,
                                      float grad_scale, int output, u32 cols, float* row_loss) {
-    PDL_ENTRY();
     u32 r = blockIdx.x;
     u64 base = (u64)r * cols;
     double total = 0.0;
@@ -147,7 +132,6 @@ extern "C" __global__ void loss_grad(float* pre, const float* c, const float* ta
 // kernels::softmax_xent_row, one thread per row.
 extern "C" __global__ void softmax_xent(float* z, const float* bias, const float* labels, int output, float grad_scale,
                                         u32 rows, u32 classes, float* row_loss, float* row_correct) {
-    PDL_ENTRY();
     u64 r = gid();
     if (r >= rows) return;
     float* zr = z + r * classes;
@@ -205,7 +189,6 @@ __device__ __forceinline__ void col_sums_stripe(float* out, float* x, const floa
 }
 
 extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 cols, float alpha, float beta) {
-    PDL_ENTRY();
     col_sums_stripe(out, (float*)x, 0, 3, blockIdx.x, rows, cols, alpha, beta);
 }
 
@@ -214,7 +197,6 @@ extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 co
 // the rest out2 = β·out2 + α·Σ_r x2[r, j] over cols2 columns (none when x2 is null).
 extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* y, int act, u32 cols, float* out2,
                                              const float* x2, u32 cols2, u32 rows, float alpha, float beta) {
-    PDL_ENTRY();
     u32 stripes = (cols + 31) / 32;
     if (blockIdx.x < stripes) col_sums_stripe(out, x, y, act, blockIdx.x, rows, cols, alpha, beta);
     else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
@@ -336,7 +318,6 @@ __device__ __forceinline__ void small_finish_cols(const float* col_part, u32 til
 // The encoder: out = act(A·op(B) + bias), as gemm then bias_act.
 extern "C" __global__ void small_bias_act(float* out, const float* a, const float* b, int tb, const float* bias, int act,
                                           u32 m, u32 n, u32 k) {
-    PDL_ENTRY();
     SmallBlock sb = small_block(m, n);
     u32 t = threadIdx.x, r = t / SMALL_COLS, j = sb.j0 + t % SMALL_COLS;
     float v = small_tile(a, b, tb, sb.r0, sb.nr, n, k, sb.j0);
@@ -355,7 +336,6 @@ extern "C" __global__ void small_loss_grad(float* out, const float* a, const flo
                                            float w_corrupted, float w_clean, float grad_scale, u32 m, u32 n, u32 k,
                                            float* row_loss, double* row_part, float* col_part, u32* counter,
                                            float* bias_out, float alpha, float beta) {
-    PDL_ENTRY();
     __shared__ double rows_part[SMALL_ROWS][SMALL_COLS];
     SmallBlock sb = small_block(m, n);
     u32 t = threadIdx.x, r = t / SMALL_COLS, c = t % SMALL_COLS, j = sb.j0 + c;
@@ -397,7 +377,6 @@ extern "C" __global__ void small_loss_grad(float* out, const float* a, const flo
 extern "C" __global__ void small_act_grad(float* out, const float* a, const float* b, int tb, const float* y, int act,
                                           u32 m, u32 n, u32 k, float* bias_out, float alpha, float beta, float* col_part,
                                           u32* counter) {
-    PDL_ENTRY();
     SmallBlock sb = small_block(m, n);
     u32 t = threadIdx.x, r = t / SMALL_COLS, j = sb.j0 + t % SMALL_COLS;
     float v = small_tile(a, b, tb, sb.r0, sb.nr, n, k, sb.j0);
@@ -419,45 +398,38 @@ extern "C" __global__ void small_act_grad(float* out, const float* a, const floa
 // Keeps the GPU busy for `cycles` clock cycles (DAE_CUDA_PROFILE: the host queues a whole step
 // behind it, so that the step's operations then run back to back).
 extern "C" __global__ void spin(long long cycles) {
-    PDL_ENTRY();
     long long t0 = clock64();
     while (clock64() - t0 < cycles) {
     }
 }
 
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i < n) dst[i] = src[i];
 }
 
 extern "C" __global__ void fill(float* x, float v, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i < n) x[i] = v;
 }
 
 extern "C" __global__ void mul(float* out, const float* a, const float* b, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i < n) out[i] = a[i] * b[i];
 }
 
 extern "C" __global__ void mul_assign(float* x, const float* m, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i < n) x[i] *= m[i];
 }
 
 extern "C" __global__ void scale(float* x, float f, u64 n) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i < n) x[i] *= f;
 }
 
 // Σ x² in f64 by one block of 256 threads, each over a fixed stride: the same sum every time.
 extern "C" __global__ void sum_squares(const float* x, u64 n, double* out) {
-    PDL_ENTRY();
     double s = 0.0;
     for (u64 i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i] * (double)x[i];
     s = block_sum(s);
@@ -468,7 +440,6 @@ extern "C" __global__ void sum_squares(const float* x, u64 n, double* out) {
 extern "C" __global__ void update(float* p, const float* g, float* m, float* v, u64 n, int kind, float lr,
                                   float momentum, int nesterov, float wd, float beta1, float beta2, float eps,
                                   float step_size, float bc2_sqrt) {
-    PDL_ENTRY();
     u64 i = gid();
     if (i >= n) return;
     float pi = p[i], gi = g[i];
@@ -563,7 +534,6 @@ __device__ __forceinline__ void corrupt_rows(Src src, float* xt, float* mask, in
 // `kept`).
 extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int kind, float level, float kept,
                                    u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
-    PDL_ENTRY();
     auto src = [=](u32 r, u32 j) { return x ? x[(u64)r * cols + j] : kept; };
     corrupt_rows(src, xt, mask, kind, level, seed_lo, seed_hi, stream, epoch, row0, rows, cols);
 }
@@ -587,7 +557,6 @@ __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32
 extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, const void* data, const u32* idx,
                                           const float* offset, const float* factor, int is_u8, int kind, float level,
                                           u64 seed, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
-    PDL_ENTRY();
     auto src = [=](u32 r, u32 j) {
         float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
         x[(u64)r * cols + j] = v;
@@ -602,7 +571,6 @@ extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, cons
 extern "C" __global__ void gather_augment(float* out, const void* data, const u32* idx, const float* offset,
                                           const float* factor, int is_u8, u32 shift, int flip, u64 seed, u32 stream,
                                           u32 epoch, u32 row0, u32 rows, u32 h, u32 w) {
-    PDL_ENTRY();
     u32 cols = h * w;
     u64 i = gid();
     if (i >= (u64)rows * cols) return;

@@ -157,8 +157,6 @@ pub struct Cuda {
     /// gradients, the two W-gradient products as one): the default; DAE_CUDA_FUSE=0 runs the
     /// operations one by one instead, for comparison.
     fused: AtomicBool,
-    /// Whether this GPU and driver take programmatic dependent launches (see graph.rs).
-    pdl_capable: bool,
     /// The largest batch whose training steps run the small-batch kernels (each product with
     /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
     /// by default until they are measured against the products of cuBLAS.
@@ -325,15 +323,10 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
-        // Programmatic dependent launch: sm_90 and later (the kernels are compiled for the
-        // GPU's own architecture, so PDL_ENTRY is there exactly then).
-        let pdl_capable = major >= 9 && new_enough;
-        queue.pdl = pdl_capable && std::env::var_os("DAE_CUDA_PDL").is_none_or(|v| v != "0");
         if std::env::var_os("DAE_CUDA_PROFILE").is_some_and(|v| v != "0") {
             if version >= 12080 {
                 // One launch at a time, each timed (see profile.rs).
                 queue.graphs = false;
-                queue.pdl = false;
                 queue.profile = Some(profile::Profile::new(KERNEL_NAMES.to_vec(), k("spin")));
             } else {
                 eprintln!("DAE_CUDA_PROFILE: needs a CUDA 12.8 driver or later (this one is {}.{}); not profiling", version / 1000, version % 1000 / 10);
@@ -346,7 +339,6 @@ impl Cuda {
             idx: Mutex::new(None),
             order: Mutex::new(None),
             scalar,
-            pdl_capable,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
             small_rows: AtomicUsize::new(small_rows),
             small_cols,
@@ -368,23 +360,6 @@ impl Cuda {
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(|e| cuda_err("synchronising", e))?;
         self.check()
-    }
-
-    /// Whether kernels are launched as programmatic dependents of the work before them, where
-    /// the GPU takes it (sm_90 and later; the default there; DAE_CUDA_PDL=0 turns it off).
-    /// Results are the same either way.
-    pub fn set_pdl(&self, on: bool) {
-        let mut q = self.queue();
-        q.flush();
-        // Graphs captured the other way are dropped (the stream is idle between steps).
-        self.stream.synchronize().ok();
-        q.clear();
-        q.pdl = on && self.pdl_capable && q.profile.is_none();
-    }
-
-    /// Whether kernels are launched as programmatic dependents (see [`Cuda::set_pdl`]).
-    pub fn pdl(&self) -> bool {
-        self.queue().pdl
     }
 
     /// Whether training steps are replayed as CUDA graphs (the default; DAE_CUDA_GRAPHS=0
