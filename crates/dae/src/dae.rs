@@ -291,62 +291,29 @@ pub fn forward_backward_to<B: Backend>(
     row_loss: Option<(&mut B::Buf, usize)>,
 ) {
     let (d, k) = (cfg.inputs, cfg.hidden);
-    let (alpha, beta) = sink.scales();
-    if be.fuse_products(n, d, k) {
-        // The same steps as below, each product with the work after it in one operation.
-        be.product_bias_act(&mut ws.h, &ws.xt, &p.w, Trans::N, n, k, d, &p.b, cfg.encoder);
-        let spec = loss_spec(cfg, n, LossOutput::Grad);
-        let (wd, twd) = match &p.v {
-            None => (&p.w, Trans::T),
-            Some(v) => (v, Trans::N),
-        };
-        let c_grad = match sink {
-            GradSink::Buffers => Some(&mut ws.grads.c),
-            GradSink::Sgd { .. } => None,
-        };
-        let (buf, at) = match row_loss {
-            Some((buf, at)) => (buf, at),
-            None => (&mut ws.row_loss, 0),
-        };
-        be.product_loss_grad(&mut ws.a, &ws.h, wd, twd, k, &mut p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at, c_grad, alpha, beta);
-        let (we, twe) = match &p.v {
-            None => (&p.w, Trans::N),
-            Some(v) => (v, Trans::T),
-        };
-        let b = match sink {
-            GradSink::Buffers => &mut ws.grads.b,
-            GradSink::Sgd { .. } => &mut p.b,
-        };
-        be.product_act_grad_col_sums(&mut ws.dh, &ws.a, we, twe, n, k, d, &ws.h, cfg.encoder, b, alpha, beta);
-    } else {
-        encode(be, cfg, p, &ws.xt, &mut ws.h, n);
-        decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
-        // ws.a becomes ∂L/∂a (n×d).
-        let spec = loss_spec(cfg, n, LossOutput::Grad);
-        match row_loss {
-            Some((buf, at)) => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at),
-            None => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0),
-        }
-        // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
-        match &p.v {
-            None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
-            Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
-        }
-        // Every product below reads only activations and gradients: the parameters may change.
-        let g = &mut ws.grads;
-        let (b, c) = match sink {
-            GradSink::Buffers => (&mut g.b, &mut g.c),
-            GradSink::Sgd { .. } => (&mut p.b, &mut p.c),
-        };
-        // Through the encoder's activation (ws.dh becomes ∂L/∂(hidden pre-activation)); then
-        // ∂L/∂b = Σ_rows of it and ∂L/∂c = Σ_rows ∂L/∂a.
-        be.act_grad_col_sums(&mut ws.dh, &ws.h, cfg.encoder, n, k, b, alpha, beta, Some((c, &ws.a, d)));
+    encode(be, cfg, p, &ws.xt, &mut ws.h, n);
+    decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
+    // ws.a becomes ∂L/∂a (n×d).
+    let spec = loss_spec(cfg, n, LossOutput::Grad);
+    match row_loss {
+        Some((buf, at)) => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at),
+        None => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0),
     }
+    // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
+    match &p.v {
+        None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
+        Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
+    }
+    // Every product below reads only activations and gradients: the parameters may change.
+    let (alpha, beta) = sink.scales();
     let g = &mut ws.grads;
-    let (w, v) = match sink {
-        GradSink::Buffers => (&mut g.w, g.v.as_mut()),
-        GradSink::Sgd { .. } => (&mut p.w, p.v.as_mut()),
+    let (w, b, c, v) = match sink {
+        GradSink::Buffers => (&mut g.w, &mut g.b, &mut g.c, g.v.as_mut()),
+        GradSink::Sgd { .. } => (&mut p.w, &mut p.b, &mut p.c, p.v.as_mut()),
     };
+    // Through the encoder's activation (ws.dh becomes ∂L/∂(hidden pre-activation)); then
+    // ∂L/∂b = Σ_rows of it and ∂L/∂c = Σ_rows ∂L/∂a.
+    be.act_grad_col_sums(&mut ws.dh, &ws.h, cfg.encoder, n, k, b, alpha, beta, Some((c, &ws.a, d)));
     // Encoder use of W: x̃ᵀ·∂L/∂(hidden pre-activation) (d×k); with tied weights the decoder
     // use (∂L/∂a)ᵀ·h adds to it, in the same pass.
     let encoder = Product { a: &ws.xt, ta: Trans::T, b: &ws.dh, tb: Trans::N, k: n };

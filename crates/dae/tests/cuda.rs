@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, host};
-use dae::backend::cuda::{compile_kernels, is_small_kernel, nvrtc_present, KERNEL_NAMES, SMALL_COLS};
+use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
 use dae::augment::Augment;
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
@@ -23,16 +23,11 @@ fn cuda_kernels_compile_with_nvrtc() {
         }
         return;
     }
-    // Hopper (H100/H200), Ampere and Turing: without the small-batch kernels (the default), and
-    // with them at each stripe width.
+    // Hopper (H100/H200), Ampere and Turing.
     for arch in ["compute_90", "compute_80", "compute_75"] {
-        for small in [None].into_iter().chain(SMALL_COLS.map(Some)) {
-            let text = compile_kernels(Some(arch), small).unwrap_or_else(|e| panic!("{arch}, {small:?}: {e}"));
-            for name in KERNEL_NAMES {
-                let present = text.contains(&format!(".entry {name}("));
-                let wanted = small.is_some() || !is_small_kernel(name);
-                assert_eq!(present, wanted, "{arch}, small-batch kernels {small:?}: kernel {name} in the PTX");
-            }
+        let text = compile_kernels(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        for name in KERNEL_NAMES {
+            assert!(text.contains(&format!(".entry {name}(")), "{arch}: kernel {name} missing from the PTX");
         }
     }
 }
@@ -300,57 +295,6 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
         for (e, (g, c)) in a.history.iter().zip(&on_cpu.history).enumerate() {
             let rel = (g.train_loss - c.train_loss).abs() / c.train_loss;
             assert!(rel < 1e-3, "{opt:?} epoch {}: GPU loss {} vs CPU {}", e + 1, g.train_loss, c.train_loss);
-        }
-    }
-}
-
-#[test]
-fn cuda_small_batch_kernels_train_as_the_cpu() {
-    if common::cuda("cuda_small_batch_kernels_train_as_the_cpu").is_none() {
-        return;
-    }
-    // Each stripe width the kernels can be compiled for.
-    for cols in SMALL_COLS {
-        let gpu = dae::Cuda::with_small_cols(0, dae::Precision::Fp32, cols).unwrap();
-        small_batch_training(&gpu, cols);
-    }
-}
-
-fn small_batch_training(gpu: &dae::Cuda, cols: usize) {
-    let cpu = Cpu::new(Some(2)).unwrap();
-    // 990 rows in batches of 20 (the last has 10 rows: one part tile of rows), or of 50 (two
-    // tiles; the last batch 40 rows).
-    let ds = prototypes(990, 120);
-    let scaler = Scaler::identity(ds.cols);
-    let tied = DaeConfig::new(120, 64);
-    let untied = DaeConfig {
-        tied: false,
-        loss: Loss::SquaredError,
-        encoder: Activation::Relu,
-        emphasis: Some(Emphasis { corrupted: 0.7, clean: 0.3 }),
-        ..tied.clone()
-    };
-    // Plain SGD updates the biases inside the kernels; Adam takes the gradients from buffers.
-    for (cfg, opt, lr, batch) in [(&tied, Optimizer::sgd(), 0.1, 20), (&untied, Optimizer::adam(), 1e-3, 50), (&tied, Optimizer::adam(), 1e-3, 20), (&tied, Optimizer::sgd(), 0.1, 50)] {
-        let tc = TrainConfig { epochs: 3, batch, optimizer: opt, lr, ..Default::default() };
-        let on_gpu = || train_dae(gpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-        gpu.set_small_rows(0);
-        let cublas = on_gpu();
-        gpu.set_small_rows(64);
-        let (a, b) = (on_gpu(), on_gpu());
-        gpu.set_graphs(false);
-        let eager = on_gpu();
-        gpu.set_graphs(true);
-        gpu.set_small_rows(0);
-        let what = format!("{cols} columns a block, {opt:?}, tied {}, batch {batch}", cfg.tied);
-        assert!(a.model == b.model, "{what}: two runs of the small-batch kernels differ");
-        assert!(a.model == eager.model, "{what}: graph replay changed the small-batch kernels' weights");
-        let c = train_dae(&cpu, Dae::init(cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-        for (e, ((s, u), c)) in a.history.iter().zip(&cublas.history).zip(&c.history).enumerate() {
-            let rel = (s.train_loss - u.train_loss).abs() / u.train_loss;
-            assert!(rel < 1e-3, "{what}, epoch {}: small-batch kernels' loss {} vs cuBLAS path's {}", e + 1, s.train_loss, u.train_loss);
-            let rel = (s.train_loss - c.train_loss).abs() / c.train_loss;
-            assert!(rel < 1e-3, "{what}, epoch {}: small-batch kernels' loss {} vs CPU {}", e + 1, s.train_loss, c.train_loss);
         }
     }
 }

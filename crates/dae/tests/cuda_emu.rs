@@ -8,8 +8,8 @@
 mod common;
 
 use common::assert_close;
-use dae::backend::cuda::{small_grid, KERNELS, KERNEL_NAMES, SMALL_COLS, SMALL_THREADS};
-use dae::backend::{Backend, LossOutput, LossSpec, Trans};
+use dae::backend::cuda::{KERNELS, KERNEL_NAMES};
+use dae::backend::{Backend, LossOutput, LossSpec};
 use dae::corrupt::{corrupt_row, NoiseKey};
 use dae::rng::Rng;
 use dae::{Activation, Corruption, Cpu, Emphasis, Loss};
@@ -38,18 +38,10 @@ impl Emu {
     }
 }
 
-/// The emulation with the default small-batch stripes, built once; None (after saying why)
-/// where no C++20 compiler is found.
+/// The emulation, built once; None (after saying why) where no C++20 compiler is found.
 fn emu(test: &str) -> Option<&'static Emu> {
-    emu_cols(test, SMALL_COLS[0])
-}
-
-/// The emulation with the small-batch kernels compiled for `cols` columns per block.
-fn emu_cols(test: &str, cols: usize) -> Option<&'static Emu> {
-    static EMU: [OnceLock<Result<Emu, String>>; SMALL_COLS.len()] = [const { OnceLock::new() }; SMALL_COLS.len()];
-    let i = SMALL_COLS.iter().position(|&c| c == cols).expect("a supported stripe width");
-    let built = EMU[i].get_or_init(|| build(cols));
-    match built {
+    static EMU: OnceLock<Result<Emu, String>> = OnceLock::new();
+    match EMU.get_or_init(build) {
         Ok(e) => Some(e),
         Err(why) => {
             common::skip(&format!("{test}: skipping: {why}"));
@@ -61,7 +53,7 @@ fn emu_cols(test: &str, cols: usize) -> Option<&'static Emu> {
     }
 }
 
-fn build(cols: usize) -> Result<Emu, String> {
+fn build() -> Result<Emu, String> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_emu");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let header = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/emu/cuda_emu.h");
@@ -72,15 +64,12 @@ fn build(cols: usize) -> Result<Emu, String> {
         src.push_str(&format!("    if (!std::strcmp(name, \"{k}\")) return emu_run({k}, grid, block, slots, n);\n"));
     }
     src.push_str("    return -2;\n}\n");
-    let cpp = dir.join(format!("kernels_emu_{cols}_{}.cpp", std::process::id()));
-    let lib = dir.join(format!("libkernels_emu_{cols}_{}.so", std::process::id()));
+    let cpp = dir.join(format!("kernels_emu_{}.cpp", std::process::id()));
+    let lib = dir.join(format!("libkernels_emu_{}.so", std::process::id()));
     std::fs::write(&cpp, src).map_err(|e| e.to_string())?;
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     let out = Command::new(&cxx)
-        // Each build's kernels hidden, so that builds for other stripe widths loaded beside it
-        // cannot stand in for them.
         .args(["-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w", "-fvisibility=hidden"])
-        .args(["-DDAE_SMALL_KERNELS".to_string(), format!("-DSMALL_COLS={cols}")])
         .arg("-o")
         .arg(&lib)
         .arg(&cpp)
@@ -131,19 +120,12 @@ fn act_code(a: Activation) -> u64 {
     }
 }
 
-/// The loss arguments of `loss_grad` and `small_loss_grad`, in their order: loss (0
+/// The loss arguments of `loss_grad`, in their order: loss (0
 /// cross-entropy, 1 squared error), decoder activation, emphasis (0/1), its weights of
 /// corrupted and clean inputs, the gradient's scale.
 fn loss_args(spec: &LossSpec) -> [u64; 6] {
     let (e, wc, wl) = spec.emphasis.map_or((0, 1.0, 1.0), |e| (1, e.corrupted, e.clean));
     [(spec.loss == Loss::SquaredError) as u64, act_code(spec.decoder), e, f(wc), f(wl), f(spec.grad_scale)]
-}
-
-/// c = a·op(b) on the CPU engine (a m×k, op(b) k×n).
-fn product(cpu: &Cpu, a: &[f32], b: &[f32], tb: Trans, m: usize, n: usize, k: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    cpu.matmul(&mut c, &a.to_vec(), Trans::N, &b.to_vec(), tb, m, n, k, false);
-    c
 }
 
 #[test]
@@ -234,163 +216,6 @@ fn emulated_masking_noise_is_the_cpus_bit_for_bit() {
     assert_eq!(got, want, "masked rows");
     assert_eq!(got_mask, want_mask, "masks");
     assert!(want_mask.contains(&1.0) && want_mask.contains(&0.0), "the draw masks some inputs, not all");
-}
-
-/// Shapes (rows, columns, depth) for the small-batch kernels: one row, a part tile, tiles of
-/// 32 rows with a remainder (blocks over 2 and 3 tiles); column counts that leave a part
-/// stripe; a depth past 128 (threads take more than one chunk of it).
-const SMALL_SHAPES: [(usize, usize, usize); 5] = [(1, 13, 8), (20, 50, 36), (33, 19, 100), (70, 9, 12), (40, 20, 300)];
-
-/// The absolute tolerance of a product of depth k of values in [−1, 1]: its sums are added in
-/// another order than the CPU's, and a result near 0 can be a difference of terms near 1.
-fn tol(k: usize) -> f32 {
-    1e-7 * k as f32
-}
-
-#[test]
-fn emulated_small_batch_encoder_matches_the_cpu() {
-    // Each stripe width the kernels can be compiled for.
-    for cols in SMALL_COLS {
-        let Some(emu) = emu_cols("emulated_small_batch_encoder_matches_the_cpu", cols) else { return };
-        let cpu = Cpu::new(Some(1)).unwrap();
-        for (m, n, k) in SMALL_SHAPES {
-            for tb in [Trans::N, Trans::T] {
-                let (a, b, bias) = (random(m * k, 20), signed(k * n, 21), signed(n, 22));
-                let mut want = product(&cpu, &a, &b, tb, m, n, k);
-                cpu.bias_act(&mut want, &bias, Activation::Sigmoid, m, n);
-                let mut got = vec![f32::NAN; m * n];
-                let slots = [mptr(&mut got), ptr(&a), ptr(&b), (tb == Trans::T) as u64, ptr(&bias), 0, m as u64, n as u64, k as u64];
-                emu.run("small_bias_act", small_grid(cols, m, n, k).unwrap().0, SMALL_THREADS, &slots);
-                assert_close(&format!("small_bias_act ({cols} columns a block) {m}×{n}×{k} {tb:?}"), &got, &want, 1e-5, tol(k));
-            }
-        }
-    }
-}
-
-#[test]
-fn emulated_small_batch_decoder_and_loss_match_the_cpu() {
-    // Each stripe width the kernels can be compiled for.
-    for cols in SMALL_COLS {
-        let Some(emu) = emu_cols("emulated_small_batch_decoder_and_loss_match_the_cpu", cols) else { return };
-        let cpu = Cpu::new(Some(1)).unwrap();
-        for (i, (m, n, k)) in SMALL_SHAPES.into_iter().enumerate() {
-            let tb = if i % 2 == 0 { Trans::T } else { Trans::N };
-            // Cross-entropy with the bias updated in place (an SGD step), then squared error with
-            // emphasis into a separate gradient buffer.
-            for (loss, decoder, emphasis, in_place) in [
-                (Loss::CrossEntropy, Activation::Sigmoid, None, true),
-                (Loss::SquaredError, Activation::Sigmoid, Some(Emphasis { corrupted: 0.7, clean: 0.3 }), false),
-            ] {
-                let (h, w, bias) = (random(m * k, 30), signed(k * n, 31), signed(n, 32));
-                let target = random(m * n, 33);
-                let mask: Vec<f32> = random(m * n, 34).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
-                let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / m as f32, output: LossOutput::Grad };
-                let (alpha, beta) = if in_place { (-0.1, 1.0) } else { (1.0, 0.0) };
-                // The CPU engine: product, loss and gradient, then the bias's column sums.
-                let mut want = product(&cpu, &h, &w, tb, m, n, k);
-                let mut want_loss = vec![0f32; m + 3];
-                cpu.loss_grad(&mut want, &bias, &target, Some(&mask), &spec, m, n, &mut want_loss, 3);
-                let mut want_bias = if in_place { bias.clone() } else { vec![0f32; n] };
-                cpu.col_sums_scaled(&mut want_bias, &want, m, n, alpha, beta);
-
-                let (blocks, stripes, tiles) = small_grid(cols, m, n, k).unwrap();
-                let mut got = vec![f32::NAN; m * n];
-                let mut got_loss = vec![0f32; m + 3];
-                let mut got_bias = bias.clone();
-                let mut grad = vec![f32::NAN; n];
-                let got_bias_ptr = mptr(&mut got_bias);
-                let bias_out = if in_place { got_bias_ptr } else { mptr(&mut grad) };
-                let mut row_part = vec![f64::NAN; stripes * m];
-                let mut col_part = vec![f32::NAN; tiles * n];
-                let mut counter = [0u32; 2];
-                let [lo, de, e, wc, wl, gs] = loss_args(&spec);
-                let slots = [
-                    mptr(&mut got),
-                    ptr(&h),
-                    ptr(&w),
-                    (tb == Trans::T) as u64,
-                    got_bias_ptr,
-                    ptr(&target),
-                    ptr(&mask),
-                    lo,
-                    de,
-                    e,
-                    wc,
-                    wl,
-                    gs,
-                    m as u64,
-                    n as u64,
-                    k as u64,
-                    mptr(&mut got_loss) + 12,
-                    mptr(&mut row_part),
-                    mptr(&mut col_part),
-                    mptr(&mut counter),
-                    bias_out,
-                    f(alpha),
-                    f(beta),
-                ];
-                let what = format!("small_loss_grad ({cols} columns a block) {m}×{n}×{k} {tb:?} {loss:?}");
-                emu.run("small_loss_grad", blocks, SMALL_THREADS, &slots);
-                assert_close(&format!("{what} gradient"), &got, &want, 1e-5, tol(k));
-                assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, n as f32 * tol(k));
-                let (got_b, want_b) = if in_place { (&got_bias, &want_bias) } else { (&grad, &want_bias) };
-                assert_close(&format!("{what} bias"), got_b, want_b, 1e-5, m as f32 * tol(k));
-                if !in_place {
-                    assert_eq!(got_bias, bias, "{what}: the bias itself is only read");
-                }
-                assert_eq!(counter[0], 0, "{what}: the launch leaves its counter at 0 for the next");
-            }
-        }
-    }
-}
-
-#[test]
-fn emulated_small_batch_encoder_backward_matches_the_cpu() {
-    // Each stripe width the kernels can be compiled for.
-    for cols in SMALL_COLS {
-        let Some(emu) = emu_cols("emulated_small_batch_encoder_backward_matches_the_cpu", cols) else { return };
-        let cpu = Cpu::new(Some(1)).unwrap();
-        for (i, (m, n, k)) in SMALL_SHAPES.into_iter().enumerate() {
-            let tb = if i % 2 == 0 { Trans::N } else { Trans::T };
-            for act in [Activation::Sigmoid, Activation::Relu] {
-                let (g, w, b0) = (signed(m * k, 40), signed(k * n, 41), signed(n, 42));
-                let y = match act {
-                    Activation::Relu => signed(m * n, 43).into_iter().map(|v| v.max(0.0)).collect(),
-                    _ => random(m * n, 43),
-                };
-                let (alpha, beta) = (-0.05, 0.999);
-                let mut want = product(&cpu, &g, &w, tb, m, n, k);
-                let mut want_b = b0.clone();
-                cpu.act_grad_col_sums(&mut want, &y, act, m, n, &mut want_b, alpha, beta, None);
-                let mut got = vec![f32::NAN; m * n];
-                let mut got_b = b0.clone();
-                let (blocks, _, tiles) = small_grid(cols, m, n, k).unwrap();
-                let mut col_part = vec![f32::NAN; tiles * n];
-                let mut counter = [0u32; 2];
-                let slots = [
-                    mptr(&mut got),
-                    ptr(&g),
-                    ptr(&w),
-                    (tb == Trans::T) as u64,
-                    ptr(&y),
-                    act_code(act),
-                    m as u64,
-                    n as u64,
-                    k as u64,
-                    mptr(&mut got_b),
-                    f(alpha),
-                    f(beta),
-                    mptr(&mut col_part),
-                    mptr(&mut counter),
-                ];
-                let what = format!("small_act_grad ({cols} columns a block) {m}×{n}×{k} {tb:?} {act:?}");
-                emu.run("small_act_grad", blocks, SMALL_THREADS, &slots);
-                assert_eq!(counter[0], 0, "{what}: the launch leaves its counter at 0 for the next");
-                assert_close(&format!("{what} delta"), &got, &want, 1e-5, tol(k));
-                assert_close(&format!("{what} bias"), &got_b, &want_b, 1e-5, m as f32 * tol(k));
-            }
-        }
-    }
 }
 
 /// A u8 image dataset (h × w) with a fitted standardisation, as the CLI reads Fashion-MNIST.

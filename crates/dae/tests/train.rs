@@ -202,29 +202,6 @@ fn training_learns_the_structure() {
 }
 
 #[test]
-fn the_fused_product_path_trains_exactly_as_the_usual_one() {
-    // The model code's small-batch path (each product with the work after it, as a GPU runs
-    // small batches) against the usual one: on the CPU both are the same operations, so the
-    // weights must be bit-identical. Tied and untied weights, the SGD step into the weights and
-    // Adam's gradient buffers, emphasis and squared error.
-    let ds = prototypes(130, 40, 3);
-    let fused = Cpu::new(Some(2)).unwrap().with_fused_products();
-    let usual = Cpu::new(Some(2)).unwrap();
-    let mut untied = DaeConfig::new(40, 24);
-    untied.tied = false;
-    untied.loss = dae::Loss::SquaredError;
-    untied.encoder = dae::Activation::Relu;
-    untied.emphasis = Some(dae::Emphasis { corrupted: 0.7, clean: 0.3 });
-    for (cfg, optimizer, lr) in [(DaeConfig::new(40, 24), Optimizer::sgd(), 0.1), (untied.clone(), Optimizer::adam(), 1e-3), (untied, Optimizer::sgd(), 0.05)] {
-        let tc = TrainConfig { epochs: 2, batch: 20, optimizer, lr, ..Default::default() };
-        let (a, b) = (train(&fused, &ds, &cfg, &tc), train(&usual, &ds, &cfg, &tc));
-        assert!(a.model.w != Dae::init(&cfg, tc.seed).w, "training changed the weights");
-        assert!(a.model == b.model, "{optimizer:?}, tied {}: the fused-product path changed the weights", cfg.tied);
-        assert_eq!(a.history[1].train_loss, b.history[1].train_loss);
-    }
-}
-
-#[test]
 fn fused_sgd_step_equals_gradients_then_update() {
     use dae::dae::{apply_update, forward_backward, GradSink};
     use dae::network::{backward, forward, loss, Dropout, NetOptState, NetParams, NetWorkspace, Network, NetworkConfig, Task};

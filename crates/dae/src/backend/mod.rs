@@ -65,73 +65,6 @@ pub fn act_grad_then_col_sums<B: Backend + ?Sized>(
     }
 }
 
-/// [`Backend::product_bias_act`] as its separate operations (the default, and a device's
-/// path for shapes its fused kernel does not take).
-#[allow(clippy::too_many_arguments)]
-pub fn product_then_bias_act<B: Backend + ?Sized>(
-    be: &B,
-    c: &mut B::Buf,
-    a: &B::Buf,
-    b: &B::Buf,
-    tb: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    bias: &B::Buf,
-    act: Activation,
-) {
-    be.matmul(c, a, Trans::N, b, tb, m, n, k, false);
-    be.bias_act(c, bias, act, m, n);
-}
-
-/// [`Backend::product_loss_grad`] as its separate operations (as above).
-#[allow(clippy::too_many_arguments)]
-pub fn product_then_loss_grad<B: Backend + ?Sized>(
-    be: &B,
-    pre: &mut B::Buf,
-    h: &B::Buf,
-    w: &B::Buf,
-    tw: Trans,
-    k: usize,
-    bias: &mut B::Buf,
-    target: &B::Buf,
-    mask: Option<&B::Buf>,
-    spec: &LossSpec,
-    rows: usize,
-    cols: usize,
-    row_loss: &mut B::Buf,
-    offset: usize,
-    bias_grad: Option<&mut B::Buf>,
-    alpha: f32,
-    beta: f32,
-) {
-    debug_assert_eq!(spec.output, LossOutput::Grad);
-    be.matmul(pre, h, Trans::N, w, tw, rows, cols, k, false);
-    be.loss_grad(pre, bias, target, mask, spec, rows, cols, row_loss, offset);
-    be.col_sums_scaled(bias_grad.unwrap_or(bias), pre, rows, cols, alpha, beta);
-}
-
-/// [`Backend::product_act_grad_col_sums`] as its separate operations (as above).
-#[allow(clippy::too_many_arguments)]
-pub fn product_then_act_grad_col_sums<B: Backend + ?Sized>(
-    be: &B,
-    delta: &mut B::Buf,
-    g: &B::Buf,
-    w: &B::Buf,
-    tw: Trans,
-    m: usize,
-    n: usize,
-    k: usize,
-    y: &B::Buf,
-    act: Activation,
-    out: &mut B::Buf,
-    alpha: f32,
-    beta: f32,
-) {
-    be.matmul(delta, g, Trans::N, w, tw, m, n, k, false);
-    be.act_grad_col_sums(delta, y, act, m, n, out, alpha, beta, None);
-}
-
 /// Whether a matmul operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trans {
@@ -212,7 +145,6 @@ pub struct StepSpec {
     pub t: u64,
 }
 
-/// The operations a model needs from a compute device.
 /// Rows per chunk of a workspace that evaluates `rows` rows (validation, encoding, prediction)
 /// and takes about `row_floats` floats per row: the backend's chunk (not the training batch, so
 /// that a GPU works through a validation set in a few products and few waits for their
@@ -223,6 +155,7 @@ pub fn eval_chunk<B: Backend>(be: &B, rows: usize, row_floats: usize) -> usize {
     be.chunk_rows().min(BUDGET / row_floats.max(1)).min(rows).max(1)
 }
 
+/// The operations a model needs from a compute device.
 pub trait Backend: Sync {
     /// A vector of f32 on the device.
     type Buf: Send;
@@ -432,83 +365,6 @@ pub trait Backend: Sync {
         also: Option<(&mut Self::Buf, &Self::Buf, usize)>,
     ) {
         act_grad_then_col_sums(self, delta, y, act, rows, cols, out, alpha, beta, also);
-    }
-
-    /// Whether a DAE training step on `rows` rows of `inputs` values with `hidden` units should
-    /// go through [`Backend::product_bias_act`], [`Backend::product_loss_grad`] and
-    /// [`Backend::product_act_grad_col_sums`]: a device that does each of them in one launch
-    /// says yes for batches small enough to gain by it. The results are the same to rounding
-    /// either way.
-    fn fuse_products(&self, _rows: usize, _inputs: usize, _hidden: usize) -> bool {
-        false
-    }
-
-    /// `c[m×n]` = act(`a`·op(`b`) + `bias`), op(b) k×n: [`Backend::matmul`] then
-    /// [`Backend::bias_act`].
-    #[allow(clippy::too_many_arguments)]
-    fn product_bias_act(
-        &self,
-        c: &mut Self::Buf,
-        a: &Self::Buf,
-        b: &Self::Buf,
-        tb: Trans,
-        m: usize,
-        n: usize,
-        k: usize,
-        bias: &Self::Buf,
-        act: Activation,
-    ) {
-        product_then_bias_act(self, c, a, b, tb, m, n, k, bias, act);
-    }
-
-    /// The decoder's product with the training loss: `pre[rows×cols]` = `h`·op(`w`) (op(w)
-    /// k×cols), then [`Backend::loss_grad`] with the bias `bias` (`spec.output` must be
-    /// [`LossOutput::Grad`]), then the bias's gradient Σ_r `pre[r, :]` into `bias_grad` as
-    /// [`Backend::col_sums_scaled`] with α, β; into `bias` itself when `bias_grad` is None (an SGD
-    /// step).
-    #[allow(clippy::too_many_arguments)]
-    fn product_loss_grad(
-        &self,
-        pre: &mut Self::Buf,
-        h: &Self::Buf,
-        w: &Self::Buf,
-        tw: Trans,
-        k: usize,
-        bias: &mut Self::Buf,
-        target: &Self::Buf,
-        mask: Option<&Self::Buf>,
-        spec: &LossSpec,
-        rows: usize,
-        cols: usize,
-        row_loss: &mut Self::Buf,
-        offset: usize,
-        bias_grad: Option<&mut Self::Buf>,
-        alpha: f32,
-        beta: f32,
-    ) {
-        product_then_loss_grad(self, pre, h, w, tw, k, bias, target, mask, spec, rows, cols, row_loss, offset, bias_grad, alpha, beta);
-    }
-
-    /// The encoder's backward: `delta[m×n]` = (`g`·op(`w`)) · act′ at `y`, op(w) k×n, then
-    /// `out` = β·`out` + α·Σ_r `delta[r, :]`: [`Backend::matmul`] then
-    /// [`Backend::act_grad_col_sums`].
-    #[allow(clippy::too_many_arguments)]
-    fn product_act_grad_col_sums(
-        &self,
-        delta: &mut Self::Buf,
-        g: &Self::Buf,
-        w: &Self::Buf,
-        tw: Trans,
-        m: usize,
-        n: usize,
-        k: usize,
-        y: &Self::Buf,
-        act: Activation,
-        out: &mut Self::Buf,
-        alpha: f32,
-        beta: f32,
-    ) {
-        product_then_act_grad_col_sums(self, delta, g, w, tw, m, n, k, y, act, out, alpha, beta);
     }
 
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).

@@ -7,7 +7,6 @@
 // a grid run one at a time, last to first. What it cannot show: races between blocks (missing
 // fences), shared memory read before it is written (it keeps the last block's values), and
 // races within a block that the host's thread scheduling happens to hide.
-#include <atomic>
 #include <barrier>
 #include <chrono>
 #include <cmath>
@@ -32,7 +31,6 @@ static std::barrier<>* emu_barrier;
 #define __restrict__
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline float __fmul_rn(float a, float b) {
     volatile float r = a * b;
     return r;
@@ -42,17 +40,10 @@ inline float __int_as_float(int i) {
     std::memcpy(&f, &i, 4);
     return f;
 }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 // Nanoseconds stand in for clock cycles.
 inline long long clock64() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
-// Aligned as CUDA's: a misaligned float4 load may fault here too (aligned SSE moves).
-struct alignas(16) emu_float4 {
-    float x, y, z, w;
-};
-typedef emu_float4 float4;
 using std::exp;
 using std::log;
-using std::min;
 
 // A kernel argument from its 8-byte slot, as the CUDA backend packs them: pointers and 64-bit
 // values fill the slot, 32-bit values sit in its low half.

@@ -30,8 +30,6 @@ pub struct Cpu {
     /// Products by the plain loops of [`kernels::matmul_ref`] instead of the fast kernels
     /// (tests).
     reference_matmul: bool,
-    /// Whether DAE steps go through the product_* operations (tests of that path's wiring).
-    fuse_products: bool,
 }
 
 /// A mutable buffer shared by the team's threads, each of which touches a disjoint part.
@@ -70,7 +68,6 @@ impl Cpu {
         Ok(Cpu {
             team,
             reference_matmul: false,
-            fuse_products: false,
         })
     }
 
@@ -81,14 +78,6 @@ impl Cpu {
             reference_matmul: true,
             ..Cpu::new(threads)?
         })
-    }
-
-    /// A backend whose DAE training steps go through [`Backend::product_bias_act`],
-    /// [`Backend::product_loss_grad`] and [`Backend::product_act_grad_col_sums`], as a GPU's
-    /// small batches do: their compositions of the CPU's own operations, with the same results
-    /// as the usual path (tests of the model code's use of them).
-    pub fn with_fused_products(self) -> Cpu {
-        Cpu { fuse_products: true, ..self }
     }
 
     /// The number of threads.
@@ -121,10 +110,6 @@ pub struct CpuData<'a> {
 impl Backend for Cpu {
     type Buf = Vec<f32>;
     type Data<'a> = CpuData<'a>;
-
-    fn fuse_products(&self, _rows: usize, _inputs: usize, _hidden: usize) -> bool {
-        self.fuse_products
-    }
 
     fn describe(&self) -> String {
         let t = self.threads();

@@ -18,7 +18,7 @@ use crate::kernels::StepConsts;
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use graph::{Entry, Gemm, Queue, MAX_SLOTS};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
@@ -28,19 +28,11 @@ mod profile;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 22] = [
+pub const KERNEL_NAMES: [&str; 19] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt", "gather_augment", "small_bias_act", "small_loss_grad", "small_act_grad", "spin",
+    "gather_corrupt", "gather_augment", "spin",
 ];
-
-/// Threads per block of the small-batch kernels: SMALL_ROWS × SMALL_COLS, and SMALL_SLICES ×
-/// SMALL_COLS (kernels.cu).
-pub const SMALL_THREADS: u32 = 256;
-/// The columns per block of the small-batch kernels that they can be compiled for
-/// (SMALL_COLS in kernels.cu; the rows per block are 256 / SMALL_COLS). The first is the
-/// default; DAE_CUDA_SMALL_COLS picks another.
-pub const SMALL_COLS: [usize; 3] = [8, 16, 32];
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
@@ -157,19 +149,9 @@ pub struct Cuda {
     /// gradients, the two W-gradient products as one): the default; DAE_CUDA_FUSE=0 runs the
     /// operations one by one instead, for comparison.
     fused: AtomicBool,
-    /// The largest batch whose training steps run the small-batch kernels (each product with
-    /// the work after it in one launch; see [`Backend::fuse_products`]): DAE_CUDA_SMALL, 0 (off)
-    /// by default until they are measured against the products of cuBLAS.
-    small_rows: AtomicUsize,
-    /// The columns per block the small-batch kernels were compiled for (DAE_CUDA_SMALL_COLS),
-    /// or None when they were not.
-    small_cols: Option<usize>,
-    /// The small-batch kernels' scratch: a counter of finished blocks, then partial row and
-    /// column sums (grown as needed), and its size in bytes.
-    partials: Mutex<Option<(Raw, usize)>>,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
-    _functions: Vec<Option<CudaFunction>>,
+    _functions: Vec<CudaFunction>,
     _module: Arc<CudaModule>,
     _blas: CudaBlas,
     stream: Arc<CudaStream>,
@@ -203,49 +185,17 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target; with
-/// the small-batch kernels for `small` = Some(columns a block, one of [`SMALL_COLS`]), without
-/// them for None (they double the compile time at start-up).
-pub fn compile_kernels(arch: Option<&str>, small: Option<usize>) -> Result<String> {
-    compile(arch, small).map(|p| p.to_src())
+/// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target.
+pub fn compile_kernels(arch: Option<&str>) -> Result<String> {
+    compile(arch).map(|p| p.to_src())
 }
 
-/// Whether kernel `name` is one of the small-batch kernels (compiled only when asked for).
-pub fn is_small_kernel(name: &str) -> bool {
-    name.starts_with("small_")
-}
-
-fn compile(arch: Option<&str>, small: Option<usize>) -> Result<cudarc::nvrtc::Ptx> {
+fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
     let mut opts = cudarc::nvrtc::CompileOptions { name: Some("kernels.cu".into()), ..Default::default() };
     if let Some(a) = arch {
         opts.options.push(format!("--gpu-architecture={a}"));
     }
-    if let Some(cols) = small {
-        opts.options.push("-DDAE_SMALL_KERNELS".into());
-        opts.options.push(format!("-DSMALL_COLS={cols}"));
-    }
     cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Runtime(format!("compiling the CUDA kernels failed: {e:?}")))
-}
-
-/// DAE_CUDA_SMALL: the largest batch for the small-batch kernels (0 or unset: none).
-fn small_rows_from_env() -> Result<usize> {
-    match std::env::var("DAE_CUDA_SMALL") {
-        Err(_) => Ok(0),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| Error::usage("DAE_CUDA_SMALL", format!("expected a number of rows (0 for none), got '{v}'"))),
-    }
-}
-
-/// DAE_CUDA_SMALL_COLS: the columns per block of the small-batch kernels (8 when unset).
-fn small_cols_from_env() -> Result<usize> {
-    match std::env::var("DAE_CUDA_SMALL_COLS") {
-        Err(_) => Ok(SMALL_COLS[0]),
-        Ok(v) => v.trim().parse().ok().filter(|c| SMALL_COLS.contains(c)).ok_or_else(|| {
-            Error::usage("DAE_CUDA_SMALL_COLS", format!("expected one of {SMALL_COLS:?} (columns per block), got '{v}'"))
-        }),
-    }
 }
 
 fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -258,26 +208,6 @@ impl Cuda {
         if let Some(why) = unavailable() {
             return Err(Error::Runtime(format!("no usable GPU: {why}")));
         }
-        // The small-batch kernels are compiled only when DAE_CUDA_SMALL asks for them.
-        let small = if small_rows_from_env()? > 0 { Some(small_cols_from_env()?) } else { None };
-        Cuda::open(ordinal, precision, small)
-    }
-
-    /// [`Cuda::new`] with the small-batch kernels compiled for `small_cols` columns per block
-    /// (one of [`SMALL_COLS`]), whatever DAE_CUDA_SMALL and DAE_CUDA_SMALL_COLS say; they run
-    /// for batches up to DAE_CUDA_SMALL rows, or [`Cuda::set_small_rows`]'s.
-    pub fn with_small_cols(ordinal: usize, precision: Precision, small_cols: usize) -> Result<Cuda> {
-        if !SMALL_COLS.contains(&small_cols) {
-            return Err(Error::usage("DAE_CUDA_SMALL_COLS", format!("expected one of {SMALL_COLS:?}, got {small_cols}")));
-        }
-        Cuda::open(ordinal, precision, Some(small_cols))
-    }
-
-    fn open(ordinal: usize, precision: Precision, small_cols: Option<usize>) -> Result<Cuda> {
-        if let Some(why) = unavailable() {
-            return Err(Error::Runtime(format!("no usable GPU: {why}")));
-        }
-        let small_rows = small_rows_from_env()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
         // One stream orders everything: cudarc's per-buffer events are not needed.
         // SAFETY: no buffer is used on any other stream.
@@ -294,16 +224,11 @@ impl Cuda {
                 .map_err(|e| cuda_err("setting TF32", e))?;
         }
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
-        let ptx = compile(Some(&format!("compute_{major}{minor}")), small_cols)?;
+        let ptx = compile(Some(&format!("compute_{major}{minor}")))?;
         let module = ctx.load_module(ptx).map_err(|e| cuda_err("loading the kernels", e))?;
-        // The small-batch kernels, when not compiled, are left out (never launched: see
-        // fuse_products).
         let f = KERNEL_NAMES
             .iter()
-            .map(|n| match small_cols.is_none() && is_small_kernel(n) {
-                true => Ok(None),
-                false => module.load_function(n).map(Some).map_err(|e| cuda_err(&format!("loading kernel {n}"), e)),
-            })
+            .map(|n| module.load_function(n).map_err(|e| cuda_err(&format!("loading kernel {n}"), e)))
             .collect::<Result<Vec<_>>>()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let scalar = raw(&stream, 8)?;
@@ -316,7 +241,7 @@ impl Cuda {
         let mut queue = Queue::new(
             stream.cu_stream(),
             *blas.handle(),
-            f.iter().map(|f| f.as_ref().map_or(std::ptr::null_mut(), |f| f.cu_function())).collect(),
+            f.iter().map(|f| f.cu_function()).collect(),
         );
         // Walking a captured graph needs a CUDA 12.3 driver or later.
         let mut version = 0i32;
@@ -340,9 +265,6 @@ impl Cuda {
             order: Mutex::new(None),
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
-            small_rows: AtomicUsize::new(small_rows),
-            small_cols,
-            partials: Mutex::new(None),
             _workspace: workspace,
             _functions: f,
             _module: module,
@@ -378,36 +300,6 @@ impl Cuda {
 
     fn fused(&self) -> bool {
         self.fused.load(Ordering::Relaxed)
-    }
-
-    /// Training steps of batches of at most `rows` rows run the small-batch kernels (0: none),
-    /// where they were compiled ([`Cuda::with_small_cols`], or DAE_CUDA_SMALL set at start).
-    /// Results are the same to rounding either way.
-    pub fn set_small_rows(&self, rows: usize) {
-        self.small_rows.store(rows, Ordering::Relaxed);
-    }
-
-    /// Scratch for a small-batch kernel (see [`small_grid`]): the device addresses of its
-    /// counter of finished blocks, of `doubles` partial row sums and of `floats` partial column
-    /// sums; None after a failed allocation (recorded for [`Backend::check`]).
-    fn partials(&self, doubles: usize, floats: usize) -> Option<(u64, u64, u64)> {
-        let bytes = 8 + 8 * doubles + 4 * floats;
-        let mut p = self.partials.lock().unwrap_or_else(|p| p.into_inner());
-        if p.as_ref().is_none_or(|(_, cap)| *cap < bytes) {
-            // The old buffer is freed at once: recorded work that uses it must run first.
-            self.queue().flush();
-            let cap = bytes.max(1 << 16);
-            // Zeroed: the counter starts at 0, and each launch leaves it there.
-            match raw(&self.stream, cap) {
-                Ok(r) => *p = Some((r, cap)),
-                Err(e) => {
-                    self.queue().error.get_or_insert(e.to_string());
-                    return None;
-                }
-            }
-        }
-        let (r, _) = p.as_ref().expect("allocated above");
-        Some((r.ptr, r.ptr + 8, r.ptr + 8 + 8 * doubles as u64))
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -535,25 +427,7 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
     }
 }
 
-/// The grid of a small-batch kernel compiled for `cols` columns per block over an m×n product
-/// of depth k: (blocks, column stripes, row tiles), block b taking stripe b % stripes and tile
-/// b / stripes; None when the kernels cannot compute it (a size of 0 or past u32, a depth that
-/// is not a multiple of 4, or more blocks than a grid holds).
-pub fn small_grid(cols: usize, m: usize, n: usize, k: usize) -> Option<(u32, usize, usize)> {
-    let rows = SMALL_THREADS as usize / cols;
-    let (stripes, tiles) = (n.div_ceil(cols), m.div_ceil(rows));
-    let blocks = u32::try_from(stripes.checked_mul(tiles)?).ok().filter(|&b| b <= i32::MAX as u32)?;
-    let fits_u32 = [m, n, k, m * k, k * n, m * n].iter().all(|&v| v <= u32::MAX as usize);
-    (m > 0 && n > 0 && k > 0 && k % 4 == 0 && fits_u32).then_some((blocks, stripes, tiles))
-}
-
-/// Whether the small-batch kernels can read `a` and, when it is used transposed, `b` in
-/// float4s: rows of k floats (k a multiple of 4) from 16-byte aligned starts.
-fn aligned(a: &CudaBuf, b: &CudaBuf, tb: Trans) -> bool {
-    a.ptr % 16 == 0 && (tb == Trans::N || b.ptr % 16 == 0)
-}
-
-/// The loss arguments that `loss_grad` and `small_loss_grad` share, in their order: loss (0
+/// The loss arguments of the `loss_grad` kernel, in their order: loss (0
 /// cross-entropy, 1 squared error), decoder activation, emphasis (0 none, 1 on), its weights of
 /// corrupted and clean inputs, and the gradient's scale.
 fn loss_slots(spec: &LossSpec) -> [u64; 6] {
@@ -1015,165 +889,6 @@ impl Backend for Cuda {
         }
     }
 
-    fn fuse_products(&self, rows: usize, inputs: usize, hidden: usize) -> bool {
-        // The kernels read rows in float4s. DAE_CUDA_FUSE=0 (every operation on its own) turns
-        // them off too.
-        self.small_cols.is_some()
-            && self.fused()
-            && rows > 0
-            && rows <= self.small_rows.load(Ordering::Relaxed)
-            && inputs % 4 == 0
-            && hidden % 4 == 0
-    }
-
-    fn product_bias_act(
-        &self,
-        c: &mut CudaBuf,
-        a: &CudaBuf,
-        b: &CudaBuf,
-        tb: Trans,
-        m: usize,
-        n: usize,
-        k: usize,
-        bias: &CudaBuf,
-        act: Activation,
-    ) {
-        let Some((blocks, _, _)) = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(a, b, tb)) else {
-            return super::product_then_bias_act(self, c, a, b, tb, m, n, k, bias, act);
-        };
-        fits(c, m * n, "product output");
-        fits(a, m * k, "product operand a");
-        fits(b, k * n, "product operand b");
-        fits(bias, n, "product bias");
-        let slots = [
-            c.ptr,
-            a.ptr,
-            b.ptr,
-            ((tb == Trans::T) as i32).slot(),
-            bias.ptr,
-            act_code(act).slot(),
-            (m as u32).slot(),
-            (n as u32).slot(),
-            (k as u32).slot(),
-        ];
-        self.kernel_block(const { self::k("small_bias_act") }, blocks, SMALL_THREADS, &slots);
-    }
-
-    fn product_loss_grad(
-        &self,
-        pre: &mut CudaBuf,
-        h: &CudaBuf,
-        w: &CudaBuf,
-        tw: Trans,
-        k: usize,
-        bias: &mut CudaBuf,
-        target: &CudaBuf,
-        mask: Option<&CudaBuf>,
-        spec: &LossSpec,
-        rows: usize,
-        cols: usize,
-        row_loss: &mut CudaBuf,
-        offset: usize,
-        bias_grad: Option<&mut CudaBuf>,
-        alpha: f32,
-        beta: f32,
-    ) {
-        let grid = self.small_cols.and_then(|c| small_grid(c, rows, cols, k)).filter(|_| spec.output == LossOutput::Grad && aligned(h, w, tw));
-        let scratch = grid.and_then(|(_, stripes, tiles)| self.partials(stripes * rows, tiles * cols));
-        let (Some((blocks, _, _)), Some((counter, row_part, col_part))) = (grid, scratch) else {
-            return super::product_then_loss_grad(
-                self, pre, h, w, tw, k, bias, target, mask, spec, rows, cols, row_loss, offset, bias_grad, alpha, beta,
-            );
-        };
-        fits(pre, rows * cols, "product output");
-        fits(h, rows * k, "product operand a");
-        fits(w, k * cols, "product operand b");
-        fits(target, rows * cols, "loss target");
-        fits(bias, cols, "loss bias");
-        fits(row_loss, offset + rows, "loss_grad losses");
-        if let Some(m) = mask {
-            fits(m, rows * cols, "loss_grad mask");
-        }
-        let bias_out = match &bias_grad {
-            Some(g) => {
-                fits(g, cols, "bias gradient");
-                g.ptr
-            }
-            None => bias.ptr,
-        };
-        let [loss, decoder, emph, wc, wl, grad_scale] = loss_slots(spec);
-        let slots = [
-            pre.ptr,
-            h.ptr,
-            w.ptr,
-            ((tw == Trans::T) as i32).slot(),
-            bias.ptr,
-            target.ptr,
-            mask.slot(),
-            loss,
-            decoder,
-            emph,
-            wc,
-            wl,
-            grad_scale,
-            (rows as u32).slot(),
-            (cols as u32).slot(),
-            (k as u32).slot(),
-            row_loss.ptr + 4 * offset as u64,
-            row_part,
-            col_part,
-            counter,
-            bias_out,
-            alpha.slot(),
-            beta.slot(),
-        ];
-        self.kernel_block(const { self::k("small_loss_grad") }, blocks, SMALL_THREADS, &slots);
-    }
-
-    fn product_act_grad_col_sums(
-        &self,
-        delta: &mut CudaBuf,
-        g: &CudaBuf,
-        w: &CudaBuf,
-        tw: Trans,
-        m: usize,
-        n: usize,
-        k: usize,
-        y: &CudaBuf,
-        act: Activation,
-        out: &mut CudaBuf,
-        alpha: f32,
-        beta: f32,
-    ) {
-        let grid = self.small_cols.and_then(|c| small_grid(c, m, n, k)).filter(|_| aligned(g, w, tw));
-        let scratch = grid.and_then(|(_, _, tiles)| self.partials(0, tiles * n));
-        let (Some((blocks, _, _)), Some((counter, _, col_part))) = (grid, scratch) else {
-            return super::product_then_act_grad_col_sums(self, delta, g, w, tw, m, n, k, y, act, out, alpha, beta);
-        };
-        fits(delta, m * n, "product output");
-        fits(g, m * k, "product operand a");
-        fits(w, k * n, "product operand b");
-        fits(y, m * n, "act_grad y");
-        fits(out, n, "bias gradient");
-        let slots = [
-            delta.ptr,
-            g.ptr,
-            w.ptr,
-            ((tw == Trans::T) as i32).slot(),
-            y.ptr,
-            act_code(act).slot(),
-            (m as u32).slot(),
-            (n as u32).slot(),
-            (k as u32).slot(),
-            out.ptr,
-            alpha.slot(),
-            beta.slot(),
-            col_part,
-            counter,
-        ];
-        self.kernel_block(const { self::k("small_act_grad") }, blocks, SMALL_THREADS, &slots);
-    }
-
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
         fits(x, len, "sum_squares");
         // One block of 256 threads.
@@ -1215,37 +930,5 @@ impl Drop for Cuda {
             eprintln!("{}", p.report());
             p.destroy();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The small-batch kernels' sizes in kernels.cu are the ones their launches assume.
-    #[test]
-    fn small_batch_sizes_agree_with_the_kernels() {
-        let define = |name: &str| -> usize {
-            let line = KERNELS.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap_or_else(|| panic!("no {name} in kernels.cu"));
-            line.split_whitespace().nth(2).unwrap().parse().unwrap()
-        };
-        assert!(KERNELS.contains("#ifndef SMALL_COLS\n#define SMALL_COLS 8\n#endif"), "SMALL_COLS can be set from outside");
-        assert_eq!(define("SMALL_COLS"), SMALL_COLS[0], "the default");
-        for (name, value) in [("SMALL_ROWS", "(256 / SMALL_COLS)"), ("SMALL_SLICES", "(256 / SMALL_COLS)")] {
-            assert!(KERNELS.contains(&format!("#define {name} {value}\n")), "{name} is {value}");
-        }
-        assert_eq!(SMALL_THREADS, 256);
-        assert!(SMALL_COLS.iter().all(|c| 256 % c == 0));
-    }
-
-    #[test]
-    fn small_grids_cover_every_row_and_column() {
-        assert_eq!(small_grid(8, 20, 500, 784), Some((63, 63, 1)));
-        assert_eq!(small_grid(8, 33, 8, 4), Some((2, 1, 2)));
-        assert_eq!(small_grid(16, 33, 8, 4), Some((3, 1, 3)), "16 rows a block");
-        assert_eq!(small_grid(32, 20, 500, 784), Some((48, 16, 3)), "8 rows a block");
-        assert_eq!(small_grid(8, 20, 500, 782), None, "the depth must be a multiple of 4");
-        assert_eq!(small_grid(8, 0, 500, 784), None);
-        assert_eq!(small_grid(8, 1 << 20, 1 << 20, 4), None, "past u32 and the grid's limit");
     }
 }
