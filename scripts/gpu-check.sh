@@ -4,9 +4,8 @@
 #
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
 #   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, the GPU time
-#                                       # of the step's products alone (bench/gemm_floor.py), then the
-#                                       # GPU time of each operation over two epochs (DAE_CUDA_PROFILE=1),
-#                                       # and a kernel profile with Nsight Systems, if installed
+#                                       # of the step's products alone (bench/gemm_floor.py), and a kernel
+#                                       # profile with Nsight Systems, if installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -53,16 +52,7 @@ run)
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1
-    # Where a step's time goes, operation by operation, from dae's own event timer.
-    for b in 20 128 1024; do
-        echo
-        echo "## GPU time by operation, 2 epochs at batch $b"
-        DAE_CUDA_PROFILE=1 target/release/dae train \
-            "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
-            --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
-            --device cuda --quiet 2>&1 || failed=1
-    done
-    # The same, kernel by kernel, from Nsight Systems when it is installed.
+    # Where a step's time goes, kernel by kernel, from Nsight Systems when it is installed.
     NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
     if [ -n "$NSYS" ]; then
         for b in 20 128; do
@@ -79,7 +69,7 @@ run)
         echo "(no nsys here: no kernel profile)"
     fi
     if [ "$failed" -ne 0 ]; then
-        echo "FAILED: a GPU test, the benchmark or a profiled run failed (above)" >&2
+        echo "FAILED: a GPU test or the benchmark failed (above)" >&2
         exit 1
     fi
     ;;

@@ -8,7 +8,6 @@
 // fences), shared memory read before it is written (it keeps the last block's values), and
 // races within a block that the host's thread scheduling happens to hide.
 #include <barrier>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -40,8 +39,6 @@ inline float __int_as_float(int i) {
     std::memcpy(&f, &i, 4);
     return f;
 }
-// Nanoseconds stand in for clock cycles.
-inline long long clock64() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
 using std::exp;
 using std::log;
 

@@ -11,7 +11,6 @@
 //! after its first kernel simply runs as it is recorded: a graph never changes the results,
 //! only how many launches the host makes.
 
-use super::profile::Profile;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
@@ -91,8 +90,6 @@ pub struct Queue {
     uncapturable: Vec<Vec<Shape>>,
     /// The first failure, for [`crate::backend::Backend::check`].
     pub error: Option<String>,
-    /// Per-operation GPU times (DAE_CUDA_PROFILE=1; graphs off).
-    pub profile: Option<Profile>,
 }
 
 // SAFETY: the handles are used only under the backend's mutex, from one thread at a time.
@@ -114,7 +111,6 @@ impl Queue {
             cache: Vec::new(),
             uncapturable: Vec::new(),
             error: None,
-            profile: None,
         }
     }
 
@@ -129,14 +125,7 @@ impl Queue {
         if self.recording {
             self.tape.push(e);
         } else {
-            let r = match self.profile.take() {
-                Some(mut p) => {
-                    let r = p.time(&e, self.stream, || self.run(&e));
-                    self.profile = Some(p);
-                    r
-                }
-                None => self.run(&e),
-            };
+            let r = self.run(&e);
             self.record_err(r.err());
         }
     }
@@ -186,22 +175,9 @@ impl Queue {
     pub fn begin_step(&mut self) {
         self.tape.clear();
         self.recording = self.graphs && self.error.is_none();
-        if let Some(mut p) = self.profile.take() {
-            // The GPU waits in `spin` while the host queues the step (see profile.rs).
-            p.before_step();
-            let mut slots = [0u64; MAX_SLOTS];
-            slots[0] = Profile::spin_cycles();
-            let r = self.run(&Entry::Kernel { f: p.spin, grid: 1, block: 1, slots, n: 1 });
-            self.record_err(r.err());
-            p.after_spin(self.stream);
-            self.profile = Some(p);
-        }
     }
 
     pub fn end_step(&mut self) {
-        if let Some(p) = self.profile.as_mut() {
-            p.end_step();
-        }
         if !self.recording {
             return;
         }

@@ -201,14 +201,6 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
     else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
 }
 
-// Keeps the GPU busy for `cycles` clock cycles (DAE_CUDA_PROFILE: the host queues a whole step
-// behind it, so that the step's operations then run back to back).
-extern "C" __global__ void spin(long long cycles) {
-    long long t0 = clock64();
-    while (clock64() - t0 < cycles) {
-    }
-}
-
 extern "C" __global__ void copy_f32(float* dst, const float* src, u64 n) {
     u64 i = gid();
     if (i < n) dst[i] = src[i];

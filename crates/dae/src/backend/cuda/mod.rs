@@ -22,16 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
-mod profile;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 19] = [
+pub const KERNEL_NAMES: [&str; 18] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt", "gather_augment", "spin",
+    "gather_corrupt", "gather_augment",
 ];
 
 /// A buffer of f32 on the GPU.
@@ -248,15 +247,6 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
-        if std::env::var_os("DAE_CUDA_PROFILE").is_some_and(|v| v != "0") {
-            if version >= 12080 {
-                // One launch at a time, each timed (see profile.rs).
-                queue.graphs = false;
-                queue.profile = Some(profile::Profile::new(KERNEL_NAMES.to_vec(), k("spin")));
-            } else {
-                eprintln!("DAE_CUDA_PROFILE: needs a CUDA 12.8 driver or later (this one is {}.{}); not profiling", version / 1000, version % 1000 / 10);
-            }
-        }
         Ok(Cuda {
             queue: Mutex::new(queue),
             precision,
@@ -287,9 +277,7 @@ impl Cuda {
     /// Whether training steps are replayed as CUDA graphs (the default; DAE_CUDA_GRAPHS=0
     /// turns it off). Results are the same either way.
     pub fn set_graphs(&self, on: bool) {
-        let mut q = self.queue();
-        // Profiling times each launch: graphs stay off.
-        q.graphs = on && q.profile.is_none();
+        self.queue().graphs = on;
     }
 
     /// Whether the fused kernels run (the default; DAE_CUDA_FUSE=0 turns them off). Results
@@ -924,11 +912,6 @@ impl Drop for Cuda {
     fn drop(&mut self) {
         // Buffers are freed in stream order; wait so that the context outlives their use.
         let _ = self.stream.synchronize();
-        let mut q = self.queue();
-        q.clear();
-        if let Some(mut p) = q.profile.take() {
-            eprintln!("{}", p.report());
-            p.destroy();
-        }
+        self.queue().clear();
     }
 }
