@@ -4,6 +4,7 @@ cuBLAS runs them for PyTorch, replayed from a CUDA graph (no launch gaps), in fp
 Shapes of the benchmark's tied 784→500 step at batch n: the encoder's x̃·W (n×784 by 784×500),
 the decoder's h·Wᵀ (n×500 by 500×784), the backward ∂z·W (n×784 by 784×500), and W's gradient
 x̃ᵀ·∂a + ∂zᵀ·h (two products of depth n, or one of depth 2n when the operands are stacked).
+Then the GPU time of an elementwise kernel with next to no work, in a graph after another.
 
     python3 bench/gemm_floor.py [--batches 20,128,1024]
 """
@@ -62,6 +63,13 @@ def main():
             steps = -(-60000 // n)
             print(f"| {n} | {'TF32' if tf32 else 'fp32'} | {t1:.1f} µs | {t2:.1f} µs | {t3:.1f} µs | {t4:.1f} µs | {t5:.1f} µs | "
                   f"{step:.1f} µs | {step * steps / 1000:.2f} ms |", flush=True)
+    # What a kernel with next to no work costs in a graph, after another (the step's fused
+    # elementwise kernels are about this small at batch 20).
+    print()
+    for n in map(int, a.batches.split(",")):
+        x = torch.zeros(n, d, device="cuda")
+        print(f"An elementwise kernel over {n}×{d} values (in-place add), one after another in a graph: "
+              f"{gpu_us(lambda: x.add_(1.0)):.1f} µs each", flush=True)
 
 
 if __name__ == "__main__":

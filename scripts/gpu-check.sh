@@ -54,6 +54,9 @@ run)
     python3 bench/gemm_floor.py || failed=1
     # Where a step's time goes, kernel by kernel, from Nsight Systems when it is installed.
     NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+    echo
+    echo "Profilers here: nsys ${NSYS:-none}, ncu ${NCU:-none}"
     if [ -n "$NSYS" ]; then
         for b in 20 128; do
             echo
