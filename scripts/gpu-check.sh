@@ -4,8 +4,8 @@
 #
 #   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
 #   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, the GPU time
-#                                       # of the step's products alone (bench/gemm_floor.py), and a kernel
-#                                       # profile with Nsight Systems, if installed
+#                                       # of the step's products alone (bench/gemm_floor.py), and kernel
+#                                       # profiles from Nsight Systems and Nsight Compute, where installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -70,6 +70,21 @@ run)
         done
     else
         echo "(no nsys here: no kernel profile)"
+    fi
+    # Each kernel's own GPU time, from Nsight Compute when it is installed (the H200 machine has
+    # it): the kernels of some training steps well past the first (graphs captured by then),
+    # each graph node profiled on its own, L2 left warm and clocks as they run.
+    if [ -n "$NCU" ]; then
+        for b in 20 128; do
+            echo
+            echo "## GPU time of each kernel of training steps at batch $b (ncu)"
+            timeout 150 "$NCU" --graph-profiling node --launch-skip 400 --launch-count 64 --cache-control none \
+                --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+                target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors \
+                --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" \
+                --epochs 1 --device cuda --quiet >/tmp/ncu.log 2>&1 || echo "(ncu ended with status $?)"
+            grep -v '^==PROF==' /tmp/ncu.log | tail -80 || true
+        done
     fi
     if [ "$failed" -ne 0 ]; then
         echo "FAILED: a GPU test or the benchmark failed (above)" >&2
