@@ -87,23 +87,6 @@ __device__ double block_sum(double v) {
     return r;
 }
 
-// One element's loss `l` and its gradient `g` with respect to the pre-activation `a`, for the
-// target `x`, before emphasis and the batch mean (kernels::loss_grad_row's inner loop). loss: 0
-// cross-entropy on sigmoid outputs (computed from a, stable for large |a|), 1 squared error.
-__device__ __forceinline__ void loss_elem(int loss, int decoder, float a, float x, float* l, float* g) {
-    if (loss == 0) {
-        float e = expf(-fabsf(a));
-        *l = fmaxf(a, 0.f) - a * x + log1pf(e);
-        float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
-        *g = s - x;
-    } else {
-        float z = act_apply(decoder, a);
-        float d = z - x;
-        *l = d * d;
-        *g = 2.f * d * act_grad_out(decoder, z);
-    }
-}
-
 // kernels::loss_grad_row, one block per row. loss: 0 cross-entropy, 1 squared error; output:
 // 0 rows only, 1 gradient, 2 elements. emphasis: 0 none, else weights w_corrupted, w_clean
 // (with `mask` null every input counts as clean).
@@ -119,7 +102,17 @@ extern "C" __global__ void loss_grad(float* pre, const float* c, const float* ta
         float w = 1.f;
         if (emphasis) w = (mask && mask[base + j] != 0.f) ? w_corrupted : w_clean;
         float l, g;
-        loss_elem(loss, decoder, a, x, &l, &g);
+        if (loss == 0) {
+            float e = expf(-fabsf(a));
+            l = fmaxf(a, 0.f) - a * x + log1pf(e);
+            float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+            g = s - x;
+        } else {
+            float z = act_apply(decoder, a);
+            float d = z - x;
+            l = d * d;
+            g = 2.f * d * act_grad_out(decoder, z);
+        }
         total += (double)(w * l);
         if (output == 1) pre[base + j] = grad_scale * w * g;
         else if (output == 2) pre[base + j] = w * l;

@@ -237,11 +237,7 @@ impl Cuda {
         unsafe { blas_sys::cublasSetWorkspace_v2(*blas.handle(), workspace.ptr as *mut std::ffi::c_void, WORKSPACE) }
             .result()
             .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
-        let mut queue = Queue::new(
-            stream.cu_stream(),
-            *blas.handle(),
-            f.iter().map(|f| f.cu_function()).collect(),
-        );
+        let mut queue = Queue::new(stream.cu_stream(), *blas.handle(), f.iter().map(|f| f.cu_function()).collect());
         // Walking a captured graph needs a CUDA 12.3 driver or later.
         let mut version = 0i32;
         // SAFETY: writes one int.
@@ -413,21 +409,6 @@ fn noise_code(noise: Corruption) -> (i32, f32, usize) {
         Corruption::Gaussian { sigma } => (2, sigma, 32),
         Corruption::SaltAndPepper { level } => (3, level, 16),
     }
-}
-
-/// The loss arguments of the `loss_grad` kernel, in their order: loss (0
-/// cross-entropy, 1 squared error), decoder activation, emphasis (0 none, 1 on), its weights of
-/// corrupted and clean inputs, and the gradient's scale.
-fn loss_slots(spec: &LossSpec) -> [u64; 6] {
-    let (emph, wc, wl) = match spec.emphasis {
-        Some(e) => (1, e.corrupted, e.clean),
-        None => (0, 1.0, 1.0),
-    };
-    let loss = match spec.loss {
-        Loss::CrossEntropy => 0,
-        Loss::SquaredError => 1,
-    };
-    [loss.slot(), act_code(spec.decoder).slot(), emph.slot(), wc.slot(), wl.slot(), spec.grad_scale.slot()]
 }
 
 fn act_code(a: Activation) -> i32 {
@@ -734,18 +715,25 @@ impl Backend for Cuda {
         if let Some(m) = mask {
             fits(m, rows * cols, "loss_grad mask");
         }
-        let [loss, decoder, emph, wc, wl, grad_scale] = loss_slots(spec);
+        let (emph, wc, wl) = match spec.emphasis {
+            Some(e) => (1, e.corrupted, e.clean),
+            None => (0, 1.0, 1.0),
+        };
+        let loss = match spec.loss {
+            Loss::CrossEntropy => 0,
+            Loss::SquaredError => 1,
+        };
         let slots = [
             pre.ptr,
             c.ptr,
             target.ptr,
             mask.slot(),
-            loss,
-            decoder,
-            emph,
-            wc,
-            wl,
-            grad_scale,
+            loss.slot(),
+            act_code(spec.decoder).slot(),
+            emph.slot(),
+            wc.slot(),
+            wl.slot(),
+            spec.grad_scale.slot(),
             output_code(spec.output).slot(),
             (cols as u32).slot(),
             row_loss.ptr + 4 * offset as u64,
