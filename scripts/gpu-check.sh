@@ -57,15 +57,16 @@ run)
     NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
     echo
     echo "Profilers here: nsys ${NSYS:-none}, ncu ${NCU:-none}"
+    # The benchmark's training run, less its batch and epochs, for the profilers to launch.
+    TRAIN=(target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors
+        --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --device cuda --quiet)
     if [ -n "$NSYS" ]; then
         for b in 20 128; do
             echo
             echo "## GPU kernels of 2 epochs at batch $b (nsys)"
             # Steps replay as CUDA graphs: trace the graphs' nodes, not whole graphs.
-            "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true target/release/dae train \
-                "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors --hidden 500 \
-                --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" --epochs 2 \
-                --device cuda --quiet >/tmp/dae-prof.log 2>&1 || { echo "nsys failed:"; tail -5 /tmp/dae-prof.log; continue; }
+            "$NSYS" profile --cuda-graph-trace=node -o /tmp/dae-prof --force-overwrite true "${TRAIN[@]}" --batch "$b" \
+                --epochs 2 >/tmp/dae-prof.log 2>&1 || { echo "nsys failed:"; tail -5 /tmp/dae-prof.log; continue; }
             "$NSYS" stats -q --report cuda_gpu_kern_sum --format table /tmp/dae-prof.nsys-rep 2>&1 | head -16 || true
         done
     else
@@ -79,10 +80,8 @@ run)
             echo
             echo "## GPU time of each kernel of training steps at batch $b (ncu)"
             timeout 150 "$NCU" --graph-profiling node --launch-skip 400 --launch-count 64 --cache-control none \
-                --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-                target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" -o /tmp/dae-prof.safetensors \
-                --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd --lr 0.1 --batch "$b" \
-                --epochs 1 --device cuda --quiet >/tmp/ncu.log 2>&1 || echo "(ncu ended with status $?)"
+                --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel "${TRAIN[@]}" \
+                --batch "$b" --epochs 1 >/tmp/ncu.log 2>&1 || echo "(ncu ended with status $?)"
             grep -v '^==PROF==' /tmp/ncu.log | tail -80 || true
         done
     fi

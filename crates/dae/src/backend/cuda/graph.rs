@@ -16,7 +16,7 @@ use cudarc::driver::sys as drv;
 use std::ffi::c_void;
 
 /// The most arguments a kernel takes.
-pub const MAX_SLOTS: usize = 24;
+pub const MAX_SLOTS: usize = 16;
 /// The most step shapes kept as graphs (full batches and a shorter last batch, per rate).
 const CACHE: usize = 4;
 
@@ -101,17 +101,7 @@ fn fail(what: &str, code: impl std::fmt::Debug) -> String {
 
 impl Queue {
     pub fn new(stream: drv::CUstream, blas: blas_sys::cublasHandle_t, functions: Vec<drv::CUfunction>) -> Queue {
-        Queue {
-            stream,
-            blas,
-            functions,
-            graphs: true,
-            recording: false,
-            tape: Vec::new(),
-            cache: Vec::new(),
-            uncapturable: Vec::new(),
-            error: None,
-        }
+        Queue { stream, blas, functions, graphs: true, recording: false, tape: Vec::new(), cache: Vec::new(), uncapturable: Vec::new(), error: None }
     }
 
     fn record_err(&mut self, e: Option<String>) {
