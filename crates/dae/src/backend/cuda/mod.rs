@@ -903,3 +903,24 @@ impl Drop for Cuda {
         self.queue().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel's arguments fit the slots a launch carries (a launch copies them into
+    /// MAX_SLOTS slots and would panic on more).
+    #[test]
+    fn every_kernel_takes_at_most_max_slots_arguments() {
+        let mut seen = 0;
+        for decl in KERNELS.split("extern \"C\" __global__ void ").skip(1) {
+            let name = &decl[..decl.find('(').unwrap()];
+            let params = &decl[decl.find('(').unwrap() + 1..decl.find(')').unwrap()];
+            let n = params.split(',').count();
+            assert!(n <= MAX_SLOTS, "kernel {name} takes {n} arguments, more than MAX_SLOTS = {MAX_SLOTS}");
+            assert!(KERNEL_NAMES.contains(&name), "kernel {name} is not in KERNEL_NAMES");
+            seen += 1;
+        }
+        assert_eq!(seen, KERNEL_NAMES.len(), "every kernel of KERNEL_NAMES is declared in kernels.cu");
+    }
+}
