@@ -8,7 +8,7 @@
 mod common;
 
 use common::assert_close;
-use dae::backend::cuda::{KERNELS, KERNEL_NAMES};
+use dae::backend::cuda::{col_sum_block, KERNELS, KERNEL_NAMES};
 use dae::backend::{Backend, LossOutput, LossSpec};
 use dae::corrupt::{corrupt_row, NoiseKey};
 use dae::rng::Rng;
@@ -132,15 +132,18 @@ fn loss_args(spec: &LossSpec) -> [u64; 6] {
 fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
     let Some(emu) = emu("emulated_loss_and_bias_gradient_kernels_match_the_cpu") else { return };
     let cpu = Cpu::new(Some(1)).unwrap();
-    let (rows, cols) = (5, 300);
-    let pre = signed(rows * cols, 1).into_iter().map(|v| 4.0 * v).collect::<Vec<_>>();
-    let target = random(rows * cols, 2);
-    let c = signed(cols, 3);
-    let mask: Vec<f32> = random(rows * cols, 4).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
-    for (loss, decoder, emphasis) in [
-        (Loss::CrossEntropy, Activation::Sigmoid, None),
-        (Loss::SquaredError, Activation::Tanh, Some(Emphasis { corrupted: 0.8, clean: 0.2 })),
-    ] {
+    // A row shorter than one round of a block's reads (4 × 256 columns), and one longer.
+    for ((rows, cols), (loss, decoder, emphasis)) in [(5, 300), (3, 1100)].into_iter().flat_map(|shape| {
+        [
+            (Loss::CrossEntropy, Activation::Sigmoid, None),
+            (Loss::SquaredError, Activation::Tanh, Some(Emphasis { corrupted: 0.8, clean: 0.2 })),
+        ]
+        .map(|l| (shape, l))
+    }) {
+        let pre = signed(rows * cols, 1).into_iter().map(|v| 4.0 * v).collect::<Vec<_>>();
+        let target = random(rows * cols, 2);
+        let c = signed(cols, 3);
+        let mask: Vec<f32> = random(rows * cols, 4).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
         let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / rows as f32, output: LossOutput::Grad };
         let (mut want, mut want_loss) = (pre.clone(), vec![0f32; rows]);
         cpu.loss_grad(&mut want, &c, &target, Some(&mask), &spec, rows, cols, &mut want_loss, 0);
@@ -162,11 +165,13 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
             mptr(&mut got_loss),
         ];
         emu.run("loss_grad", rows as u32, 256, &slots);
-        assert_close(&format!("loss_grad {loss:?} gradient"), &got, &want, 1e-5, 1e-6);
-        assert_close(&format!("loss_grad {loss:?} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
+        let what = format!("loss_grad {loss:?}, {rows}×{cols}");
+        assert_close(&format!("{what} gradient"), &got, &want, 1e-5, 1e-6);
+        assert_close(&format!("{what} row losses"), &got_loss, &want_loss, 1e-5, 1e-5);
     }
 
-    // The backward pass's two bias gradients in one launch (an SGD step on both biases).
+    // The backward pass's two bias gradients in one launch (an SGD step on both biases), with
+    // the block the backend picks for these rows and with every other count of row lanes.
     let (rows, cols, cols2) = (40, 70, 45);
     let delta = signed(rows * cols, 5);
     let y = random(rows * cols, 6);
@@ -175,12 +180,23 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
     let (alpha, beta) = (-0.1, 0.99);
     let (mut want_d, mut want_b, mut want_c) = (delta.clone(), b0.clone(), c0.clone());
     cpu.act_grad_col_sums(&mut want_d, &y, Activation::Sigmoid, rows, cols, &mut want_b, alpha, beta, Some((&mut want_c, &x2, cols2)));
-    let (mut got_d, mut got_b, mut got_c) = (delta.clone(), b0.clone(), c0.clone());
-    let slots = [mptr(&mut got_b), mptr(&mut got_d), ptr(&y), 0, cols as u64, mptr(&mut got_c), ptr(&x2), cols2 as u64, rows as u64, f(alpha), f(beta)];
-    emu.run("act_grad_col_sums", (cols.div_ceil(32) + cols2.div_ceil(32)) as u32, 1024, &slots);
-    assert_close("act_grad_col_sums delta", &got_d, &want_d, 1e-6, 0.0);
-    assert_close("act_grad_col_sums b", &got_b, &want_b, 1e-5, 1e-6);
-    assert_close("act_grad_col_sums c", &got_c, &want_c, 1e-5, 1e-6);
+    assert_eq!(col_sum_block(rows), 32 * 16, "10 rows a lane would be 4 at most with 16 lanes");
+    for block in [col_sum_block(rows), 32, 64, 128, 256, 1024] {
+        let (mut got_d, mut got_b, mut got_c) = (delta.clone(), b0.clone(), c0.clone());
+        let slots = [mptr(&mut got_b), mptr(&mut got_d), ptr(&y), 0, cols as u64, mptr(&mut got_c), ptr(&x2), cols2 as u64, rows as u64, f(alpha), f(beta)];
+        emu.run("act_grad_col_sums", (cols.div_ceil(32) + cols2.div_ceil(32)) as u32, block, &slots);
+        let what = format!("act_grad_col_sums, blocks of {block}");
+        assert_close(&format!("{what}: delta"), &got_d, &want_d, 1e-6, 0.0);
+        assert_close(&format!("{what}: b"), &got_b, &want_b, 1e-5, 1e-6);
+        assert_close(&format!("{what}: c"), &got_c, &want_c, 1e-5, 1e-6);
+    }
+}
+
+#[test]
+fn column_sum_blocks_have_at_most_four_rows_a_lane_where_they_can() {
+    for (rows, lanes) in [(0, 1), (1, 1), (4, 1), (5, 2), (20, 8), (64, 16), (65, 32), (128, 32), (1024, 32)] {
+        assert_eq!(col_sum_block(rows), 32 * lanes, "{rows} rows");
+    }
 }
 
 #[test]
@@ -248,9 +264,15 @@ fn emulated_gathering_with_noise_and_augmentation_is_the_cpus() {
     let n = rows.len();
     let key = NoiseKey { seed: 0x0123_4567_89ab_cdef, stream: 16, epoch: 4, row0: 11 };
     let values = u8_values(&ds);
-    // Gathering with masking and with salt-and-pepper noise in one pass: x, x̃ and the mask
-    // exactly as gathering then corrupting on the CPU.
-    for (noise, kind, level, per) in [(Corruption::Masking { level: 0.4 }, 1, 0.4, 32), (Corruption::SaltAndPepper { level: 0.3 }, 3, 0.3, 16)] {
+    // Gathering with each kind of noise in one pass: x, x̃ and the mask as gathering then
+    // corrupting on the CPU (Gaussian noise to within its functions' last bits, the others
+    // exactly).
+    for (noise, kind, level, per) in [
+        (Corruption::None, 0, 0.0, 32),
+        (Corruption::Masking { level: 0.4 }, 1, 0.4, 32),
+        (Corruption::Gaussian { sigma: 0.5 }, 2, 0.5, 32),
+        (Corruption::SaltAndPepper { level: 0.3 }, 3, 0.3, 16),
+    ] {
         let (mut x, mut xt, mut mask) = (vec![0f32; n * cols], vec![0f32; n * cols], vec![0f32; n * cols]);
         cpu.gather_corrupt(&mut x, &mut xt, Some(&mut mask), &data, &rows, noise, &key, cols);
         let (mut gx, mut gxt, mut gm) = (vec![f32::NAN; n * cols], vec![f32::NAN; n * cols], vec![f32::NAN; n * cols]);
@@ -275,7 +297,12 @@ fn emulated_gathering_with_noise_and_augmentation_is_the_cpus() {
         ];
         emu.run("gather_corrupt", threads.div_ceil(256) as u32, 256, &slots);
         assert_eq!(gx, x, "{noise:?}: gathered rows");
-        assert_eq!(gxt, xt, "{noise:?}: corrupted rows");
+        if kind == 2 {
+            assert_close(&format!("{noise:?}: corrupted rows"), &gxt, &xt, 1e-5, 1e-6);
+            assert!(gxt.iter().zip(&gx).filter(|(t, x)| t != x).count() > n * cols / 2, "Gaussian noise moves the values");
+        } else {
+            assert_eq!(gxt, xt, "{noise:?}: corrupted rows");
+        }
         assert_eq!(gm, mask, "{noise:?}: masks");
     }
     // Moved by up to 2 pixels and mirrored, then scaled.
@@ -403,9 +430,11 @@ fn emulated_elementwise_kernels_match_the_cpu() {
     // Column sums with α and β.
     let mut want = bias.clone();
     cpu.col_sums_scaled(&mut want, &x, rows, cols, -0.5, 0.9);
-    let mut got = bias.clone();
-    emu.run("col_sums", cols.div_ceil(32) as u32, 1024, &[mptr(&mut got), ptr(&x), rows as u64, cols as u64, f(-0.5), f(0.9)]);
-    assert_close("col_sums", &got, &want, 1e-5, 1e-6);
+    for block in [col_sum_block(rows), 1024] {
+        let mut got = bias.clone();
+        emu.run("col_sums", cols.div_ceil(32) as u32, block, &[mptr(&mut got), ptr(&x), rows as u64, cols as u64, f(-0.5), f(0.9)]);
+        assert_close(&format!("col_sums, blocks of {block}"), &got, &want, 1e-5, 1e-6);
+    }
     // Products, scaling, filling and copying.
     let m = random(n, 62);
     let mut want = vec![0f32; n];

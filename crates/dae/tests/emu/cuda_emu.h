@@ -3,10 +3,11 @@
 // thread, so __syncthreads() is a barrier that every live thread of the block reaches. Shared
 // memory is `static` (one copy, used by one block at a time); threadIdx is per thread.
 // Differences from a GPU that a test must allow for: no FMA contraction (results differ in
-// the last bits), no warps (kernels must not rely on warp-synchronous code), and the blocks of
-// a grid run one at a time, last to first. What it cannot show: races between blocks (missing
-// fences), shared memory read before it is written (it keeps the last block's values), and
-// races within a block that the host's thread scheduling happens to hide.
+// the last bits), no warps (kernels must not rely on warp-synchronous code; a shuffle is
+// emulated with the block's barrier, so only shuffles that the whole block makes together
+// work), and the blocks of a grid run one at a time, last to first. What it cannot show: races
+// between blocks (missing fences), shared memory read before it is written (it keeps the last
+// block's values), and races within a block that the host's thread scheduling happens to hide.
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -30,6 +31,17 @@ static std::barrier<>* emu_barrier;
 #define __restrict__
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
+// A warp shuffle, emulated with the block's barrier: correct only where every live thread of
+// the block makes the same call (as in a block-wide reduction), which the kernels keep to.
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    static T slot[1024];
+    slot[threadIdx.x] = v;
+    __syncthreads();
+    T r = slot[threadIdx.x ^ (unsigned)lane_mask];
+    __syncthreads();
+    return r;
+}
 inline float __fmul_rn(float a, float b) {
     volatile float r = a * b;
     return r;

@@ -30,11 +30,25 @@ __device__ __forceinline__ float act_grad_out(int act, float y) {
 
 __device__ __forceinline__ u64 gid() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
 
+// Row and column of element i of a matrix of n values, `cols` a row: in 32-bit arithmetic
+// whenever n allows (a 64-bit division is a long routine on the GPU, run on every thread).
+__device__ __forceinline__ void row_col(u64 i, u64 n, u32 cols, u32& r, u32& j) {
+    if (n <= 0xffffffffull) {
+        r = (u32)i / cols;
+        j = (u32)i % cols;
+    } else {
+        r = (u32)(i / cols);
+        j = (u32)(i % cols);
+    }
+}
+
 // kernels::bias_act_row over rows × cols.
-extern "C" __global__ void bias_act(float* x, const float* bias, int act, u32 rows, u32 cols) {
-    u64 i = gid();
-    if (i >= (u64)rows * cols) return;
-    x[i] = act_apply(act, x[i] + bias[i % cols]);
+extern "C" __global__ void bias_act(float* __restrict__ x, const float* __restrict__ bias, int act, u32 rows,
+                                    u32 cols) {
+    u64 i = gid(), n = (u64)rows * cols;
+    if (i >= n) return;
+    u32 j = n <= 0xffffffffull ? (u32)i % cols : (u32)(i % cols);  // as row_col
+    x[i] = act_apply(act, x[i] + bias[j]);
 }
 
 // delta · s'(a) through the output y = s(a), as kernels::act_grad (relu zeroes where y <= 0).
@@ -55,9 +69,10 @@ extern "C" __global__ void act_grad(float* delta, const float* y, int act, u64 n
 // Dataset::gather: out[r, j] = scale(data[idx[r], j]), u8 values read as v / 255.
 extern "C" __global__ void gather_u8(float* out, const unsigned char* data, const u32* idx, u32 rows, u32 cols,
                                      const float* offset, const float* factor) {
-    u64 i = gid();
-    if (i >= (u64)rows * cols) return;
-    u32 r = (u32)(i / cols), j = (u32)(i % cols);
+    u64 i = gid(), n = (u64)rows * cols;
+    if (i >= n) return;
+    u32 r, j;
+    row_col(i, n, cols, r, j);
     float v = (float)data[(u64)idx[r] * cols + j] / 255.f;
     if (offset) v = (v - offset[j]) * factor[j];
     out[i] = v;
@@ -65,57 +80,74 @@ extern "C" __global__ void gather_u8(float* out, const unsigned char* data, cons
 
 extern "C" __global__ void gather_f32(float* out, const float* data, const u32* idx, u32 rows, u32 cols,
                                       const float* offset, const float* factor) {
-    u64 i = gid();
-    if (i >= (u64)rows * cols) return;
-    u32 r = (u32)(i / cols), j = (u32)(i % cols);
+    u64 i = gid(), n = (u64)rows * cols;
+    if (i >= n) return;
+    u32 r, j;
+    row_col(i, n, cols, r, j);
     float v = data[(u64)idx[r] * cols + j];
     if (offset) v = (v - offset[j]) * factor[j];
     out[i] = v;
 }
 
-// A fixed-order tree sum of one block's `v` (blockDim.x a power of two, at most 256).
+// A fixed-order sum of one block's `v` (blockDim.x a multiple of 32, at most 1024), the same
+// on every run: each warp adds its lanes by a butterfly (every lane ends with the same sum:
+// each step adds the same two values, in either order), then every thread adds the warps'
+// sums in order. Two barriers, against log2(blockDim.x) for a shared-memory tree.
 __device__ double block_sum(double v) {
-    __shared__ double s[256];
-    s[threadIdx.x] = v;
+    __shared__ double s[32];
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x % 32 == 0) s[threadIdx.x / 32] = v;
     __syncthreads();
-    for (u32 w = blockDim.x / 2; w > 0; w /= 2) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    double r = s[0];
+    double r = 0.0;
+    for (u32 w = 0; w < blockDim.x / 32; w++) r += s[w];
     __syncthreads();
     return r;
 }
 
 // kernels::loss_grad_row, one block per row. loss: 0 cross-entropy, 1 squared error; output:
 // 0 rows only, 1 gradient, 2 elements. emphasis: 0 none, else weights w_corrupted, w_clean
-// (with `mask` null every input counts as clean).
-extern "C" __global__ void loss_grad(float* pre, const float* c, const float* target, const float* mask,
-                                     int loss, int decoder, int emphasis, float w_corrupted, float w_clean,
-                                     float grad_scale, int output, u32 cols, float* row_loss) {
+// (with `mask` null every input counts as clean). A thread takes the row's columns j ≡ t
+// (mod blockDim.x) in order, LOSS_BATCH at a time: every read of a batch before any write, so
+// that the reads wait on memory together rather than one after another.
+#define LOSS_BATCH 4
+extern "C" __global__ void loss_grad(float* __restrict__ pre, const float* __restrict__ c,
+                                     const float* __restrict__ target, const float* __restrict__ mask, int loss,
+                                     int decoder, int emphasis, float w_corrupted, float w_clean, float grad_scale,
+                                     int output, u32 cols, float* __restrict__ row_loss) {
     u32 r = blockIdx.x;
     u64 base = (u64)r * cols;
     double total = 0.0;
-    for (u32 j = threadIdx.x; j < cols; j += blockDim.x) {
-        float a = pre[base + j] + c[j];
-        float x = target[base + j];
-        float w = 1.f;
-        if (emphasis) w = (mask && mask[base + j] != 0.f) ? w_corrupted : w_clean;
-        float l, g;
-        if (loss == 0) {
-            float e = expf(-fabsf(a));
-            l = fmaxf(a, 0.f) - a * x + log1pf(e);
-            float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
-            g = s - x;
-        } else {
-            float z = act_apply(decoder, a);
-            float d = z - x;
-            l = d * d;
-            g = 2.f * d * act_grad_out(decoder, z);
+    for (u32 j0 = threadIdx.x; j0 < cols; j0 += LOSS_BATCH * blockDim.x) {
+        float a[LOSS_BATCH], x[LOSS_BATCH], w[LOSS_BATCH];
+#pragma unroll
+        for (u32 u = 0; u < LOSS_BATCH; u++) {
+            u32 j = j0 + u * blockDim.x;
+            if (j >= cols) break;
+            a[u] = pre[base + j] + c[j];
+            x[u] = target[base + j];
+            w[u] = 1.f;
+            if (emphasis) w[u] = (mask && mask[base + j] != 0.f) ? w_corrupted : w_clean;
         }
-        total += (double)(w * l);
-        if (output == 1) pre[base + j] = grad_scale * w * g;
-        else if (output == 2) pre[base + j] = w * l;
+#pragma unroll
+        for (u32 u = 0; u < LOSS_BATCH; u++) {
+            u32 j = j0 + u * blockDim.x;
+            if (j >= cols) break;
+            float l, g;
+            if (loss == 0) {
+                float e = expf(-fabsf(a[u]));
+                l = fmaxf(a[u], 0.f) - a[u] * x[u] + log1pf(e);
+                float s = a[u] >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+                g = s - x[u];
+            } else {
+                float z = act_apply(decoder, a[u]);
+                float d = z - x[u];
+                l = d * d;
+                g = 2.f * d * act_grad_out(decoder, z);
+            }
+            total += (double)(w[u] * l);
+            if (output == 1) pre[base + j] = grad_scale * w[u] * g;
+            else if (output == 2) pre[base + j] = w[u] * l;
+        }
     }
     total = block_sum(total);
     if (threadIdx.x == 0) row_loss[r] = (float)total;
@@ -149,35 +181,52 @@ extern "C" __global__ void softmax_xent(float* z, const float* bias, const float
     }
 }
 
-// Column sums, out[j] = β·out[j] + α·Σ_r x[r, j] (β = 0: out is not read). A block of 1024
-// threads takes a stripe of 32 columns: 32 row lanes each sum every 32nd row, then the lanes
-// are added in a fixed tree order, so the sum is the same on every run. With `y` given, x is
-// first replaced by act_grad(x, y) (each element once), and the sums are of the new values.
-__device__ __forceinline__ void col_sums_stripe(float* out, float* x, const float* y, int act, u32 stripe, u32 rows,
+// Column sums, out[j] = β·out[j] + α·Σ_r x[r, j] (β = 0: out is not read). A block of
+// 32 × L threads (L = blockDim.x / 32, a power of two up to 32: the backend picks it from the
+// rows, see col_sum_lanes) takes a stripe of 32 columns: L row lanes each sum every L-th row,
+// in order, then the lanes are added in a fixed tree order, so the sum is the same on every
+// run. With `y` given, x is first replaced by act_grad(x, y) (each element once), and the sums
+// are of the new values. A lane reads COL_BATCH rows before it writes any, and out[j] is read
+// first, so that the reads wait on memory together.
+#define COL_BATCH 4
+__device__ __forceinline__ void col_sums_stripe(float* __restrict__ out, float* __restrict__ x,
+                                                const float* __restrict__ y, int act, u32 stripe, u32 rows,
                                                 u32 cols, float alpha, float beta) {
     __shared__ float s[32][33];
-    u32 c = threadIdx.x % 32, lane = threadIdx.x / 32;
+    u32 c = threadIdx.x % 32, lane = threadIdx.x / 32, lanes = blockDim.x / 32;
     u64 j = (u64)stripe * 32 + c;
+    bool live = j < cols;
+    float old = live && lane == 0 && beta != 0.f ? out[j] : 0.f;
     float acc = 0.f;
-    if (j < cols) {
-        if (y) {
-            for (u32 r = lane; r < rows; r += 32) {
-                u64 i = (u64)r * cols + j;
-                float v = act_grad_apply(act, x[i], y[i]);
-                x[i] = v;
-                acc += v;
+    if (live) {
+        for (u32 r0 = lane; r0 < rows; r0 += COL_BATCH * lanes) {
+            float v[COL_BATCH], yv[COL_BATCH];
+#pragma unroll
+            for (u32 u = 0; u < COL_BATCH; u++) {
+                u32 r = r0 + u * lanes;
+                if (r >= rows) break;
+                v[u] = x[(u64)r * cols + j];
+                if (y) yv[u] = y[(u64)r * cols + j];
             }
-        } else {
-            for (u32 r = lane; r < rows; r += 32) acc += x[(u64)r * cols + j];
+#pragma unroll
+            for (u32 u = 0; u < COL_BATCH; u++) {
+                u32 r = r0 + u * lanes;
+                if (r >= rows) break;
+                if (y) {
+                    v[u] = act_grad_apply(act, v[u], yv[u]);
+                    x[(u64)r * cols + j] = v[u];
+                }
+                acc += v[u];
+            }
         }
     }
     s[lane][c] = acc;
     __syncthreads();
-    for (u32 w = 16; w > 0; w /= 2) {
+    for (u32 w = lanes / 2; w > 0; w /= 2) {
         if (lane < w) s[lane][c] += s[lane + w][c];
         __syncthreads();
     }
-    if (lane == 0 && j < cols) out[j] = beta == 0.f ? alpha * s[0][c] : beta * out[j] + alpha * s[0][c];
+    if (lane == 0 && live) out[j] = beta == 0.f ? alpha * s[0][c] : beta * old + alpha * s[0][c];
 }
 
 extern "C" __global__ void col_sums(float* out, const float* x, u32 rows, u32 cols, float alpha, float beta) {
@@ -277,56 +326,85 @@ __device__ __forceinline__ float unit_open(u32 b) { return (float)((b >> 8) + 1)
 
 // One thread per (row, group g, lane l): block 8g + l of the row, i.e. the row's words
 // 32g + 8w + l for w = 0..4. kind: 0 none, 1 masking, 2 gaussian, 3 salt-and-pepper (groups of
-// 16 elements). `src(r, j)` gives the clean value of row r, column j (each element's once, from
-// the one thread it belongs to); `mask` may be null.
+// 16 elements). `src.load(r, j)` gives the clean value of row r, column j, and `src.keep(r, j,
+// v)` is told it (each element's once, from the one thread it belongs to); `mask` may be null.
+// A thread reads all its values first, then draws, then writes: its reads wait on memory
+// together, and the draws' arithmetic runs while they do.
 template <typename Src>
-__device__ __forceinline__ void corrupt_rows(Src src, float* xt, float* mask, int kind, float level, u32 seed_lo,
-                                             u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
+__device__ __forceinline__ void corrupt_rows(const Src& src, float* __restrict__ xt, float* __restrict__ mask,
+                                             int kind, float level, u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch,
+                                             u32 row0, u32 rows, u32 cols) {
     u32 per = kind == 3 ? 16 : 32;
     u32 groups = (cols + per - 1) / per;
-    u64 t = gid();
-    if (t >= (u64)rows * groups * 8) return;
-    u32 l = (u32)(t % 8), g = (u32)((t / 8) % groups), r = (u32)(t / (8 * (u64)groups));
+    u64 t = gid(), n = (u64)rows * groups * 8;
+    if (t >= n) return;
+    u32 r, q;  // q = 8g + l
+    row_col(t, n, 8 * groups, r, q);
+    u32 l = q % 8, g = q / 8;
     u64 base = (u64)r * cols;
-    u32 w[4] = {8 * g + l, row0 + r, epoch, stream};
+    u32 w[4] = {q, row0 + r, epoch, stream};
+    // The thread's columns: 32g + 8k + l for k = 0..4 (salt-and-pepper: 16g + 8k + l, k < 2).
+    u32 step = kind == 3 ? 16 * g : 32 * g, count = kind == 3 ? 2 : 4;
+    float v[4];
+#pragma unroll
+    for (u32 k = 0; k < 4; k++) {
+        u32 j = step + 8 * k + l;
+        v[k] = k < count && j < cols ? src.load(r, j) : 0.f;
+    }
     if (kind != 0) philox(seed_lo, seed_hi, w);
+    // Every loop below is unrolled, so that v and w stay in registers.
+#pragma unroll
+    for (u32 k = 0; k < 4; k++) {
+        u32 j = step + 8 * k + l;
+        if (k < count && j < cols) src.keep(r, j, v[k]);
+    }
     if (kind == 0 || kind == 1) {
+#pragma unroll
         for (u32 k = 0; k < 4; k++) {
             u32 j = 32 * g + 8 * k + l;
             if (j >= cols) continue;
-            float v = src(r, j);
             bool hit = kind == 1 && unit(w[k]) < level;
-            xt[base + j] = hit ? 0.f : v;
+            xt[base + j] = hit ? 0.f : v[k];
             if (mask) mask[base + j] = hit ? 1.f : 0.f;
         }
     } else if (kind == 2) {
+#pragma unroll
         for (u32 k = 0; k < 4; k += 2) {
             float rad = sqrtf(-2.f * logf(unit_open(w[k])));
             float s, c;
             sincosf(6.28318530717958647692f * unit(w[k + 1]), &s, &c);
             u32 j0 = 32 * g + 8 * k + l, j1 = j0 + 8;
-            if (j0 < cols) { xt[base + j0] = src(r, j0) + level * (rad * c); if (mask) mask[base + j0] = 1.f; }
-            if (j1 < cols) { xt[base + j1] = src(r, j1) + level * (rad * s); if (mask) mask[base + j1] = 1.f; }
+            if (j0 < cols) { xt[base + j0] = v[k] + level * (rad * c); if (mask) mask[base + j0] = 1.f; }
+            if (j1 < cols) { xt[base + j1] = v[k + 1] + level * (rad * s); if (mask) mask[base + j1] = 1.f; }
         }
     } else {
+#pragma unroll
         for (u32 h = 0; h < 2; h++) {
             u32 j = 16 * g + 8 * h + l;
             if (j >= cols) continue;
-            float v = src(r, j);
             bool hit = unit(w[2 * h]) < level;
             float salt = (float)(w[2 * h + 1] >> 31);
-            xt[base + j] = hit ? salt : v;
+            xt[base + j] = hit ? salt : v[h];
             if (mask) mask[base + j] = hit ? 1.f : 0.f;
         }
     }
 }
 
+// The clean values of `corrupt`: x's (or, x null, every value `kept`).
+struct PlainSource {
+    const float* x;
+    float kept;
+    u32 cols;
+    __device__ __forceinline__ float load(u32 r, u32 j) const { return x ? x[(u64)r * cols + j] : kept; }
+    __device__ __forceinline__ void keep(u32, u32, float) const {}
+};
+
 // crate::corrupt over rows × cols of x (dropout masks: x null, masking with every kept value
 // `kept`).
-extern "C" __global__ void corrupt(const float* x, float* xt, float* mask, int kind, float level, float kept,
-                                   u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
-    auto src = [=](u32 r, u32 j) { return x ? x[(u64)r * cols + j] : kept; };
-    corrupt_rows(src, xt, mask, kind, level, seed_lo, seed_hi, stream, epoch, row0, rows, cols);
+extern "C" __global__ void corrupt(const float* __restrict__ x, float* __restrict__ xt, float* __restrict__ mask,
+                                   int kind, float level, float kept, u32 seed_lo, u32 seed_hi, u32 stream, u32 epoch,
+                                   u32 row0, u32 rows, u32 cols) {
+    corrupt_rows(PlainSource{x, kept, cols}, xt, mask, kind, level, seed_lo, seed_hi, stream, epoch, row0, rows, cols);
 }
 
 // Value `at` of the data: u8 read as v / 255 when `is_u8`, else f32.
@@ -345,14 +423,27 @@ __device__ __forceinline__ float gathered(const void* data, int is_u8, const u32
     return v;
 }
 
-extern "C" __global__ void gather_corrupt(float* x, float* xt, float* mask, const void* data, const u32* idx,
-                                          const float* offset, const float* factor, int is_u8, int kind, float level,
-                                          u64 seed, u32 stream, u32 epoch, u32 row0, u32 rows, u32 cols) {
-    auto src = [=](u32 r, u32 j) {
-        float v = gathered(data, is_u8, idx, offset, factor, r, cols, j);
-        x[(u64)r * cols + j] = v;
-        return v;
-    };
+// The clean values of `gather_corrupt`: gathered from the data, and kept in x.
+struct GatherSource {
+    float* x;
+    const void* data;
+    int is_u8;
+    const u32* idx;
+    const float* offset;
+    const float* factor;
+    u32 cols;
+    __device__ __forceinline__ float load(u32 r, u32 j) const {
+        return gathered(data, is_u8, idx, offset, factor, r, cols, j);
+    }
+    __device__ __forceinline__ void keep(u32 r, u32 j, float v) const { x[(u64)r * cols + j] = v; }
+};
+
+extern "C" __global__ void gather_corrupt(float* __restrict__ x, float* __restrict__ xt, float* __restrict__ mask,
+                                          const void* __restrict__ data, const u32* __restrict__ idx,
+                                          const float* __restrict__ offset, const float* __restrict__ factor,
+                                          int is_u8, int kind, float level, u64 seed, u32 stream, u32 epoch, u32 row0,
+                                          u32 rows, u32 cols) {
+    GatherSource src{x, data, is_u8, idx, offset, factor, cols};
     corrupt_rows(src, xt, mask, kind, level, (u32)seed, (u32)(seed >> 32), stream, epoch, row0, rows, cols);
 }
 
@@ -363,9 +454,10 @@ extern "C" __global__ void gather_augment(float* out, const void* data, const u3
                                           const float* factor, int is_u8, u32 shift, int flip, u64 seed, u32 stream,
                                           u32 epoch, u32 row0, u32 rows, u32 h, u32 w) {
     u32 cols = h * w;
-    u64 i = gid();
-    if (i >= (u64)rows * cols) return;
-    u32 r = (u32)(i / cols), j = (u32)(i % cols);
+    u64 i = gid(), n = (u64)rows * cols;
+    if (i >= n) return;
+    u32 r, j;
+    row_col(i, n, cols, r, j);
     u32 c[4] = {row0 + r, epoch, stream, 0};
     philox((u32)seed, (u32)(seed >> 32), c);
     u32 span = 2 * shift + 1;

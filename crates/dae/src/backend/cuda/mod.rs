@@ -401,6 +401,13 @@ fn fits(buf: &CudaBuf, len: usize, what: &str) {
     assert!(len <= buf.len, "{what}: {len} values needed, the buffer holds {}", buf.len);
 }
 
+/// The threads of a column-sum block over `rows` rows: 32 columns × L row lanes, L a power of
+/// two up to 32 with at most 4 rows a lane where that fits (a lane reads 4 rows at once; fewer
+/// lanes, fewer steps in the block's tree of lanes). For 20 rows, 8 lanes; from 65 rows, 32.
+pub fn col_sum_block(rows: usize) -> u32 {
+    32 * rows.div_ceil(4).next_power_of_two().clamp(1, 32) as u32
+}
+
 /// The corrupt kernels' (kind, level, elements per group of 8 threads) for `noise`.
 fn noise_code(noise: Corruption) -> (i32, f32, usize) {
     match noise {
@@ -811,9 +818,9 @@ impl Backend for Cuda {
         fits(out, cols, "col_sums");
         fits(x, rows * cols, "col_sums");
         if cols > 0 {
-            // Blocks of 1024 threads over stripes of 32 columns.
+            // A block per stripe of 32 columns.
             let slots = [out.ptr, x.ptr, (rows as u32).slot(), (cols as u32).slot(), alpha.slot(), beta.slot()];
-            self.kernel_block(const { k("col_sums") }, cols.div_ceil(32) as u32, 1024, &slots);
+            self.kernel_block(const { k("col_sums") }, cols.div_ceil(32) as u32, col_sum_block(rows), &slots);
         }
     }
 
@@ -847,7 +854,7 @@ impl Backend for Cuda {
         let y_ptr = if act == Activation::Identity { 0 } else { y.ptr };
         let blocks = cols.div_ceil(32) + cols2.div_ceil(32);
         if blocks > 0 {
-            // Blocks of 1024 threads over stripes of 32 columns, as col_sums.
+            // A block per stripe of 32 columns, as col_sums.
             let slots = [
                 out.ptr,
                 delta.ptr,
@@ -861,7 +868,7 @@ impl Backend for Cuda {
                 alpha.slot(),
                 beta.slot(),
             ];
-            self.kernel_block(const { k("act_grad_col_sums") }, blocks as u32, 1024, &slots);
+            self.kernel_block(const { k("act_grad_col_sums") }, blocks as u32, col_sum_block(rows), &slots);
         }
     }
 
