@@ -8,11 +8,13 @@ runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "lau
 with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs bench/peers/torch_dae.py
 --device cuda. Also: the loss of a
 GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
-beside fp32's (its accuracy), and encoding all 70,000 images.
+beside fp32's (its accuracy), and encoding all 70,000 images. With --baseline, another build of
+dae (scripts/gpu-check.sh prepare --baseline REV makes one) is timed beside this one on the
+training rows, alternating, and both are printed with the ratio.
 
 Run through scripts/gpu-check.sh.
 
-    python3 bench/bench_gpu.py [--reps 2] [--epochs 5] [--batches 20,128,1024] [--torch-graphs]
+    python3 bench/bench_gpu.py [--reps 2] [--epochs 5] [--batches 20,128,1024] [--torch-graphs] [--baseline DAE]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile
 
@@ -20,22 +22,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cpu import DAE, ENCODE, PEERS, GFLOP_PER_EPOCH, child  # noqa: E402
 
 
-def dae_epochs(data, batch, epochs, tmp, extra=(), env=None, device="cuda"):
+def dae_epochs(data, batch, epochs, tmp, extra=(), env=None, device="cuda", binary=DAE):
     model = os.path.join(tmp, "bench.safetensors")
-    cmd = [DAE, "train", f"{data}/train-images-idx3-ubyte.gz", "-o", model, "--hidden", "500", "--noise", "masking:0.3",
+    cmd = [binary, "train", f"{data}/train-images-idx3-ubyte.gz", "-o", model, "--hidden", "500", "--noise", "masking:0.3",
            "--loss", "cross-entropy", "--optimizer", "sgd", "--lr", "0.1", "--batch", str(batch), "--epochs", str(epochs),
            "--device", device, "--quiet", *extra]
     full_env = dict(os.environ, **(env or {}))
     p = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
     if p.returncode != 0:
         raise RuntimeError(f"failed: {' '.join(cmd)} (env {env})\n{p.stderr}")
-    out, _ = child([DAE, "inspect", model, "--json"])
+    out, _ = child([binary, "inspect", model, "--json"])
     return json.loads(out)["history"]
 
 
-def dae_time(data, batch, epochs, tmp, extra=(), env=None):
+def dae_time(data, batch, epochs, tmp, extra=(), env=None, binary=DAE):
     """The median epoch time after the first, and the last epoch's training loss."""
-    history = dae_epochs(data, batch, epochs, tmp, extra, env)
+    history = dae_epochs(data, batch, epochs, tmp, extra, env, binary=binary)
     secs = [r["seconds"] for r in history]
     return statistics.median(secs[1:] or secs), history[-1]["train_loss"]
 
@@ -58,6 +60,7 @@ def main():
     ap.add_argument("--torch-epochs", type=int, default=3)
     ap.add_argument("--batches", default="20,128,1024")
     ap.add_argument("--torch-graphs", action="store_true", help="also torch.compile(mode='reduce-overhead') at batch 128")
+    ap.add_argument("--baseline", metavar="DAE", help="another dae binary to time beside this build (training rows)")
     ap.add_argument("--data", default=os.environ.get("DAE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
     a = ap.parse_args()
     import torch
@@ -132,8 +135,35 @@ def main():
         if fp32 is not None and tf32 is not None:
             print(f"TF32's accuracy: training loss after {a.epochs} epochs at batch 128 (same seed), fp32 {fp32!r}, "
                   f"TF32 {tf32!r}, relative difference {abs(tf32 - fp32) / fp32:.2e}")
+        if a.baseline:
+            compare_builds(a, tmp, failures)
         if failures:
             sys.exit(f"failed: {', '.join(failures)}")
+
+
+def compare_builds(a, tmp, failures):
+    """This build beside the baseline build on the training rows, alternating, same run."""
+    rev_file = a.baseline + ".rev"
+    rev = open(rev_file).read().strip() if os.path.exists(rev_file) else a.baseline
+    print(f"\nThis build beside the baseline build ({rev}); each the median over {a.reps} alternating runs:\n")
+    print("| workload | this build | baseline | this build's speed-up |")
+    print("|---|---|---|---|")
+    rows = [(f"train, batch {b}, fp32", int(b), ()) for b in a.batches.split(",")]
+    rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32")))
+    for label, batch, extra in rows:
+        times = {DAE: [], a.baseline: []}
+        try:
+            for rep in range(a.reps):
+                for binary in ([DAE, a.baseline] if rep % 2 == 0 else [a.baseline, DAE]):
+                    times[binary].append(dae_time(a.data, batch, a.epochs, tmp, extra, binary=binary)[0])
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            failures.append(f"{label} (baseline comparison)")
+            print(f"| {label} | failed | | |", flush=True)
+            continue
+        o, b = statistics.median(times[DAE]), statistics.median(times[a.baseline])
+        print(f"| {label} (s/epoch) | {fmt(o)} | {fmt(b)} | {b / o:.3f}× |", flush=True)
+    print()
 
 
 if __name__ == "__main__":

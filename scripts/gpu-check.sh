@@ -2,10 +2,13 @@
 # Every GPU test and the GPU benchmark, prepared on a machine with Rust and run in one go on a
 # machine with an NVIDIA GPU (which needs no Rust: only the driver, and PyTorch for the peers).
 #
-#   scripts/gpu-check.sh prepare        # here: builds the binaries and gathers what the run needs in .gpu/
-#   scripts/gpu-check.sh run [ARGS]     # there: the GPU tests, then bench/bench_gpu.py ARGS, the GPU time
-#                                       # of the step's products alone (bench/gemm_floor.py), and kernel
-#                                       # profiles from Nsight Systems and Nsight Compute, where installed
+#   scripts/gpu-check.sh prepare [--baseline REV]
+#       here: builds the binaries and gathers what the run needs in .gpu/; with --baseline, also
+#       builds `dae` as it was at commit REV (.gpu/dae-base), to be timed beside this build
+#   scripts/gpu-check.sh run [ARGS]
+#       there: the GPU tests, then bench/bench_gpu.py ARGS (with --baseline .gpu/dae-base when
+#       prepared), the GPU time of the step's products alone (bench/gemm_floor.py), and kernel
+#       profiles from Nsight Systems and Nsight Compute, where installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -18,8 +21,28 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
     DATA=${DAE_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+    BASE=
+    case "${2:-}" in
+    --baseline)
+        BASE=$(git rev-parse --verify --quiet "${3:-}^{commit}") || { echo "--baseline: '${3:-}' is not a commit" >&2; exit 2; }
+        ;;
+    "") ;;
+    *)
+        echo "usage: scripts/gpu-check.sh prepare [--baseline REV]" >&2
+        exit 2
+        ;;
+    esac
     cargo build --release -q -p dae-cli -p dae-bench
     rm -rf .gpu && mkdir -p .gpu/bin .gpu/golden .gpu/data
+    if [ -n "$BASE" ]; then
+        # That commit's tree, built in a target directory of its own (kept for the next time).
+        src=$(mktemp -d)
+        trap 'git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"' EXIT
+        git worktree add -q --detach "$src" "$BASE"
+        CARGO_TARGET_DIR=$PWD/target/baseline cargo build --release -q --manifest-path "$src/Cargo.toml" -p dae-cli
+        cp target/baseline/release/dae .gpu/dae-base && strip .gpu/dae-base
+        git log -1 --format='%h %s' "$BASE" | cut -c1-72 | sed 's/ *$//' > .gpu/dae-base.rev
+    fi
     for t in cuda golden; do
         bin=$(cargo test -q -p dae --test "$t" --no-run --message-format=json 2>/dev/null \
             | python3 -c 'import json,sys
@@ -32,6 +55,7 @@ for l in sys.stdin:
     cp "$DATA"/*-ubyte.gz .gpu/data/
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
     du -sh .gpu target/release/dae target/release/encode_bench
+    [ -z "$BASE" ] || echo "baseline: $(cat .gpu/dae-base.rev)"
     ;;
 run)
     nvidia-smi -L || true
@@ -48,7 +72,9 @@ run)
     fi
     echo
     echo "## Benchmark"
-    python3 bench/bench_gpu.py "${@:2}" || failed=1
+    BASELINE=()
+    [ ! -x .gpu/dae-base ] || BASELINE=(--baseline .gpu/dae-base)
+    python3 bench/bench_gpu.py "${BASELINE[@]}" "${@:2}" || failed=1
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1
@@ -91,7 +117,7 @@ run)
     fi
     ;;
 *)
-    echo "usage: scripts/gpu-check.sh prepare | run" >&2
+    echo "usage: scripts/gpu-check.sh prepare [--baseline REV] | run [ARGS]" >&2
     exit 2
     ;;
 esac
