@@ -5,7 +5,8 @@ Workload as in bench_cpu.py (Fashion-MNIST, 60,000 rows; 784→500, tied, sigmoi
 cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole real step (noise,
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
-with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0); PyTorch runs bench/peers/torch_dae.py
+with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0, "8 steps a graph" with
+DAE_CUDA_STEPS=8); PyTorch runs bench/peers/torch_dae.py
 --device cuda. Also: the loss of a
 GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
 beside fp32's (its accuracy), and encoding all 70,000 images. With --baseline, another build of
@@ -75,6 +76,9 @@ def main():
         rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
         rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
+        # Several training steps a graph launch (DAE_CUDA_STEPS; same results).
+        for b in (20, 128):
+            rows.append((f"train, batch {b}, fp32, 8 steps a graph", b, (), {"DAE_CUDA_STEPS": "8"}, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
         eager, final_loss, failures = {}, {}, []

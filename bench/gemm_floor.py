@@ -4,7 +4,10 @@ cuBLAS runs them for PyTorch, replayed from a CUDA graph (no launch gaps), in fp
 Shapes of the benchmark's tied 784→500 step at batch n: the encoder's x̃·W (n×784 by 784×500),
 the decoder's h·Wᵀ (n×500 by 500×784), the backward ∂z·W (n×784 by 784×500), and W's gradient
 x̃ᵀ·∂a + ∂zᵀ·h (two products of depth n, or one of depth 2n when the operands are stacked).
-Then the GPU time of an elementwise kernel with next to no work, in a graph after another.
+Then the GPU time of an elementwise kernel with next to no work, in a graph after another, and
+what a boundary between two graph launches costs the GPU: the same kernels as 100 launches of a
+graph of 8 (a batch-20 step's size) against one graph of all 800, both queued behind a busy
+GPU so that the host's launching does not show.
 
     python3 bench/gemm_floor.py [--batches 20,128,1024]
 """
@@ -36,6 +39,41 @@ def gpu_us(fn, reps=200):
         torch.cuda.synchronize()
         best = min(best, a.elapsed_time(b) * 1000 / reps)
     return best
+
+
+def launch_gap_us(fn, per_graph=8, launches=100):
+    """GPU microseconds between graph launches: `launches` replays of a graph of `per_graph`
+    calls of fn against one graph of all of them, each queued behind a sleeping kernel (so the
+    host's launches are all queued before the GPU reaches them), per launch."""
+    def graph(calls):
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        with torch.cuda.graph(g):
+            for _ in range(calls):
+                fn()
+        g.replay()
+        torch.cuda.synchronize()
+        return g
+
+    def timed(g, replays):
+        best = float("inf")
+        for _ in range(3):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU time
+            a.record()
+            for _ in range(replays):
+                g.replay()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) * 1000)
+        return best
+
+    split, whole = timed(graph(per_graph), launches), timed(graph(per_graph * launches), 1)
+    return split / launches, whole / launches
 
 
 def main():
@@ -70,6 +108,11 @@ def main():
         x = torch.zeros(n, d, device="cuda")
         print(f"An elementwise kernel over {n}×{d} values (in-place add), one after another in a graph: "
               f"{gpu_us(lambda: x.add_(1.0)):.1f} µs each", flush=True)
+    x = torch.zeros(20, d, device="cuda")
+    split, whole = launch_gap_us(lambda: x.add_(1.0))
+    print(f"8 such kernels (20×{d}) a graph: {split:.1f} µs a launch, launched 100 times in a row; "
+          f"{whole:.1f} µs for the same 8 inside one graph of 800: a launch boundary costs the GPU "
+          f"{split - whole:.1f} µs", flush=True)
 
 
 if __name__ == "__main__":

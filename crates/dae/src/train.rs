@@ -217,6 +217,7 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
     let n_rows = rows.len();
     let batch = tc.batch.min(n_rows);
     let batches = n_rows.div_ceil(batch);
+    let group = be.steps_per_launch().max(1);
     let mut order = rows.to_vec();
     // The device forgets the order when the loop ends, however it ends.
     struct Forget<'b, B: Backend>(&'b B);
@@ -260,13 +261,28 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
         // Batches whose losses are not read yet begin here.
         let mut unread = skip;
         let mut last_read = Instant::now();
-        for (bi, chunk) in order.chunks(batch).enumerate().skip(skip) {
-            let key = NoiseKey { seed: tc.seed, stream: noise_stream, epoch: epoch as u32, row0: (bi * batch) as u32 };
-            pos.step += 1;
-            let step = StepSpec { optimizer: tc.optimizer, lr, t: pos.step };
-            be.step(|| model.step(be, chunk, &key, &step, tc.max_grad_norm, bi * batch))?;
+        let mut next = skip;
+        while next < batches {
+            // Up to `group` consecutive full batches as one device step (the same operations in
+            // the same order as one at a time; a GPU replays them as one graph). The last,
+            // shorter batch goes alone.
+            let full = n_rows / batch;
+            let g = if next < full { group.min(full - next) } else { 1 };
+            let first = next;
+            let bi = first + g - 1;
+            next += g;
+            be.step(|| {
+                for b in first..=bi {
+                    let chunk = &order[b * batch..((b + 1) * batch).min(n_rows)];
+                    let key = NoiseKey { seed: tc.seed, stream: noise_stream, epoch: epoch as u32, row0: (b * batch) as u32 };
+                    pos.step += 1;
+                    let step = StepSpec { optimizer: tc.optimizer, lr, t: pos.step };
+                    model.step(be, chunk, &key, &step, tc.max_grad_norm, b * batch)?;
+                }
+                Ok::<(), Error>(())
+            })?;
             let stop = obs.stop_requested();
-            let done = bi * batch + chunk.len();
+            let done = ((bi + 1) * batch).min(n_rows);
             if !be.queued() || stop || bi + 1 == batches || last_read.elapsed().as_secs_f64() >= READ_EVERY {
                 // Each batch's sum in f64, then the running sums: the same figures whenever
                 // they are read.

@@ -281,6 +281,13 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
         let eager = on_gpu();
         gpu.set_graphs(true);
         assert!(a.model == eager.model, "{opt:?}: graph replay changed the weights");
+        // Several steps a graph compute exactly what one step a graph does: 1,000 rows are 31
+        // batches of 32 and one of 8, so groups of 4 leave a group of 3, then the short one.
+        let k0 = gpu.steps_per_launch();
+        gpu.set_steps_per_launch(4);
+        let grouped = on_gpu();
+        gpu.set_steps_per_launch(k0);
+        assert!(a.model == grouped.model, "{opt:?}: 4 steps a graph changed the weights");
         // The fused kernels change only the rounding (one product over both W-gradient terms).
         gpu.set_fused(false);
         let unfused = on_gpu();
@@ -321,6 +328,12 @@ fn cuda_fine_tuning_matches_the_cpu() {
         };
         let (g, e) = (run(true), run(false));
         gpu.set_graphs(true);
+        // 600 rows are 24 batches of 25: groups of 5 leave a group of 4.
+        let k0 = gpu.steps_per_launch();
+        gpu.set_steps_per_launch(5);
+        let grouped = run(true);
+        gpu.set_steps_per_launch(k0);
+        assert!(g.network == grouped.network, "images {augment}: 5 steps a graph changed the fine-tuned weights");
         gpu.set_fused(false);
         let unfused = finetune(&gpu, Network::init(config.clone(), 3).unwrap(), &scaler, &train, None, &tc, &mut Silent, None).unwrap();
         gpu.set_fused(true);

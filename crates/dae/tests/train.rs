@@ -49,6 +49,24 @@ fn same_seed_and_threads_give_bit_identical_weights() {
 }
 
 #[test]
+fn steps_handed_over_in_groups_train_exactly_as_one_at_a_time() {
+    // 15 full batches of 64 and a last one of 40: groups of 4 leave a group of 3 at the end of
+    // each epoch, then the short batch alone. Adam's step count runs across the groups.
+    let ds = prototypes(1000, 30, 3);
+    let cfg = DaeConfig::new(30, 12);
+    let tc = TrainConfig { epochs: 2, batch: 64, optimizer: Optimizer::adam(), lr: 1e-2, ..Default::default() };
+    let one = train(&Cpu::new(Some(1)).unwrap(), &ds, &cfg, &tc);
+    for k in [4, 16, 40] {
+        let grouped = train(&Cpu::new(Some(1)).unwrap().with_steps_per_launch(k), &ds, &cfg, &tc);
+        assert!(grouped.model == one.model, "{k} steps a launch: other weights");
+        for (g, o) in grouped.history.iter().zip(&one.history) {
+            assert_eq!(g.train_loss, o.train_loss, "{k} steps a launch: epoch {}", o.epoch);
+        }
+    }
+    assert!(one.history[1].train_loss < one.history[0].train_loss, "the runs learn something");
+}
+
+#[test]
 fn gemm_matches_the_reference_product() {
     let fast = Cpu::new(Some(2)).unwrap();
     let slow = Cpu::reference(Some(1)).unwrap();

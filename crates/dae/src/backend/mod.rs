@@ -214,6 +214,13 @@ pub trait Backend: Sync {
     fn step<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
+    /// How many consecutive training steps (of full, same-sized batches) the training loop
+    /// runs inside one [`Backend::step`]: a device that replays a step as one CUDA graph then
+    /// launches that many steps as one graph. The operations and their order are the same as
+    /// one step at a time, so the results are too.
+    fn steps_per_launch(&self) -> usize {
+        1
+    }
     /// Rows per chunk when encoding, reconstructing or scoring a whole dataset.
     fn chunk_rows(&self) -> usize {
         1024

@@ -30,6 +30,9 @@ pub struct Cpu {
     /// Products by the plain loops of [`kernels::matmul_ref`] instead of the fast kernels
     /// (tests).
     reference_matmul: bool,
+    /// [`Backend::steps_per_launch`] (tests: the training loop's grouping of steps, as a GPU
+    /// uses it, on the CPU).
+    steps_per_launch: usize,
 }
 
 /// A mutable buffer shared by the team's threads, each of which touches a disjoint part.
@@ -68,7 +71,15 @@ impl Cpu {
         Ok(Cpu {
             team,
             reference_matmul: false,
+            steps_per_launch: 1,
         })
+    }
+
+    /// The same backend with the training loop handing it `k` steps at a time (see
+    /// [`Backend::steps_per_launch`]): the results are the same as one at a time, which tests
+    /// check on the CPU.
+    pub fn with_steps_per_launch(self, k: usize) -> Cpu {
+        Cpu { steps_per_launch: k.max(1), ..self }
     }
 
     /// A backend whose matrix products are the plain reference loops: slow, and the arbiter
@@ -115,6 +126,10 @@ impl Backend for Cpu {
         let t = self.threads();
         let simd = if has_avx2_fma() { "AVX2/FMA" } else { "portable" };
         format!("cpu ({t} thread{}, {simd} kernels)", if t == 1 { "" } else { "s" })
+    }
+
+    fn steps_per_launch(&self) -> usize {
+        self.steps_per_launch
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {

@@ -2,7 +2,8 @@
 //! run at once, or, inside a training step, recorded and replayed as a CUDA graph.
 //!
 //! A step's entries are recorded while the model's code runs ([`Queue::begin_step`] …
-//! [`Queue::end_step`]). Its shape (the kernels with their grids, and every cuBLAS product with
+//! [`Queue::end_step`]); the training loop may run several training steps as one such step
+//! ([`crate::backend::Backend::steps_per_launch`]), which then replay as one graph. Its shape (the kernels with their grids, and every cuBLAS product with
 //! all its arguments) is the graph's key: the first step of a shape is captured from the
 //! stream, and later steps of the same shape replay that graph after updating the arguments of
 //! the kernels whose arguments changed (the noise's row offset, Adam's step size, where the
@@ -17,8 +18,9 @@ use std::ffi::c_void;
 
 /// The most arguments a kernel takes.
 pub const MAX_SLOTS: usize = 16;
-/// The most step shapes kept as graphs (full batches and a shorter last batch, per rate).
-const CACHE: usize = 4;
+/// The most step shapes kept as graphs (full batches and a shorter last batch, per rate; with
+/// several steps a graph, also a shorter last group of steps).
+const CACHE: usize = 6;
 
 /// One operation for the GPU.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ use crate::kernels::StepConsts;
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use graph::{Entry, Gemm, Queue, MAX_SLOTS};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
@@ -148,6 +148,9 @@ pub struct Cuda {
     /// gradients, the two W-gradient products as one): the default; DAE_CUDA_FUSE=0 runs the
     /// operations one by one instead, for comparison.
     fused: AtomicBool,
+    /// Training steps a graph (see [`Backend::steps_per_launch`]): 1 unless DAE_CUDA_STEPS
+    /// says otherwise.
+    steps: AtomicUsize,
     /// cuBLAS's workspace, set once so that its products can be captured in graphs.
     _workspace: Raw,
     _functions: Vec<CudaFunction>,
@@ -243,6 +246,13 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
+        let steps = match std::env::var("DAE_CUDA_STEPS") {
+            Err(_) => 1,
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(k) if (1..=64).contains(&k) => k,
+                _ => return Err(Error::usage("DAE_CUDA_STEPS", format!("'{v}' is not a number of steps from 1 to 64"))),
+            },
+        };
         Ok(Cuda {
             queue: Mutex::new(queue),
             precision,
@@ -251,6 +261,7 @@ impl Cuda {
             order: Mutex::new(None),
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
+            steps: AtomicUsize::new(steps),
             _workspace: workspace,
             _functions: f,
             _module: module,
@@ -280,6 +291,12 @@ impl Cuda {
     /// are the same to rounding either way.
     pub fn set_fused(&self, on: bool) {
         self.fused.store(on, Ordering::Relaxed);
+    }
+
+    /// How many training steps each graph holds (DAE_CUDA_STEPS, 1 unless set). The
+    /// results are the same for any number.
+    pub fn set_steps_per_launch(&self, k: usize) {
+        self.steps.store(k.max(1), Ordering::Relaxed);
     }
 
     fn fused(&self) -> bool {
@@ -531,6 +548,10 @@ impl Backend for Cuda {
         std::mem::forget(guard);
         self.queue().end_step();
         r
+    }
+
+    fn steps_per_launch(&self) -> usize {
+        self.steps.load(Ordering::Relaxed)
     }
 
     fn chunk_rows(&self) -> usize {
