@@ -61,7 +61,8 @@ pub trait Observer: Send {
     fn begin(&mut self, _stage: &str) {}
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _record: &EpochRecord) {}
-    /// Polled after every batch: true stops the run after that batch, with a checkpoint, and
+    /// Polled after every batch (or group of batches, where the device runs several as one
+    /// step: [`Backend::steps_per_launch`]): true stops the run there, with a checkpoint, and
     /// training returns [`Error::Interrupted`].
     fn stop_requested(&self) -> bool {
         false

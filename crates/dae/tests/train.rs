@@ -64,6 +64,37 @@ fn steps_handed_over_in_groups_train_exactly_as_one_at_a_time() {
         }
     }
     assert!(one.history[1].train_loss < one.history[0].train_loss, "the runs learn something");
+
+    // Interrupted after a number of groups, resumed with another group size (from a batch
+    // that is not a multiple of it): the weights of the uninterrupted run.
+    struct StopAfter {
+        polls: std::cell::Cell<usize>,
+        after: usize,
+        saved: Option<dae::train::Checkpoint>,
+    }
+    impl dae::Observer for StopAfter {
+        fn stop_requested(&self) -> bool {
+            self.polls.set(self.polls.get() + 1);
+            self.polls.get() == self.after
+        }
+        fn checkpoint(&mut self, c: &dae::train::Checkpoint) -> dae::Result<String> {
+            self.saved = Some(c.clone());
+            Ok("memory".into())
+        }
+    }
+    let scaler = Scaler::identity(ds.cols);
+    for (first, then, after) in [(4, 3, 2), (1, 4, 22)] {
+        let mut stop = StopAfter { polls: Default::default(), after, saved: None };
+        let cpu = Cpu::new(Some(1)).unwrap().with_steps_per_launch(first);
+        let r = train_dae(&cpu, Dae::init(&cfg, tc.seed), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut stop, None);
+        assert!(matches!(r, Err(dae::Error::Interrupted(_))), "{first} then {then}: the run stops");
+        let ck = stop.saved.expect("a checkpoint at the stop");
+        let done = ck.position.batches_done;
+        assert!(done % then != 0, "{first} then {then}: resumes from batch {done}, a multiple of {then}");
+        let cpu = Cpu::new(Some(1)).unwrap().with_steps_per_launch(then);
+        let resumed = train_dae(&cpu, Dae::init(&cfg, tc.seed), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, Some(&ck)).unwrap();
+        assert!(resumed.model == one.model, "{first} steps a launch, stopped at batch {done}, resumed with {then}: other weights");
+    }
 }
 
 #[test]
