@@ -149,7 +149,9 @@ def compare_builds(a, tmp, failures):
     """This build beside the baseline build on the training rows, alternating, same run."""
     rev_file = a.baseline + ".rev"
     rev = open(rev_file).read().strip() if os.path.exists(rev_file) else a.baseline
-    print(f"\nThis build beside the baseline build ({rev}); each the median over {a.reps} alternating runs:\n")
+    # At least 3 runs each: the differences sought are near the run-to-run spread (about 2 %).
+    reps = max(a.reps, 3)
+    print(f"\nThis build beside the baseline build ({rev}); each the median over {reps} alternating runs:\n")
     print("| workload | this build | baseline | this build's speed-up |")
     print("|---|---|---|---|")
     rows = [(f"train, batch {b}, fp32", int(b), ()) for b in a.batches.split(",")]
@@ -157,7 +159,7 @@ def compare_builds(a, tmp, failures):
     for label, batch, extra in rows:
         times = {DAE: [], a.baseline: []}
         try:
-            for rep in range(a.reps):
+            for rep in range(reps):
                 for binary in ([DAE, a.baseline] if rep % 2 == 0 else [a.baseline, DAE]):
                     times[binary].append(dae_time(a.data, batch, a.epochs, tmp, extra, binary=binary)[0])
         except RuntimeError as e:
