@@ -132,7 +132,7 @@ fn cuda_operations_match_the_cpu() {
     cpu.col_sums_scaled(&mut sc, &x, rows, cols, -0.1, 0.99);
     gpu.col_sums_scaled(&mut sg, &buf(&gpu, &x), rows, cols, -0.1, 0.99);
     assert_close("col_sums", &host(&gpu, &sg, cols), &sc, 1e-5, 1e-6);
-    // Many rows: the GPU sums 32 row lanes (the most, for 65 rows or more), then the lanes.
+    // Many rows: the GPU sums 32 row lanes (the most, for 129 rows or more), then the lanes.
     let tall = random(1500 * 45, 11);
     let (mut tc, mut tg) = (vec![0f32; 45], gpu.alloc(45).unwrap());
     cpu.col_sums(&mut tc, &tall, 1500, 45);

@@ -188,7 +188,7 @@ extern "C" __global__ void softmax_xent(float* z, const float* bias, const float
 // run. With `y` given, x is first replaced by act_grad(x, y) (each element once), and the sums
 // are of the new values. A lane reads COL_BATCH rows before it writes any, and out[j] is read
 // first, so that the reads wait on memory together.
-#define COL_BATCH 4
+#define COL_BATCH 8
 __device__ __forceinline__ void col_sums_stripe(float* __restrict__ out, float* __restrict__ x,
                                                 const float* __restrict__ y, int act, u32 stripe, u32 rows,
                                                 u32 cols, float alpha, float beta) {

@@ -419,10 +419,11 @@ fn fits(buf: &CudaBuf, len: usize, what: &str) {
 }
 
 /// The threads of a column-sum block over `rows` rows: 32 columns × L row lanes, L a power of
-/// two up to 32 with at most 4 rows a lane where that fits (a lane reads 4 rows at once; fewer
-/// lanes, fewer steps in the block's tree of lanes). For 20 rows, 8 lanes; from 65 rows, 32.
+/// two up to 32 with at most 8 rows a lane where that fits (a lane reads 8 rows at once, the
+/// kernel's COL_BATCH; fewer lanes, fewer steps in the block's tree of lanes). For 20 rows, 4
+/// lanes; for 128, 16; from 129 rows, 32 (at 1024 rows, 4 rounds of 8 reads a lane).
 pub fn col_sum_block(rows: usize) -> u32 {
-    32 * rows.div_ceil(4).next_power_of_two().clamp(1, 32) as u32
+    32 * rows.div_ceil(8).next_power_of_two().clamp(1, 32) as u32
 }
 
 /// The corrupt kernels' (kind, level, elements per group of 8 threads) for `noise`.
