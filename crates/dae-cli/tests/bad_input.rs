@@ -134,6 +134,18 @@ fn cross_entropy_on_data_outside_unit_interval() {
     assert_ok(&o);
     let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m2").to_str().unwrap(), "--loss", "squared-error", "--hidden", "2", "--epochs", "1", "-q"]);
     assert_ok(&o);
+    // Minmax-scaled data beyond the training rows' range (validation, new data) is taken:
+    // cross-entropy clips its target to [0, 1].
+    let wide = s.write("wide.csv", "5.0,0.0\n-1.0,0.9\n0.2,0.3\n");
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m4").to_str().unwrap(), "--scale", "minmax", "--val", wide.to_str().unwrap(), "--hidden", "2", "--epochs", "1", "-q"]);
+    assert_ok(&o);
+    for cmd in ["score", "encode", "reconstruct"] {
+        let o = dae([cmd, s.path("m").to_str().unwrap(), wide.to_str().unwrap(), "-o", s.path(&format!("{cmd}.npy")).to_str().unwrap(), "-q"]);
+        assert_ok(&o);
+    }
+    // Standardized values are not in [0, 1]: refused, saying so.
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m5").to_str().unwrap(), "--scale", "standardize"]);
+    assert_fails(&o, 2, &["big.csv", "after --scale standardize", "outside [0, 1]", "--loss squared-error"]);
     // Cross-entropy needs a sigmoid decoder.
     let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m3").to_str().unwrap(), "--decoder", "identity"]);
     assert_fails(&o, 2, &["--loss", "sigmoid decoder"]);

@@ -62,8 +62,9 @@ pub fn act_grad(delta: &mut [f32], y: &[f32], act: Activation) {
 /// `spec.grad_scale` · w_j · ∂ℓ/∂a_j at the pre-activation a_j, or with w_j ℓ_j.
 ///
 /// Cross-entropy is computed from the logits a: ℓ = max(a, 0) − a·x + log(1 + e^−|a|), whose
-/// gradient is sigmoid(a) − x; squared error is (z − x)² with z = dec(a), gradient
-/// 2(z − x)·dec′(a).
+/// gradient is sigmoid(a) − x, with x clipped to [0, 1] (it is a probability; minmax-scaled data
+/// beyond the training rows' range comes out beyond [0, 1]); squared error is (z − x)² with
+/// z = dec(a), gradient 2(z − x)·dec′(a).
 #[inline]
 pub fn loss_grad_row(
     pre: &mut [f32],
@@ -92,6 +93,7 @@ pub fn loss_grad_row(
         let w = weight(j);
         let (l, g) = match spec.loss {
             Loss::CrossEntropy => {
+                let x = x.clamp(0.0, 1.0);
                 let e = (-a.abs()).exp();
                 let l = a.max(0.0) - a * x + e.ln_1p();
                 let s = if a >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };

@@ -141,7 +141,9 @@ fn emulated_loss_and_bias_gradient_kernels_match_the_cpu() {
         .map(|l| (shape, l))
     }) {
         let pre = signed(rows * cols, 1).into_iter().map(|v| 4.0 * v).collect::<Vec<_>>();
-        let target = random(rows * cols, 2);
+        // Two targets beyond [0, 1], which cross-entropy clips (minmax-scaled new data).
+        let mut target = random(rows * cols, 2);
+        (target[0], target[cols + 1]) = (1.5, -0.25);
         let c = signed(cols, 3);
         let mask: Vec<f32> = random(rows * cols, 4).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
         let spec = LossSpec { loss, decoder, emphasis, grad_scale: 1.0 / rows as f32, output: LossOutput::Grad };

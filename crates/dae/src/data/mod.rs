@@ -19,6 +19,7 @@ pub use scale::Scaler;
 pub use write::{write_classes, write_matrix, write_vector, OutputFormat};
 
 use crate::augment::Augment;
+use crate::config::ScaleKind;
 use crate::corrupt::NoiseKey;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -250,7 +251,17 @@ impl Dataset {
     }
 
     /// Fails unless every value, after `scaler`, lies in [0, 1]: what cross-entropy needs.
+    /// Minmax-scaled data passes: the training rows lie in [0, 1] by construction, and later
+    /// data beyond their range is what minmax is expected to meet (cross-entropy clips its
+    /// target to [0, 1]). Raw or standardized values outside [0, 1] are a mistake.
     pub fn check_unit_interval(&self, scaler: &Scaler) -> Result<()> {
+        if scaler.kind == ScaleKind::Minmax {
+            return Ok(());
+        }
+        let scaled = match scaler.kind {
+            ScaleKind::Standardize => " (after --scale standardize)",
+            _ => "",
+        };
         let mut row = vec![0f32; self.cols];
         for r in 0..self.rows {
             self.gather_range(r, 1, scaler, &mut row);
@@ -259,7 +270,7 @@ impl Dataset {
                     &self.source,
                     format!("row {}, column {}", r + 1, c + 1),
                     format!(
-                        "value {} is outside [0, 1], which cross-entropy needs; \
+                        "value {}{scaled} is outside [0, 1], which cross-entropy needs; \
                          use --scale minmax or --loss squared-error",
                         row[c]
                     ),

@@ -83,6 +83,7 @@ const ROWS: u8 = 2;
 /// Cross-entropy from the logits for 8 elements: (weighted loss, value to store).
 #[inline(always)]
 fn cross_entropy_one<const OUT: u8>(a: f32, x: f32, w: f32, scale: f32) -> (f32, f32) {
+    let x = x.clamp(0.0, 1.0);
     let e = exp(-a.abs());
     let loss = a.max(0.0) - a * x + log1p_unit(e);
     let r = 1.0 / (1.0 + e);
@@ -228,6 +229,24 @@ mod tests {
         }
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert_eq!(log1p_unit(0.0), 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_clips_its_target_to_the_unit_interval() {
+        // Targets beyond [0, 1] (minmax-scaled data past the training range) count as 0 or 1,
+        // in the vectorised and the reference loops alike; 11 values: full lanes and a tail.
+        let spec = LossSpec { loss: Loss::CrossEntropy, decoder: Activation::Sigmoid, emphasis: None, grad_scale: 1.0, output: LossOutput::Grad };
+        let pre: Vec<f32> = (0..11).map(|i| i as f32 - 5.0).collect();
+        let c = vec![0.25f32; 11];
+        let beyond: Vec<f32> = (0..11).map(|i| if i % 2 == 0 { 1.5 + i as f32 } else { -0.5 * i as f32 }).collect();
+        let clipped: Vec<f32> = beyond.iter().map(|&x| if x > 1.0 { 1.0 } else { 0.0 }).collect();
+        for f in [loss_grad_row as fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, &LossSpec) -> f32, crate::kernels::loss_grad_row] {
+            let (mut a, mut b) = (pre.clone(), pre.clone());
+            let (la, lb) = (f(&mut a, &c, &beyond, None, &spec), f(&mut b, &c, &clipped, None, &spec));
+            assert_eq!(la, lb, "loss");
+            assert_eq!(a, b, "gradient");
+            assert!(la > 0.0 && la.is_finite());
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ extern "C" __global__ void loss_grad(float* __restrict__ pre, const float* __res
             if (j >= cols) break;
             float l, g;
             if (loss == 0) {
+                x[u] = fminf(fmaxf(x[u], 0.f), 1.f);  // as kernels::loss_grad_row
                 float e = expf(-fabsf(a[u]));
                 l = fmaxf(a[u], 0.f) - a[u] * x[u] + log1pf(e);
                 float s = a[u] >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
