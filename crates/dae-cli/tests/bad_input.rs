@@ -232,3 +232,27 @@ fn a_failed_command_keeps_the_previous_output() {
     assert_eq!(std::fs::read(&model).unwrap(), before);
     assert!(!s.files().iter().any(|f| f.ends_with(".tmp")), "{:?}", s.files());
 }
+
+#[test]
+fn device_and_precision_requests() {
+    let s = Scratch::new("device");
+    let p = s.write("d.csv", &unit_csv(6, 4));
+    let m = s.path("m");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", p.to_str().unwrap(), "-o", m.to_str().unwrap(), "--hidden", "2", "--epochs", "1"];
+        args.extend_from_slice(extra);
+        dae(args)
+    };
+    assert_fails(&train(&["--device", "gpu0"]), 2, &["--device", "'gpu0' is not a device", "cuda:N"]);
+    assert_fails(&train(&["--device", "cpu", "--precision", "tf32"]), 2, &["--precision", "tf32 is for GPU products"]);
+    assert_fails(&train(&["--precision", "bf16"]), 2, &["--precision", "bf16 is not implemented"]);
+    // A GPU asked for: used where one is usable, else the CPU, saying why (TF32: in fp32).
+    for (extra, fallback) in [(&["--device", "cuda"][..], "running on the CPU"), (&["--device", "gpu", "--precision", "tf32"][..], "running on the CPU in fp32")] {
+        let o = train(extra);
+        assert_ok(&o);
+        let err = stderr(&o);
+        if err.contains("no usable GPU") {
+            assert!(err.contains(fallback), "{extra:?}: {err}");
+        }
+    }
+}

@@ -30,9 +30,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if !a.run.quiet {
         eprintln!(
             "dae demo: a denoising autoencoder 784→500 (sigmoid, tied, cross-entropy, masking 0.3) \
-             on the {} Fashion-MNIST test images, {} epochs of SGD, {}",
+             on the {} Fashion-MNIST test images, {} of SGD, {}",
             ds.rows,
-            tc.epochs,
+            super::epochs(tc.epochs),
             cpu.describe()
         );
     }

@@ -154,7 +154,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if !a.run.quiet {
         let cfg = &network.config;
         eprintln!(
-            "fine-tuning {}-{} ({}, {}{}) from {} on {} rows with {} lr {}, {} epochs, batch {}, {}",
+            "fine-tuning {}-{} ({}, {}{}) from {} on {} rows with {} lr {}, {}, batch {}, {}",
             cfg.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
             cfg.task.outputs(),
             cfg.activation,
@@ -165,7 +165,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             train.split.rows.len(),
             opt.name(),
             tc.lr,
-            tc.epochs,
+            super::epochs(tc.epochs),
             tc.batch,
             crate::on_engine!(&engine, |be| be.describe())
         );
@@ -198,7 +198,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     saved.save(&a.output)?;
     if !a.run.quiet {
         let last = saved.history.last().expect("at least one epoch ran");
-        let mut line = format!("wrote {}: {} epochs, final train loss {:.4}", a.output.display(), saved.history.len(), last.train_loss);
+        let mut line = format!("wrote {}: {}, final train loss {:.4}", a.output.display(), super::epochs(saved.history.len()), last.train_loss);
         if let Some(acc) = last.val_accuracy {
             line += &format!(", val accuracy {:.2} %", 100.0 * acc);
         }

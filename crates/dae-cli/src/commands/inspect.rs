@@ -145,8 +145,8 @@ fn print_dae(ind: &str, cfg: &DaeConfig, params: usize) {
 
 fn print_train(ind: &str, t: &TrainConfig) {
     println!(
-        "{ind}training      {} epochs, batch {}, {} lr {}{}, seed {}{}",
-        t.epochs,
+        "{ind}training      {}, batch {}, {} lr {}{}, seed {}{}",
+        super::epochs(t.epochs),
         t.batch,
         t.optimizer.name(),
         t.lr,

@@ -47,25 +47,28 @@ impl Engine {
             "auto" | "cuda" | "gpu" => Some(0),
             d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Some(n),
-                _ => return Err(Error::usage("--device", format!("'{d}' is not a device: use auto, cpu, cuda or cuda:N"))),
+                _ => return Err(Error::usage("--device", format!("'{d}' is not a device: use auto, cpu, cuda (or gpu) or cuda:N"))),
             },
         };
+        // TF32 asked for with a GPU that is not usable: fp32 on the CPU, saying so.
+        let tf32 = dev.precision == dae::Precision::Tf32;
         let cpu = |why: Option<String>| -> Result<Engine> {
-            if dev.precision == dae::Precision::Tf32 {
+            if tf32 && ordinal.is_none() {
                 return Err(Error::usage("--precision", "tf32 is for GPU products; on the CPU use fp32"));
             }
             if dev.precision == dae::Precision::Bf16 {
                 return Err(Error::usage("--precision", "bf16 is not implemented yet (it needs the AVX-512 BF16 instructions, which this build does not use): use fp32"));
             }
             if let (Some(w), false) = (why, run.quiet) {
-                eprintln!("{w}; running on the CPU");
+                let fp32 = if tf32 { " in fp32 (tf32 is for GPU products)" } else { "" };
+                eprintln!("{w}; running on the CPU{fp32}");
             }
             Ok(Engine::Cpu(Cpu::new(run.threads)?))
         };
         let Some(n) = ordinal else { return cpu(None) };
         if let Some(why) = dae::backend::cuda::unavailable() {
-            let asked = device != "auto";
-            return cpu(asked.then(|| format!("--device {device}: no usable GPU ({why})")));
+            let say = device != "auto" || tf32;
+            return cpu(say.then(|| format!("--device {device}: no usable GPU ({why})")));
         }
         match dae::Cuda::new(n, dev.precision) {
             Ok(g) => {
@@ -96,6 +99,15 @@ impl Validation {
             (None, Some(rows)) => Some(Split { data: train_data, rows: rows.clone() }),
             (None, None) => None,
         }
+    }
+}
+
+/// "1 epoch", "N epochs".
+pub fn epochs(n: usize) -> String {
+    if n == 1 {
+        "1 epoch".into()
+    } else {
+        format!("{n} epochs")
     }
 }
 

@@ -115,7 +115,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         eprintln!(
-            "training {}→{} ({} encoder, {} decoder, {}, {}, noise {}) on {} rows of {} with {}, {} epochs, batch {}, {}",
+            "training {}→{} ({} encoder, {} decoder, {}, {}, noise {}) on {} rows of {} with {}, {}, batch {}, {}",
             config.inputs,
             config.hidden,
             config.encoder,
@@ -126,7 +126,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             train.rows.len(),
             a.data.display(),
             opt.name(),
-            tc.epochs,
+            super::epochs(tc.epochs),
             tc.batch,
             crate::on_engine!(&engine, |be| dae::Backend::describe(be)),
         );
@@ -155,9 +155,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if !a.run.quiet {
         let last = saved.history.last().expect("at least one epoch ran");
         let mut line = format!(
-            "wrote {}: {} epochs, final train loss {:.4}",
+            "wrote {}: {}, final train loss {:.4}",
             a.output.display(),
-            saved.history.len(),
+            super::epochs(saved.history.len()),
             last.train_loss
         );
         if let Some(v) = last.val_loss {
