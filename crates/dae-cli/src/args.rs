@@ -188,12 +188,12 @@ pub struct RunOpts {
 /// Where a command computes.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceOpts {
-    /// `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda` or `cuda:N`. Asked for a
-    /// GPU where none is usable, the command says why and runs on the CPU.
+    /// `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda` (or `gpu`) or `cuda:N`.
+    /// Asked for a GPU where none is usable, the command says why and runs on the CPU.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
-    /// Matrix products in `fp32` (the default), or `tf32` (GPU tensor cores). `bf16` is not
-    /// implemented yet.
+    /// Matrix products in `fp32` (the default), or `tf32` (GPU tensor cores; fp32 where the
+    /// command runs on the CPU because no GPU is usable). `bf16` is not implemented yet.
     #[arg(long, default_value = "fp32", value_name = "P")]
     pub precision: dae::Precision,
 }

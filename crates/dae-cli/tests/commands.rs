@@ -178,7 +178,7 @@ print(json.loads(meta["config"])["hidden"])
 fn demo_writes_model_and_pictures() {
     let s = Scratch::new("demo");
     let dir = s.path("out");
-    let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1", "-q"]);
+    let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1"]);
     assert_ok(&o);
     let text = stdout(&o);
     for f in ["model.safetensors", "filters.png", "reconstructions.png"] {
@@ -194,6 +194,12 @@ fn demo_writes_model_and_pictures() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["data"]["image_shape"], serde_json::json!([28, 28]));
     assert_eq!(v["data"]["rows"], 10000);
+    // -q: nothing but errors (the files are written all the same).
+    let quiet = s.path("quiet");
+    let o = dae(["demo", "-o", quiet.to_str().unwrap(), "--epochs", "1", "-q"]);
+    assert_ok(&o);
+    assert_eq!((stdout(&o), stderr(&o)), (String::new(), String::new()), "demo -q prints nothing");
+    assert!(quiet.join("report.html").exists());
 }
 
 #[test]

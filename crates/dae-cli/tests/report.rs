@@ -68,7 +68,7 @@ fn check_report(html: &str) -> (Vec<String>, usize) {
 fn demo_report_has_every_section_and_image() {
     let s = Scratch::new("report-demo");
     let dir = s.path("demo");
-    let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1", "-q"]);
+    let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1"]);
     assert_ok(&o);
     assert!(stdout(&o).contains("report.html"), "the demo prints the report's path");
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
