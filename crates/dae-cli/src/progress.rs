@@ -144,7 +144,8 @@ impl Observer for Progress {
                 "train_accuracy": r.train_accuracy,
                 "val_accuracy": r.val_accuracy,
                 "seconds": r.seconds,
-                "lr": r.lr,
+                // The f32's shortest decimal (0.05, not 0.05000000074505806 as f64 would print).
+                "lr": r.lr.to_string().parse::<f64>().unwrap_or(r.lr as f64),
             });
             if writeln!(log, "{line}").and_then(|_| log.flush()).is_err() {
                 eprintln!("warning: cannot write to {}; the JSON log stops here", path.display());

@@ -105,6 +105,8 @@ fn viz_commands_and_reports_for_every_model_kind() {
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["epoch"], 3);
     assert!(lines[0]["train_loss"].as_f64().unwrap() > 0.0 && lines[0]["val_loss"].as_f64().is_some());
+    // The rate as given (the default 0.1), not its f32 widened to f64 (0.10000000149011612).
+    assert!(std::fs::read_to_string(&log).unwrap().contains("\"lr\":0.1,"), "{}", std::fs::read_to_string(&log).unwrap());
     // --report wrote the report of the trained model.
     let (sections, _) = check_report(&std::fs::read_to_string(&rep).unwrap());
     assert!(sections.contains(&"errors".to_string()));
