@@ -109,7 +109,11 @@ def main():
         print(f"An elementwise kernel over {n}×{d} values (in-place add), one after another in a graph: "
               f"{gpu_us(lambda: x.add_(1.0)):.1f} µs each", flush=True)
     x = torch.zeros(20, d, device="cuda")
-    split, whole = launch_gap_us(lambda: x.add_(1.0))
+    try:
+        split, whole = launch_gap_us(lambda: x.add_(1.0))
+    except (AttributeError, RuntimeError) as e:  # torch.cuda._sleep is PyTorch's own, not public
+        print(f"(the launch boundary was not measured: {e})")
+        return
     print(f"8 such kernels (20×{d}) a graph: {split:.1f} µs a launch, launched 100 times in a row; "
           f"{whole:.1f} µs for the same 8 inside one graph of 800: a launch boundary costs the GPU "
           f"{split - whole:.1f} µs", flush=True)
