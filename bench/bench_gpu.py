@@ -6,9 +6,8 @@ cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole re
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
 with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0, "8 steps a graph" with
-DAE_CUDA_STEPS=8); PyTorch runs bench/peers/torch_dae.py
---device cuda. Also: the loss of a
-GPU epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
+DAE_CUDA_STEPS=8); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a GPU
+epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
 beside fp32's (its accuracy), and encoding all 70,000 images. With --baseline, another build of
 dae (scripts/gpu-check.sh prepare --baseline REV makes one) is timed beside this one on the
 training rows, alternating, and both are printed with the ratio.

@@ -218,6 +218,8 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
     let n_rows = rows.len();
     let batch = tc.batch.min(n_rows);
     let batches = n_rows.div_ceil(batch);
+    // Batches of `batch` rows (all but a shorter last one), run `group` at a time.
+    let full = n_rows / batch;
     let group = be.steps_per_launch().max(1);
     let mut order = rows.to_vec();
     // The device forgets the order when the loop ends, however it ends.
@@ -267,7 +269,6 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
             // Up to `group` consecutive full batches as one device step (the same operations in
             // the same order as one at a time; a GPU replays them as one graph). The last,
             // shorter batch goes alone.
-            let full = n_rows / batch;
             let g = if next < full { group.min(full - next) } else { 1 };
             let first = next;
             let bi = first + g - 1;

@@ -3,7 +3,8 @@
 //!
 //! A step's entries are recorded while the model's code runs ([`Queue::begin_step`] …
 //! [`Queue::end_step`]); the training loop may run several training steps as one such step
-//! ([`crate::backend::Backend::steps_per_launch`]), which then replay as one graph. Its shape (the kernels with their grids, and every cuBLAS product with
+//! ([`crate::backend::Backend::steps_per_launch`]), which then replay as one graph. Its shape
+//! (the kernels with their grids, and every cuBLAS product with
 //! all its arguments) is the graph's key: the first step of a shape is captured from the
 //! stream, and later steps of the same shape replay that graph after updating the arguments of
 //! the kernels whose arguments changed (the noise's row offset, Adam's step size, where the

@@ -47,7 +47,8 @@ extern "C" __global__ void bias_act(float* __restrict__ x, const float* __restri
                                     u32 cols) {
     u64 i = gid(), n = (u64)rows * cols;
     if (i >= n) return;
-    u32 j = n <= 0xffffffffull ? (u32)i % cols : (u32)(i % cols);  // as row_col
+    u32 r, j;
+    row_col(i, n, cols, r, j);
     x[i] = act_apply(act, x[i] + bias[j]);
 }
 
@@ -184,7 +185,7 @@ extern "C" __global__ void softmax_xent(float* z, const float* bias, const float
 
 // Column sums, out[j] = β·out[j] + α·Σ_r x[r, j] (β = 0: out is not read). A block of
 // 32 × L threads (L = blockDim.x / 32, a power of two up to 32: the backend picks it from the
-// rows, see col_sum_lanes) takes a stripe of 32 columns: L row lanes each sum every L-th row,
+// rows, see col_sum_block in mod.rs) takes a stripe of 32 columns: L row lanes each sum every L-th row,
 // in order, then the lanes are added in a fixed tree order, so the sum is the same on every
 // run. With `y` given, x is first replaced by act_grad(x, y) (each element once), and the sums
 // are of the new values. A lane reads COL_BATCH rows before it writes any, and out[j] is read
