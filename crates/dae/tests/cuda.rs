@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, host};
-use dae::backend::cuda::{compile_kernels, nvrtc_present, KERNEL_NAMES};
+use dae::backend::cuda::{compile_kernels, kernels_ptx, nvrtc_present, KERNEL_NAMES};
 use dae::augment::Augment;
 use dae::backend::{Backend, LossOutput, LossSpec, StepSpec, Trans};
 use dae::corrupt::NoiseKey;
@@ -30,6 +30,32 @@ fn cuda_kernels_compile_with_nvrtc() {
             assert!(text.contains(&format!(".entry {name}(")), "{arch}: kernel {name} missing from the PTX");
         }
     }
+}
+
+#[test]
+fn compiled_kernels_are_cached_on_disk() {
+    if !nvrtc_present() {
+        common::skip("compiled_kernels_are_cached_on_disk: skipping: libnvrtc not found");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dae-kernel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (first, cached) = kernels_ptx("compute_90", Some(&dir)).unwrap();
+    assert!(!cached, "an empty cache cannot hold the kernels");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one file per architecture: {files:?}");
+    let (second, cached) = kernels_ptx("compute_90", Some(&dir)).unwrap();
+    assert!(cached && second == first, "the second start must read what the first compiled");
+    // Another architecture is another file; no cache compiles every time.
+    assert!(!kernels_ptx("compute_80", Some(&dir)).unwrap().1);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    assert!(!kernels_ptx("compute_90", None).unwrap().1);
+    // A damaged file is compiled again and replaced.
+    std::fs::write(&files[0], &first[..first.len() / 2]).unwrap();
+    let (third, cached) = kernels_ptx("compute_90", Some(&dir)).unwrap();
+    assert!(!cached && third == first);
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), first);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {

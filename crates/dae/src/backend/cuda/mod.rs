@@ -17,11 +17,13 @@ use crate::error::{Error, Result};
 use crate::kernels::StepConsts;
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::nvrtc::Ptx;
 use graph::{Entry, Gemm, Queue, MAX_SLOTS};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
+mod ptx_cache;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -159,6 +161,9 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
 }
 
+/// Bytes of cuBLAS's workspace.
+const WORKSPACE: usize = 64 << 20;
+
 /// Why no GPU can be used here, or None when one can.
 pub fn unavailable() -> Option<String> {
     // SAFETY: these only try to open the libraries.
@@ -190,6 +195,28 @@ pub fn nvrtc_present() -> bool {
 /// Compiles [`KERNELS`] to PTX for `arch` ("compute_90"), or for NVRTC's default target.
 pub fn compile_kernels(arch: Option<&str>) -> Result<String> {
     compile(arch).map(|p| p.to_src())
+}
+
+/// NVRTC's version, as "13.0".
+fn nvrtc_version() -> Option<String> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: writes two ints.
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then(|| format!("{major}.{minor}"))
+}
+
+/// The file in `dir` that holds [`KERNELS`] compiled for `arch` by this NVRTC (None when its
+/// version is unknown).
+fn kernels_file(dir: &std::path::Path, arch: &str) -> Option<std::path::PathBuf> {
+    nvrtc_version().map(|v| ptx_cache::path(dir, KERNELS, arch, &v))
+}
+
+/// [`KERNELS`] as PTX for `arch`: read from the kernel cache in `cache_dir` when it holds
+/// them, else compiled by NVRTC and stored there (see [`ptx_cache`]). The flag says whether
+/// they came from the cache.
+pub fn kernels_ptx(arch: &str, cache_dir: Option<&std::path::Path>) -> Result<(String, bool)> {
+    let file = cache_dir.and_then(|d| kernels_file(d, arch));
+    ptx_cache::load_or_compile(file.as_deref(), &KERNEL_NAMES, || compile_kernels(Some(arch)))
 }
 
 fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
@@ -226,15 +253,27 @@ impl Cuda {
                 .map_err(|e| cuda_err("setting TF32", e))?;
         }
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
-        let ptx = compile(Some(&format!("compute_{major}{minor}")))?;
-        let module = ctx.load_module(ptx).map_err(|e| cuda_err("loading the kernels", e))?;
+        let arch = format!("compute_{major}{minor}");
+        let cache = ptx_cache::dir();
+        let (ptx, cached) = kernels_ptx(&arch, cache.as_deref())?;
+        let module = match ctx.load_module(Ptx::from_src(ptx)) {
+            Ok(m) => m,
+            // A cached file the driver refuses: compiled again, and the file replaced.
+            Err(_) if cached => {
+                let ptx = compile_kernels(Some(&arch))?;
+                if let Some(f) = cache.as_deref().and_then(|d| kernels_file(d, &arch)) {
+                    ptx_cache::store(&f, &ptx);
+                }
+                ctx.load_module(Ptx::from_src(ptx)).map_err(|e| cuda_err("loading the kernels", e))?
+            }
+            Err(e) => return Err(cuda_err("loading the kernels", e)),
+        };
         let f = KERNEL_NAMES
             .iter()
             .map(|n| module.load_function(n).map_err(|e| cuda_err(&format!("loading kernel {n}"), e)))
             .collect::<Result<Vec<_>>>()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let scalar = raw(&stream, 8)?;
-        const WORKSPACE: usize = 64 << 20;
         let workspace = raw(&stream, WORKSPACE)?;
         // SAFETY: the handle is live and the workspace outlives it (both are fields of the backend).
         unsafe { blas_sys::cublasSetWorkspace_v2(*blas.handle(), workspace.ptr as *mut std::ffi::c_void, WORKSPACE) }
