@@ -6,11 +6,12 @@ cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole re
 loss, gradients, update), the median over a run's epochs after the first, then the median over
 runs. dae runs as `dae train --device cuda` (steps replayed as CUDA graphs; "launches" is the same
 with DAE_CUDA_GRAPHS=0, "unfused" with DAE_CUDA_FUSE=0, "8 steps a graph" with
-DAE_CUDA_STEPS=8); PyTorch runs bench/peers/torch_dae.py --device cuda. Also: the loss of a GPU
-epoch beside the CPU engine's (same seed: the same noise and order), TF32's final training loss
-beside fp32's (its accuracy), and encoding all 70,000 images. With --baseline, another build of
-dae (scripts/gpu-check.sh prepare --baseline REV makes one) is timed beside this one on the
-training rows, alternating, and both are printed with the ratio.
+DAE_CUDA_STEPS=8, "tuned products" with DAE_CUDA_TUNE=1); PyTorch runs
+bench/peers/torch_dae.py --device cuda. Also: the loss of a GPU epoch beside the CPU engine's
+(same seed: the same noise and order), TF32's final training loss beside fp32's (its accuracy),
+and encoding all 70,000 images. With --baseline, another build of dae (scripts/gpu-check.sh
+prepare --baseline REV makes one) is timed beside this one on the training rows, alternating,
+and both are printed with the ratio.
 
 Run through scripts/gpu-check.sh.
 
@@ -78,6 +79,12 @@ def main():
         # Several training steps a graph launch (DAE_CUDA_STEPS; same results).
         for b in (20, 128):
             rows.append((f"train, batch {b}, fp32, 8 steps a graph", b, (), {"DAE_CUDA_STEPS": "8"}, None))
+        # Products tuned at start-up (DAE_CUDA_TUNE=1: cublasSgemm or cuBLASLt's fastest algorithm).
+        for b in a.batches.split(","):
+            rows.append((f"train, batch {b}, fp32, tuned products", int(b), (), {"DAE_CUDA_TUNE": "1"}, None))
+        rows.append(("train, batch 128, TF32 products, tuned", 128, ("--precision", "tf32"), {"DAE_CUDA_TUNE": "1"}, None))
+        for b in (20, 128):
+            rows.append((f"train, batch {b}, fp32, tuned, 8 steps a graph", b, (), {"DAE_CUDA_TUNE": "1", "DAE_CUDA_STEPS": "8"}, None))
         if a.torch_graphs:
             rows.append(("train, batch 128, fp32 (PyTorch CUDA graphs)", 128, (), None, "graphs"))
         eager, final_loss, failures = {}, {}, []

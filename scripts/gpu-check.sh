@@ -7,7 +7,7 @@
 #       builds `dae` as it was at commit REV (.gpu/dae-base), to be timed beside this build
 #   scripts/gpu-check.sh run [ARGS]
 #       there: the GPU tests, then bench/bench_gpu.py ARGS (with --baseline .gpu/dae-base when
-#       prepared), the GPU time of the step's products alone (bench/gemm_floor.py), and kernel
+#       prepared), what DAE_CUDA_TUNE chose for each product shape, the GPU time of the step's products alone (bench/gemm_floor.py), and kernel
 #       profiles from Nsight Systems and Nsight Compute, where installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
@@ -66,6 +66,9 @@ run)
     failed=0
     .gpu/bin/cuda --test-threads 1 2>&1 | tee /tmp/gpu-tests.log || failed=1
     .gpu/bin/golden --test-threads 1 2>&1 | tee -a /tmp/gpu-tests.log || failed=1
+    # The golden vectors again with tuned products (DAE_CUDA_TUNE=1: cuBLASLt's algorithms).
+    echo "golden vectors with DAE_CUDA_TUNE=1:"
+    DAE_CUDA_TUNE=1 .gpu/bin/golden --test-threads 1 2>&1 | tail -3 | tee -a /tmp/gpu-tests.log || failed=1
     if grep -q "skipping the GPU part" /tmp/gpu-tests.log; then
         echo "GPU tests skipped: no usable GPU" >&2
         exit 1
@@ -75,6 +78,15 @@ run)
     BASELINE=()
     [ ! -x .gpu/dae-base ] || BASELINE=(--baseline .gpu/dae-base)
     python3 bench/bench_gpu.py "${BASELINE[@]}" "${@:2}" || failed=1
+    echo
+    echo "## Tuned products (DAE_CUDA_TUNE=report): each product shape of one epoch, timed"
+    for args in "--batch 20" "--batch 128" "--batch 1024" "--batch 128 --precision tf32"; do
+        echo "### $args"
+        # shellcheck disable=SC2086
+        DAE_CUDA_TUNE=report target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
+            -o /tmp/dae-tune.safetensors --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd \
+            --lr 0.1 --device cuda --quiet --epochs 1 $args 2>&1 | grep -E '^(tuned|tuning) cuBLAS' || failed=1
+    done
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1

@@ -333,6 +333,46 @@ fn cuda_training_matches_the_cpu_and_repeats_exactly() {
 }
 
 #[test]
+fn cuda_tuned_products_agree_and_repeat() {
+    use dae::backend::cuda::Tuning;
+    let Some(gpu) = common::cuda("cuda_tuned_products_agree_and_repeat") else { return };
+    let ds = prototypes(1000, 120);
+    let scaler = Scaler::identity(ds.cols);
+    let cfg = DaeConfig::new(120, 64);
+    let tc = TrainConfig { epochs: 3, batch: 32, optimizer: Optimizer::sgd(), lr: 0.1, ..Default::default() };
+    let on_gpu = || train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
+    // Untuned whatever DAE_CUDA_TUNE says.
+    gpu.set_tuning(Tuning::Off).unwrap();
+    let plain = on_gpu();
+    gpu.set_tuning(Tuning::Report).unwrap();
+    let tuned = on_gpu();
+    let (shapes, on_lt) = gpu.tuned().expect("tuning is on");
+    eprintln!("tuned {shapes} product shapes, {on_lt} of them on a cuBLASLt algorithm");
+    // The step's products (encode, decode, the input-side gradient, the W gradient) and
+    // the short last batch's.
+    assert!(shapes >= 4, "only {shapes} product shapes were tuned");
+    // The plans stay: a second run, and one launching each operation, compute exactly the same.
+    assert!(on_gpu().model == tuned.model, "two tuned runs differ");
+    gpu.set_graphs(false);
+    let eager = on_gpu();
+    gpu.set_graphs(true);
+    assert!(eager.model == tuned.model, "graph replay changed the tuned weights");
+    // Another algorithm sums in another order: the same losses to rounding.
+    for (e, (t, p)) in tuned.history.iter().zip(&plain.history).enumerate() {
+        let rel = (t.train_loss - p.train_loss).abs() / p.train_loss;
+        assert!(rel < 1e-4, "epoch {}: tuned loss {} vs cublasSgemm's {}", e + 1, t.train_loss, p.train_loss);
+    }
+    let cpu = Cpu::new(Some(2)).unwrap();
+    let (codes_g, codes_c) = (encode_all(&gpu, &tuned.model, &ds, &scaler).unwrap(), encode_all(&cpu, &tuned.model, &ds, &scaler).unwrap());
+    assert_close("tuned codes", &codes_g, &codes_c, 1e-4, 1e-5);
+    // Off again: exactly the untuned run.
+    gpu.set_tuning(Tuning::Off).unwrap();
+    assert!(gpu.tuned().is_none());
+    assert!(on_gpu().model == plain.model, "turning tuning off did not restore cublasSgemm's results");
+    gpu.check().unwrap();
+}
+
+#[test]
 fn cuda_fine_tuning_matches_the_cpu() {
     use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
     let Some(gpu) = common::cuda("cuda_fine_tuning_matches_the_cpu") else { return };

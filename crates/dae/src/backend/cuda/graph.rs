@@ -14,6 +14,7 @@
 //! only how many launches the host makes.
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
+use super::tune::Tuner;
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
 
@@ -93,6 +94,8 @@ pub struct Queue {
     uncapturable: Vec<Vec<Shape>>,
     /// The first failure, for [`crate::backend::Backend::check`].
     pub error: Option<String>,
+    /// Tuned products (DAE_CUDA_TUNE), when asked for.
+    pub tuner: Option<Tuner>,
 }
 
 // SAFETY: the handles are used only under the backend's mutex, from one thread at a time.
@@ -104,7 +107,7 @@ fn fail(what: &str, code: impl std::fmt::Debug) -> String {
 
 impl Queue {
     pub fn new(stream: drv::CUstream, blas: blas_sys::cublasHandle_t, functions: Vec<drv::CUfunction>) -> Queue {
-        Queue { stream, blas, functions, graphs: true, recording: false, tape: Vec::new(), cache: Vec::new(), uncapturable: Vec::new(), error: None }
+        Queue { stream, blas, functions, graphs: true, recording: false, tape: Vec::new(), cache: Vec::new(), uncapturable: Vec::new(), error: None, tuner: None }
     }
 
     fn record_err(&mut self, e: Option<String>) {
@@ -118,8 +121,20 @@ impl Queue {
         if self.recording {
             self.tape.push(e);
         } else {
+            self.tune(std::slice::from_ref(&e));
             let r = self.run(&e);
             self.record_err(r.err());
+        }
+    }
+
+    /// Tunes the products among `entries` whose shapes are new (with DAE_CUDA_TUNE): before
+    /// they run, never while the stream is captured.
+    fn tune(&mut self, entries: &[Entry]) {
+        let Some(t) = self.tuner.as_mut() else { return };
+        for e in entries {
+            if let Entry::Gemm(g) = e {
+                t.tune(g, self.blas, self.stream);
+            }
         }
     }
 
@@ -128,7 +143,9 @@ impl Queue {
     pub fn flush(&mut self) {
         if self.recording {
             self.recording = false;
-            for e in std::mem::take(&mut self.tape) {
+            let tape = std::mem::take(&mut self.tape);
+            self.tune(&tape);
+            for e in tape {
                 let r = self.run(&e);
                 self.record_err(r.err());
             }
@@ -148,6 +165,9 @@ impl Queue {
                 .map_err(|c| fail("a kernel launch", c))
             }
             Entry::Gemm(g) => {
+                if let Some(r) = self.tuner.as_ref().and_then(|t| t.run(g, self.stream)) {
+                    return r;
+                }
                 let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
                 // SAFETY: the operands are live device buffers of the sizes the model gave.
                 unsafe {
@@ -184,6 +204,7 @@ impl Queue {
 
     /// Runs a recorded step: replays its graph, captures one, or runs it entry by entry.
     fn play(&mut self, tape: &[Entry]) {
+        self.tune(tape);
         let lead = tape.iter().take_while(|e| matches!(e, Entry::Htod { .. })).count();
         let (copies, body) = tape.split_at(lead);
         if body.is_empty() || body.iter().any(|e| matches!(e, Entry::Htod { .. })) {
@@ -345,11 +366,13 @@ impl Queue {
         Ok(Cached { shape, graph, exec, nodes })
     }
 
-    /// Drops every graph (before the buffers they use are freed).
+    /// Drops every graph (before the buffers they use are freed, or when products are to run
+    /// otherwise), and forgets which step shapes could not be captured.
     pub fn clear(&mut self) {
         for c in self.cache.drain(..) {
             destroy(&c);
         }
+        self.uncapturable.clear();
     }
 }
 

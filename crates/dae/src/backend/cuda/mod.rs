@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 mod graph;
 mod ptx_cache;
+mod tune;
+
+pub use tune::Tuning;
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -161,7 +164,7 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
 }
 
-/// Bytes of cuBLAS's workspace.
+/// Bytes of cuBLAS's workspace (cuBLASLt's too, when products are tuned).
 const WORKSPACE: usize = 64 << 20;
 
 /// Why no GPU can be used here, or None when one can.
@@ -285,6 +288,11 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
+        let tuning = Tuning::parse(std::env::var("DAE_CUDA_TUNE").ok().as_deref()).map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?;
+        if tuning != Tuning::Off {
+            let t = tune::Tuner::new(precision == Precision::Tf32, workspace.ptr, WORKSPACE, tuning == Tuning::Report);
+            queue.tuner = Some(t.map_err(|why| Error::Runtime(format!("DAE_CUDA_TUNE: {why}")))?);
+        }
         let steps = match std::env::var("DAE_CUDA_STEPS") {
             Err(_) => 1,
             Ok(v) => match v.trim().parse::<usize>() {
@@ -336,6 +344,30 @@ impl Cuda {
     /// results are the same for any number.
     pub fn set_steps_per_launch(&self, k: usize) {
         self.steps.store(k.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether products are tuned (DAE_CUDA_TUNE; see the `tune` module): each new product
+    /// shape is timed under cublasSgemm and cuBLASLt's algorithms once, and runs on the
+    /// fastest. Turning it off forgets what was tuned.
+    pub fn set_tuning(&self, t: Tuning) -> Result<()> {
+        let mut q = self.queue();
+        // Graphs hold the products as they were captured.
+        q.flush();
+        q.clear();
+        q.tuner = match t {
+            Tuning::Off => None,
+            _ => Some(
+                tune::Tuner::new(self.precision == Precision::Tf32, self._workspace.ptr, WORKSPACE, t == Tuning::Report)
+                    .map_err(|why| Error::Runtime(format!("DAE_CUDA_TUNE: {why}")))?,
+            ),
+        };
+        Ok(())
+    }
+
+    /// With tuning on: how many product shapes were tuned, and how many of them run on a
+    /// cuBLASLt algorithm rather than cublasSgemm.
+    pub fn tuned(&self) -> Option<(usize, usize)> {
+        self.queue().tuner.as_ref().map(|t| t.counts())
     }
 
     fn fused(&self) -> bool {
