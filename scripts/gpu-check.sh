@@ -7,8 +7,10 @@
 #       builds `dae` as it was at commit REV (.gpu/dae-base), to be timed beside this build
 #   scripts/gpu-check.sh run [ARGS]
 #       there: the GPU tests, then bench/bench_gpu.py ARGS (with --baseline .gpu/dae-base when
-#       prepared), what DAE_CUDA_TUNE chose for each product shape, the GPU time of the step's products alone (bench/gemm_floor.py), and kernel
-#       profiles from Nsight Systems and Nsight Compute, where installed
+#       prepared), what DAE_CUDA_TUNE chose for each product shape, the start-up time with
+#       the kernel cache off, empty and filled, the GPU time of the step's products alone
+#       (bench/gemm_floor.py), and kernel profiles from Nsight Systems and Nsight Compute,
+#       where installed
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -87,6 +89,19 @@ run)
             -o /tmp/dae-tune.safetensors --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd \
             --lr 0.1 --device cuda --quiet --epochs 1 $args 2>&1 | grep -E '^(tuned|tuning) cuBLAS' || failed=1
     done
+    echo
+    echo "## Start-up: a GPU encode of 10,000 rows, the kernels compiled or read from the cache"
+    rm -rf /tmp/dae-kcache
+    for run in off cold warm; do
+        dir=/tmp/dae-kcache
+        [ "$run" != off ] || dir=
+        t0=$(date +%s.%N)
+        DAE_CACHE_DIR=$dir target/release/dae encode /tmp/dae-tune.safetensors \
+            "$DAE_FASHION_MNIST/t10k-images-idx3-ubyte.gz" -o /tmp/dae-codes.npy --device cuda --quiet || failed=1
+        t1=$(date +%s.%N)
+        echo "cache $run: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
+    done
+    ls /tmp/dae-kcache || failed=1
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1

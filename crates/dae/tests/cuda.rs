@@ -58,6 +58,29 @@ fn compiled_kernels_are_cached_on_disk() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn cuda_kernels_load_from_the_cache() {
+    let Some(_gpu) = common::cuda("cuda_kernels_load_from_the_cache") else { return };
+    let dir = std::env::temp_dir().join(format!("dae-cuda-kernel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fresh = dae::Cuda::with_kernel_cache(0, dae::Precision::Fp32, Some(&dir)).unwrap();
+    assert!(!fresh.kernels_cached(), "an empty cache cannot hold the kernels");
+    drop(fresh);
+    let gpu = dae::Cuda::with_kernel_cache(0, dae::Precision::Fp32, Some(&dir)).unwrap();
+    assert!(gpu.kernels_cached(), "the second backend must load the kernels the first one kept");
+    // The kernels loaded from the file compute.
+    let cpu = Cpu::new(Some(1)).unwrap();
+    let (rows, cols) = (7, 33);
+    let (x, bias) = (random(rows * cols, 3), random(cols, 4));
+    let mut c_c = x.clone();
+    cpu.bias_act(&mut c_c, &bias, Activation::Sigmoid, rows, cols);
+    let mut c_g = buf(&gpu, &x);
+    gpu.bias_act(&mut c_g, &buf(&gpu, &bias), Activation::Sigmoid, rows, cols);
+    assert_close("bias_act from cached kernels", &host(&gpu, &c_g, rows * cols), &c_c, 1e-5, 1e-6);
+    gpu.check().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed, 9);
     (0..n).map(|_| rng.next_f32()).collect()

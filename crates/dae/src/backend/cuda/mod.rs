@@ -162,6 +162,8 @@ pub struct Cuda {
     _module: Arc<CudaModule>,
     _blas: CudaBlas,
     stream: Arc<CudaStream>,
+    /// Whether the kernels came from the kernel cache (not from NVRTC).
+    kernels_cached: bool,
 }
 
 /// Bytes of cuBLAS's workspace (cuBLASLt's too, when products are tuned).
@@ -235,8 +237,14 @@ fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
 }
 
 impl Cuda {
-    /// The backend on GPU `ordinal`.
+    /// The backend on GPU `ordinal`, its kernels kept in the kernel cache (see
+    /// [`ptx_cache`]'s folder).
     pub fn new(ordinal: usize, precision: Precision) -> Result<Cuda> {
+        Cuda::with_kernel_cache(ordinal, precision, ptx_cache::dir().as_deref())
+    }
+
+    /// [`Cuda::new`] with the kernel cache in `cache` (None: compiled afresh, not kept).
+    pub fn with_kernel_cache(ordinal: usize, precision: Precision, cache: Option<&std::path::Path>) -> Result<Cuda> {
         if let Some(why) = unavailable() {
             return Err(Error::Runtime(format!("no usable GPU: {why}")));
         }
@@ -257,14 +265,14 @@ impl Cuda {
         }
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
         let arch = format!("compute_{major}{minor}");
-        let cache = ptx_cache::dir();
-        let (ptx, cached) = kernels_ptx(&arch, cache.as_deref())?;
+        let (ptx, mut cached) = kernels_ptx(&arch, cache)?;
         let module = match ctx.load_module(Ptx::from_src(ptx)) {
             Ok(m) => m,
             // A cached file the driver refuses: compiled again, and the file replaced.
             Err(_) if cached => {
+                cached = false;
                 let ptx = compile_kernels(Some(&arch))?;
-                if let Some(f) = cache.as_deref().and_then(|d| kernels_file(d, &arch)) {
+                if let Some(f) = cache.and_then(|d| kernels_file(d, &arch)) {
                     ptx_cache::store(&f, &ptx);
                 }
                 ctx.load_module(Ptx::from_src(ptx)).map_err(|e| cuda_err("loading the kernels", e))?
@@ -313,8 +321,14 @@ impl Cuda {
             _functions: f,
             _module: module,
             _blas: blas,
+            kernels_cached: cached,
             stream,
         })
+    }
+
+    /// Whether this backend's kernels were read from the kernel cache rather than compiled.
+    pub fn kernels_cached(&self) -> bool {
+        self.kernels_cached
     }
 
     /// The GPU's name, as "cuda:0 (NVIDIA H200)".
