@@ -13,8 +13,8 @@
 //! after its first kernel simply runs as it is recorded: a graph never changes the results,
 //! only how many launches the host makes.
 
-use cudarc::cublas::{result as blas, sys as blas_sys};
 use super::tune::Tuner;
+use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
 
