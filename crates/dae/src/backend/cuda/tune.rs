@@ -504,8 +504,8 @@ fn record(stream: drv::CUstream, f: &mut dyn FnMut() -> Result<(), String>) -> R
 
 /// Microseconds per call of each trial (None where it is None or failed). Every trial is
 /// launched [`WARM`] times first (the GPU's clocks rise, caches fill); then [`ROUNDS`] rounds
-/// launch each trial once, in turn, between events, so that no candidate is favoured by its
-/// place in the order; a trial's best round counts.
+/// launch each trial once, in turn, between events, each round starting at another trial, so
+/// that no candidate is favoured by its place in the order; a trial's best round counts.
 fn measure(stream: drv::CUstream, trials: &[Option<Trial>]) -> Vec<Option<f32>> {
     let n = trials.len();
     let mut best = vec![f32::INFINITY; n];
@@ -531,14 +531,21 @@ fn measure(stream: drv::CUstream, trials: &[Option<Trial>]) -> Vec<Option<f32>> 
                     }
                 }
             }
-            for _ in 0..ROUNDS {
+            for r in 0..ROUNDS {
+                // Each round starts at another trial, behind an untimed launch that keeps the
+                // GPU busy while the host queues the timed ones (the first would otherwise
+                // also time the GPU waiting for its launch).
+                let order: Vec<usize> = (0..n).map(|j| (j + r) % n).collect();
+                if let Some(t) = order.iter().rev().find_map(|&i| trials[i].as_ref().filter(|_| ok[i])) {
+                    let _ = drv::cuGraphLaunch(t.0, stream);
+                }
                 let mut round = drv_ok("recording an event", drv::cuEventRecord(events[0], stream));
-                for (i, t) in trials.iter().enumerate() {
-                    if let Some(t) = t.as_ref().filter(|_| ok[i]) {
+                for (j, &i) in order.iter().enumerate() {
+                    if let Some(t) = trials[i].as_ref().filter(|_| ok[i]) {
                         ok[i] = drv::cuGraphLaunch(t.0, stream).result().is_ok();
                     }
                     if round.is_ok() {
-                        round = drv_ok("recording an event", drv::cuEventRecord(events[i + 1], stream));
+                        round = drv_ok("recording an event", drv::cuEventRecord(events[j + 1], stream));
                     }
                 }
                 if round.is_ok() {
@@ -548,9 +555,9 @@ fn measure(stream: drv::CUstream, trials: &[Option<Trial>]) -> Vec<Option<f32>> 
                     ok.iter_mut().for_each(|o| *o = false);
                     break;
                 }
-                for i in 0..n {
+                for (j, &i) in order.iter().enumerate() {
                     let mut ms = 0f32;
-                    if drv::cuEventElapsedTime_v2(&mut ms, events[i], events[i + 1]).result().is_ok() {
+                    if drv::cuEventElapsedTime_v2(&mut ms, events[j], events[j + 1]).result().is_ok() {
                         best[i] = best[i].min(ms);
                     } else {
                         ok[i] = false;
