@@ -66,11 +66,11 @@ run)
     # The tests skip their GPU parts when no GPU is usable: here one must be. A failing test
     # does not stop the benchmark (device time is scarce); the script fails at the end.
     failed=0
-    .gpu/bin/cuda --test-threads 1 2>&1 | tee /tmp/gpu-tests.log || failed=1
+    DAE_REQUIRE_TUNING=1 .gpu/bin/cuda --test-threads 1 2>&1 | tee /tmp/gpu-tests.log || failed=1
     .gpu/bin/golden --test-threads 1 2>&1 | tee -a /tmp/gpu-tests.log || failed=1
     # The golden vectors again with tuned products (DAE_CUDA_TUNE=1: cuBLASLt's algorithms).
     echo "golden vectors with DAE_CUDA_TUNE=1:"
-    DAE_CUDA_TUNE=1 .gpu/bin/golden --test-threads 1 2>&1 | tail -3 | tee -a /tmp/gpu-tests.log || failed=1
+    DAE_CUDA_TUNE=1 .gpu/bin/golden --test-threads 1 2>&1 | tee -a /tmp/gpu-tests.log | tail -3 || failed=1
     if grep -q "skipping the GPU part" /tmp/gpu-tests.log; then
         echo "GPU tests skipped: no usable GPU" >&2
         exit 1
@@ -82,17 +82,23 @@ run)
     python3 bench/bench_gpu.py "${BASELINE[@]}" "${@:2}" || failed=1
     echo
     echo "## Tuned products (DAE_CUDA_TUNE=report): each product shape of one epoch, timed"
+    rm -f /tmp/dae-tune.safetensors
     for args in "--batch 20" "--batch 128" "--batch 1024" "--batch 128 --precision tf32"; do
         echo "### $args"
         # shellcheck disable=SC2086
-        DAE_CUDA_TUNE=report target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
+        if DAE_CUDA_TUNE=report target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
             -o /tmp/dae-tune.safetensors --hidden 500 --noise masking:0.3 --loss cross-entropy --optimizer sgd \
-            --lr 0.1 --device cuda --quiet --epochs 1 $args 2>&1 | grep -E '^(tuned|tuning) cuBLAS' || failed=1
+            --lr 0.1 --device cuda --quiet --epochs 1 $args >/tmp/dae-tune.log 2>&1; then
+            grep -E '^(tuned|tuning) cuBLAS' /tmp/dae-tune.log || { echo "(no tuning lines)"; failed=1; }
+        else
+            echo "failed:"; tail -5 /tmp/dae-tune.log; failed=1
+        fi
     done
     echo
     echo "## Start-up: a GPU encode of 10,000 rows, the kernels compiled or read from the cache"
     rm -rf /tmp/dae-kcache
-    for run in off cold warm; do
+    [ -f /tmp/dae-tune.safetensors ] || { echo "(no model: every tuning run failed)"; failed=1; }
+    [ ! -f /tmp/dae-tune.safetensors ] || for run in off cold warm; do
         dir=/tmp/dae-kcache
         [ "$run" != off ] || dir=
         t0=$(date +%s.%N)

@@ -367,7 +367,13 @@ fn cuda_tuned_products_agree_and_repeat() {
     // Untuned whatever DAE_CUDA_TUNE says.
     gpu.set_tuning(Tuning::Off).unwrap();
     let plain = on_gpu();
-    gpu.set_tuning(Tuning::Report).unwrap();
+    if let Err(e) = gpu.set_tuning(Tuning::Report) {
+        common::skip(&format!("cuda_tuned_products_agree_and_repeat: skipping: {e}"));
+        if std::env::var_os("DAE_REQUIRE_TUNING").is_some() {
+            panic!("DAE_REQUIRE_TUNING is set but tuning cannot run: {e}");
+        }
+        return;
+    }
     let tuned = on_gpu();
     let (shapes, on_lt) = gpu.tuned().expect("tuning is on");
     eprintln!("tuned {shapes} product shapes, {on_lt} of them on a cuBLASLt algorithm");

@@ -296,10 +296,14 @@ impl Cuda {
         // SAFETY: writes one int.
         let new_enough = unsafe { drv_sys::cuDriverGetVersion(&mut version) }.result().is_ok() && version >= 12030;
         queue.graphs = new_enough && std::env::var_os("DAE_CUDA_GRAPHS").is_none_or(|v| v != "0");
-        let tuning = Tuning::parse(std::env::var("DAE_CUDA_TUNE").ok().as_deref()).map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?;
+        let tuning = match std::env::var_os("DAE_CUDA_TUNE") {
+            None => Tuning::Off,
+            Some(v) => Tuning::parse(Some(v.to_str().unwrap_or("(not UTF-8)"))).map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?,
+        };
         if tuning != Tuning::Off {
+            // Asked for and impossible here: said, not silently dropped (nor a move to the CPU).
             let t = tune::Tuner::new(precision == Precision::Tf32, workspace.ptr, WORKSPACE, tuning == Tuning::Report);
-            queue.tuner = Some(t.map_err(|why| Error::Runtime(format!("DAE_CUDA_TUNE: {why}")))?);
+            queue.tuner = Some(t.map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?);
         }
         let steps = match std::env::var("DAE_CUDA_STEPS") {
             Err(_) => 1,
@@ -372,7 +376,7 @@ impl Cuda {
             Tuning::Off => None,
             _ => Some(
                 tune::Tuner::new(self.precision == Precision::Tf32, self._workspace.ptr, WORKSPACE, t == Tuning::Report)
-                    .map_err(|why| Error::Runtime(format!("DAE_CUDA_TUNE: {why}")))?,
+                    .map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?,
             ),
         };
         Ok(())

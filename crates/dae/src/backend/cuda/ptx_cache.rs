@@ -3,10 +3,11 @@
 //!
 //! The PTX for one architecture lies in `kernels-ARCH-KEY.ptx` in the cache folder, where KEY
 //! hashes the kernels' source, the architecture, NVRTC's version and dae's version: any change
-//! to one of them names another file. The folder is `DAE_CACHE_DIR`, else
-//! `$XDG_CACHE_HOME/dae`, else `$HOME/.cache/dae`; `DAE_CACHE_DIR=` (empty) turns the cache
-//! off. Files are written atomically; a file that is unreadable or lacks a kernel is compiled
-//! again and replaced, and a cache that cannot be written is simply not used.
+//! to one of them names another file (old files are not removed). The folder is
+//! `DAE_CACHE_DIR`, else `$XDG_CACHE_HOME/dae` (when that is an absolute path), else
+//! `$HOME/.cache/dae`; `DAE_CACHE_DIR=` (empty) turns the cache off. Files are written
+//! atomically; a file that is unreadable or lacks a kernel is compiled again and replaced, and
+//! a cache that cannot be written is simply not used.
 
 use crate::atomic::{write_atomic, write_err};
 use crate::error::Result;
@@ -21,8 +22,9 @@ fn dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf>
     if let Some(d) = var("DAE_CACHE_DIR") {
         return (!d.is_empty()).then(|| PathBuf::from(d));
     }
-    if let Some(x) = var("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("dae"));
+    // A relative XDG_CACHE_HOME is to be ignored (the XDG base directory specification).
+    if let Some(x) = var("XDG_CACHE_HOME").map(PathBuf::from).filter(|x| x.is_absolute()) {
+        return Some(x.join("dae"));
     }
     var("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("dae"))
 }
@@ -92,6 +94,7 @@ mod tests {
         assert_eq!(dir_from(env(&[("DAE_CACHE_DIR", ""), ("HOME", "/h")])), None);
         assert_eq!(dir_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), Some(PathBuf::from("/x/dae")));
         assert_eq!(dir_from(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])), Some(PathBuf::from("/h/.cache/dae")));
+        assert_eq!(dir_from(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/h")])), Some(PathBuf::from("/h/.cache/dae")));
         assert_eq!(dir_from(env(&[])), None);
     }
 
