@@ -133,13 +133,13 @@ run)
     fi
     # Each kernel's own GPU time, from Nsight Compute when it is installed (the H200 machine has
     # it): the kernels of some training steps well past the first (graphs captured by then),
-    # each graph node profiled on its own, L2 left warm and clocks as they run. At most 75 s
+    # each graph node profiled on its own, L2 left warm and clocks as they run. At most 60 s
     # each, so that the whole script stays within 6 minutes.
     if [ -n "$NCU" ]; then
         for b in 20 128; do
             echo
             echo "## GPU time of each kernel of training steps at batch $b (ncu)"
-            timeout 75 "$NCU" --graph-profiling node --launch-skip 400 --launch-count 64 --cache-control none \
+            timeout 60 "$NCU" --graph-profiling node --launch-skip 400 --launch-count 64 --cache-control none \
                 --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel "${TRAIN[@]}" \
                 --batch "$b" --epochs 1 >/tmp/ncu.log 2>&1 || echo "(ncu ended with status $?)"
             grep -v '^==PROF==' /tmp/ncu.log | tail -80 || true
