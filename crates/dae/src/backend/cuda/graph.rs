@@ -121,8 +121,15 @@ impl Queue {
         if self.recording {
             self.tape.push(e);
         } else {
-            self.tune(std::slice::from_ref(&e));
-            let r = self.run(&e);
+            self.run_all(std::slice::from_ref(&e));
+        }
+    }
+
+    /// Runs `entries` one by one, now (tuning new product shapes first, with DAE_CUDA_TUNE).
+    fn run_all(&mut self, entries: &[Entry]) {
+        self.tune(entries);
+        for e in entries {
+            let r = self.run(e);
             self.record_err(r.err());
         }
     }
@@ -144,11 +151,7 @@ impl Queue {
         if self.recording {
             self.recording = false;
             let tape = std::mem::take(&mut self.tape);
-            self.tune(&tape);
-            for e in tape {
-                let r = self.run(&e);
-                self.record_err(r.err());
-            }
+            self.run_all(&tape);
         }
     }
 
@@ -164,17 +167,10 @@ impl Queue {
                 .result()
                 .map_err(|c| fail("a kernel launch", c))
             }
-            Entry::Gemm(g) => {
-                if let Some(r) = self.tuner.as_ref().and_then(|t| t.run(g, self.stream)) {
-                    return r;
-                }
-                let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
-                // SAFETY: the operands are live device buffers of the sizes the model gave.
-                unsafe {
-                    blas::sgemm(self.blas, op(g.ta), op(g.tb), g.m, g.n, g.k, &g.alpha, g.a as *const f32, g.lda, g.b as *const f32, g.ldb, &g.beta, g.c as *mut f32, g.ldc)
-                }
-                .map_err(|c| fail("a cuBLAS product", c))
-            }
+            Entry::Gemm(g) => match self.tuner.as_ref().and_then(|t| t.run(g, self.stream)) {
+                Some(r) => r,
+                None => sgemm(self.blas, g),
+            },
             Entry::Htod { dst, data } => {
                 // SAFETY: the destination holds at least `data.len()` bytes; from pageable memory
                 // the copy has read `data` before it returns.
@@ -204,29 +200,17 @@ impl Queue {
 
     /// Runs a recorded step: replays its graph, captures one, or runs it entry by entry.
     fn play(&mut self, tape: &[Entry]) {
-        self.tune(tape);
         let lead = tape.iter().take_while(|e| matches!(e, Entry::Htod { .. })).count();
         let (copies, body) = tape.split_at(lead);
         if body.is_empty() || body.iter().any(|e| matches!(e, Entry::Htod { .. })) {
-            for e in tape {
-                let r = self.run(e);
-                self.record_err(r.err());
-            }
-            return;
+            return self.run_all(tape);
         }
-        for e in copies {
-            let r = self.run(e);
-            self.record_err(r.err());
-        }
+        self.run_all(copies);
         if self.uncapturable.len() > 64 {
             self.uncapturable.clear();
         }
         if self.uncapturable.iter().any(|s| same_shape(s, body)) {
-            for e in body {
-                let r = self.run(e);
-                self.record_err(r.err());
-            }
-            return;
+            return self.run_all(body);
         }
         let hit = self.cache.iter().position(|c| same_shape(&c.shape, body));
         let idx = match hit {
@@ -244,11 +228,7 @@ impl Queue {
                     // Not capturable (the error is kept only if running it fails too).
                     let _ = why;
                     self.uncapturable.push(body.iter().filter_map(Entry::shape).collect());
-                    for e in body {
-                        let r = self.run(e);
-                        self.record_err(r.err());
-                    }
-                    return;
+                    return self.run_all(body);
                 }
             },
         };
@@ -294,27 +274,9 @@ impl Queue {
 
     /// Captures `body` from the stream into a graph and finds the node of each of its kernels.
     fn capture(&mut self, body: &[Entry], shape: Vec<Shape>) -> Result<Cached, String> {
-        // SAFETY: capture on this backend's own stream, ended below on every path.
-        unsafe { drv::cuStreamBeginCapture_v2(self.stream, drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
-            .result()
-            .map_err(|e| fail("beginning a capture", e))?;
-        let mut first_err = None;
-        for e in body {
-            if let Err(err) = self.run(e) {
-                first_err.get_or_insert(err);
-            }
-        }
-        let mut graph: drv::CUgraph = std::ptr::null_mut();
-        // SAFETY: the capture begun above.
-        let ended = unsafe { drv::cuStreamEndCapture(self.stream, &mut graph) }.result();
-        if let Some(err) = first_err {
-            if !graph.is_null() {
-                // SAFETY: the graph was made by the capture.
-                unsafe { drv::cuGraphDestroy(graph) };
-            }
-            return Err(err);
-        }
-        ended.map_err(|e| fail("ending a capture", e))?;
+        // Tuning times its products on the stream: before the capture, not inside it.
+        self.tune(body);
+        let graph = capture(self.stream, &mut || body.iter().try_for_each(|e| self.run(e)))?;
         let chain = match chain(graph) {
             Ok(c) => c,
             Err(e) => {
@@ -374,6 +336,37 @@ impl Queue {
         }
         self.uncapturable.clear();
     }
+}
+
+/// The graph of what `f` queues on `stream`. `f` runs to its end (the capture is always ended);
+/// its first error, or the capture's, is the result, and then no graph is left.
+pub fn capture(stream: drv::CUstream, f: &mut dyn FnMut() -> Result<(), String>) -> Result<drv::CUgraph, String> {
+    // SAFETY: capture on the caller's own stream, ended below on every path.
+    unsafe { drv::cuStreamBeginCapture_v2(stream, drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
+        .result()
+        .map_err(|e| fail("beginning a capture", e))?;
+    let queued = f();
+    let mut graph: drv::CUgraph = std::ptr::null_mut();
+    // SAFETY: the capture begun above.
+    let ended = unsafe { drv::cuStreamEndCapture(stream, &mut graph) }.result().map_err(|e| fail("ending a capture", e));
+    match queued.and(ended) {
+        Ok(()) => Ok(graph),
+        Err(e) => {
+            if !graph.is_null() {
+                // SAFETY: the graph was made by the capture and is not used.
+                unsafe { drv::cuGraphDestroy(graph) };
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `g` by cublasSgemm.
+pub fn sgemm(handle: blas_sys::cublasHandle_t, g: &Gemm) -> Result<(), String> {
+    let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
+    // SAFETY: the operands are live device buffers of the product's sizes.
+    unsafe { blas::sgemm(handle, op(g.ta), op(g.tb), g.m, g.n, g.k, &g.alpha, g.a as *const f32, g.lda, g.b as *const f32, g.ldb, &g.beta, g.c as *mut f32, g.ldc) }
+        .map_err(|c| fail("a cuBLAS product", c))
 }
 
 /// Whether `body` has the shape `shape` (without building the body's shape).

@@ -156,8 +156,9 @@ pub struct Cuda {
     /// Training steps a graph (see [`Backend::steps_per_launch`]): 1 unless DAE_CUDA_STEPS
     /// says otherwise.
     steps: AtomicUsize,
-    /// cuBLAS's workspace, set once so that its products can be captured in graphs.
-    _workspace: Raw,
+    /// cuBLAS's workspace (cuBLASLt's too, when tuning), set once so that its products can be
+    /// captured in graphs.
+    workspace: Raw,
     _functions: Vec<CudaFunction>,
     _module: Arc<CudaModule>,
     _blas: CudaBlas,
@@ -232,6 +233,18 @@ fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
     cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Runtime(format!("compiling the CUDA kernels failed: {e:?}")))
 }
 
+/// The tuner for `tuning` (None when off) with the workspace at `workspace`. Asked for where
+/// it cannot run, it is a usage error naming DAE_CUDA_TUNE: not dropped silently, and not a
+/// reason to leave the GPU.
+fn tuner(tuning: Tuning, precision: Precision, workspace: u64) -> Result<Option<tune::Tuner>> {
+    if tuning == Tuning::Off {
+        return Ok(None);
+    }
+    tune::Tuner::new(precision == Precision::Tf32, workspace, WORKSPACE, tuning == Tuning::Report)
+        .map(Some)
+        .map_err(|why| Error::usage("DAE_CUDA_TUNE", why))
+}
+
 fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Runtime(format!("CUDA: {what} failed: {e:?}"))
 }
@@ -265,15 +278,16 @@ impl Cuda {
         }
         let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
         let arch = format!("compute_{major}{minor}");
-        let (ptx, mut cached) = kernels_ptx(&arch, cache)?;
+        let file = cache.and_then(|d| kernels_file(d, &arch));
+        let (ptx, mut cached) = ptx_cache::load_or_compile(file.as_deref(), &KERNEL_NAMES, || compile_kernels(Some(&arch)))?;
         let module = match ctx.load_module(Ptx::from_src(ptx)) {
             Ok(m) => m,
             // A cached file the driver refuses: compiled again, and the file replaced.
             Err(_) if cached => {
                 cached = false;
                 let ptx = compile_kernels(Some(&arch))?;
-                if let Some(f) = cache.and_then(|d| kernels_file(d, &arch)) {
-                    ptx_cache::store(&f, &ptx);
+                if let Some(f) = &file {
+                    ptx_cache::store(f, &ptx);
                 }
                 ctx.load_module(Ptx::from_src(ptx)).map_err(|e| cuda_err("loading the kernels", e))?
             }
@@ -300,11 +314,7 @@ impl Cuda {
             None => Tuning::Off,
             Some(v) => Tuning::parse(Some(v.to_str().unwrap_or("(not UTF-8)"))).map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?,
         };
-        if tuning != Tuning::Off {
-            // Asked for and impossible here: said, not silently dropped (nor a move to the CPU).
-            let t = tune::Tuner::new(precision == Precision::Tf32, workspace.ptr, WORKSPACE, tuning == Tuning::Report);
-            queue.tuner = Some(t.map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?);
-        }
+        queue.tuner = tuner(tuning, precision, workspace.ptr)?;
         let steps = match std::env::var("DAE_CUDA_STEPS") {
             Err(_) => 1,
             Ok(v) => match v.trim().parse::<usize>() {
@@ -321,7 +331,7 @@ impl Cuda {
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
             steps: AtomicUsize::new(steps),
-            _workspace: workspace,
+            workspace,
             _functions: f,
             _module: module,
             _blas: blas,
@@ -372,13 +382,7 @@ impl Cuda {
         // Graphs hold the products as they were captured.
         q.flush();
         q.clear();
-        q.tuner = match t {
-            Tuning::Off => None,
-            _ => Some(
-                tune::Tuner::new(self.precision == Precision::Tf32, self._workspace.ptr, WORKSPACE, t == Tuning::Report)
-                    .map_err(|why| Error::usage("DAE_CUDA_TUNE", why))?,
-            ),
-        };
+        q.tuner = tuner(t, self.precision, self.workspace.ptr)?;
         Ok(())
     }
 

@@ -13,8 +13,8 @@
 //! on `cublasSgemm`; a tuned product that fails later is an error of the run, as any failed
 //! product is. Tuning needs libcublasLt and a CUDA 12.8 driver or later.
 
-use super::graph::Gemm;
-use cudarc::cublas::{result as blas, sys as blas_sys};
+use super::graph::{capture, sgemm, Gemm};
+use cudarc::cublas::sys as blas_sys;
 use cudarc::cublaslt::sys as lt;
 use cudarc::driver::sys as drv;
 use std::ffi::c_void;
@@ -453,13 +453,6 @@ fn describe_algo(algo: &lt::cublasLtMatmulAlgo_t) -> String {
     )
 }
 
-fn sgemm(handle: blas_sys::cublasHandle_t, g: &Gemm) -> Result<(), String> {
-    let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
-    // SAFETY: the operands are live device buffers of the product's sizes.
-    unsafe { blas::sgemm(handle, op(g.ta), op(g.tb), g.m, g.n, g.k, &g.alpha, g.a as *const f32, g.lda, g.b as *const f32, g.ldb, &g.beta, g.c as *mut f32, g.ldc) }
-        .map_err(|e| format!("cuBLAS: a product failed: {e:?}"))
-}
-
 /// One candidate's [`REPS`] calls as an executable graph.
 struct Trial(drv::CUgraphExec);
 
@@ -475,30 +468,15 @@ impl Drop for Trial {
 /// that it works (and loads what it needs) outside the capture.
 fn record(stream: drv::CUstream, f: &mut dyn FnMut() -> Result<(), String>) -> Result<Trial, String> {
     f()?;
-    // SAFETY: capture on the backend's own stream, ended on every path; the graph is
-    // destroyed once instantiated (or not).
+    // SAFETY: waits on the backend's stream; instantiates the captured graph, then destroys
+    // it (the executable stands alone).
     unsafe {
         drv_ok("running a trial", drv::cuStreamSynchronize(stream))?;
-        drv_ok("beginning a capture", drv::cuStreamBeginCapture_v2(stream, drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED))?;
-        let mut first_err = None;
-        for _ in 0..REPS {
-            if let Err(e) = f() {
-                first_err.get_or_insert(e);
-            }
-        }
-        let mut graph: drv::CUgraph = std::ptr::null_mut();
-        let ended = drv_ok("ending a capture", drv::cuStreamEndCapture(stream, &mut graph));
-        let result = match (first_err, ended) {
-            (Some(e), _) | (None, Err(e)) => Err(e),
-            (None, Ok(())) => {
-                let mut exec: drv::CUgraphExec = std::ptr::null_mut();
-                drv_ok("instantiating a graph", drv::cuGraphInstantiateWithFlags(&mut exec, graph, 0)).map(|()| Trial(exec))
-            }
-        };
-        if !graph.is_null() {
-            drv::cuGraphDestroy(graph);
-        }
-        result
+        let graph = capture(stream, &mut || (0..REPS).try_for_each(|_| f()))?;
+        let mut exec: drv::CUgraphExec = std::ptr::null_mut();
+        let made = drv_ok("instantiating a graph", drv::cuGraphInstantiateWithFlags(&mut exec, graph, 0));
+        drv::cuGraphDestroy(graph);
+        made.map(|()| Trial(exec))
     }
 }
 
