@@ -48,6 +48,26 @@ pub enum Command {
     Report(ReportArgs),
 }
 
+impl Command {
+    /// The options of a command that computes.
+    pub fn run_opts(&self) -> Option<&RunOpts> {
+        match self {
+            Command::Train(a) => Some(&a.run),
+            Command::Encode(a) => Some(&a.run),
+            Command::Reconstruct(a) => Some(&a.run),
+            Command::Score(a) => Some(&a.run),
+            Command::Demo(a) => Some(&a.run),
+            Command::Pretrain(a) => Some(&a.run),
+            Command::Finetune(a) => Some(&a.run),
+            Command::Predict(a) => Some(&a.run),
+            Command::Evaluate(a) => Some(&a.run),
+            Command::Viz(VizArgs { what: VizCommand::Reconstructions(a) }) => Some(&a.run),
+            Command::Report(a) => Some(&a.run),
+            Command::Inspect(_) | Command::Viz(_) => None,
+        }
+    }
+}
+
 /// Checkpoints of a training command.
 #[derive(Args, Debug, Clone)]
 pub struct CheckpointOpts {
@@ -176,8 +196,8 @@ pub struct ReportArgs {
 /// Options of every command that computes.
 #[derive(Args, Debug, Clone)]
 pub struct RunOpts {
-    /// Worker threads (default: every core). The same seed and thread count give bit-identical
-    /// results.
+    /// Worker threads (default: every core), for the computation and for reading and writing
+    /// CSV. The same seed and thread count give bit-identical results.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Print nothing but errors.

@@ -13,6 +13,9 @@ use clap::Parser;
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(run) = cli.command.run_opts() {
+        dae::data::set_io_threads(run.threads);
+    }
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),
         Command::Encode(a) => commands::apply::encode(a),

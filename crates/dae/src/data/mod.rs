@@ -16,7 +16,7 @@ pub use idx::{read_idx, read_idx_bytes};
 pub use labels::{class_dataset, column_index, read_targets, take_column, Targets};
 pub use npy::{read_npy, read_npy_bytes};
 pub use scale::Scaler;
-pub use write::{write_classes, write_matrix, write_vector, OutputFormat};
+pub use write::{write_classes, write_matrix, write_vector, MatrixWriter, OutputFormat};
 
 use crate::augment::Augment;
 use crate::config::ScaleKind;
@@ -58,6 +58,22 @@ pub struct ReadOptions {
     /// CSV only: `Some(true)` treats the first line as a header, `Some(false)` as data, `None`
     /// decides from its content (a header has a field that is not a number).
     pub header: Option<bool>,
+}
+
+/// Threads that parse and format CSV text; 0 for every core.
+static IO_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the threads that read and write CSV text (`None`: every core, the default).
+pub fn set_io_threads(threads: Option<usize>) {
+    IO_THREADS.store(threads.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The threads that read and write CSV text.
+pub fn io_threads() -> usize {
+    match IO_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// The file formats this crate reads.
