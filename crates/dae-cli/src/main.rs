@@ -1,6 +1,8 @@
 //! `dae`: the command-line tool. Parses the command line and dispatches to one module per
 //! command; all the work is done by the `dae` library.
 
+#[macro_use]
+mod stdout;
 mod args;
 mod checkpoint;
 mod commands;
@@ -30,11 +32,16 @@ fn main() {
         Command::Viz(a) => commands::viz::run(a),
         Command::Report(a) => commands::viz::report(a),
     };
+    let unwritten = stdout::finish();
     if let Err(e) = result {
         match e {
             dae::Error::Interrupted(_) => eprintln!("{e}"),
             _ => eprintln!("error: {e}"),
         }
         std::process::exit(e.exit_code());
+    }
+    if let Some(e) = unwritten {
+        eprintln!("error: writing to standard output failed: {e}");
+        std::process::exit(1);
     }
 }

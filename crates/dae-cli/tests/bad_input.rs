@@ -256,3 +256,31 @@ fn device_and_precision_requests() {
         }
     }
 }
+
+/// Standard output that cannot be written (a full disk, a closed pipe) is no panic: a full disk
+/// is an error (exit code 1) once the command is done; a reader that closed the pipe had what it
+/// wanted (exit code 0).
+#[test]
+fn unwritable_standard_output() {
+    let s = Scratch::new("stdout");
+    let model = small_model(&s, 4);
+    let bin = env!("CARGO_BIN_EXE_dae");
+    if std::path::Path::new("/dev/full").exists() {
+        let o = std::process::Command::new(bin)
+            .args(["inspect", model.to_str().unwrap()])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_fails(&o, 1, &["writing to standard output failed"]);
+    }
+    // A pipe whose reader is gone before anything is written.
+    let mut child = std::process::Command::new(bin)
+        .args(["inspect", model.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success() && !stderr(&o).contains("panicked"), "exit {:?}: {}", o.status.code(), stderr(&o));
+}

@@ -76,12 +76,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 best_epoch: m.best_epoch, history: &m.history,
             }),
         };
-        println!("{}", text.expect("model metadata serialises to JSON"));
+        outln!("{}", text.expect("model metadata serialises to JSON"));
         return Ok(());
     }
     match &model {
         AnyModel::Autoencoder(m) => {
-            println!("{file}: denoising autoencoder");
+            outln!("{file}: denoising autoencoder");
             print_dae("  ", &m.model.config, m.model.num_params());
             print_train("  ", &m.train);
             print_common(&m.scaler, &m.data);
@@ -89,10 +89,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
         }
         AnyModel::Stack(m) => {
             let sizes: Vec<String> = m.stack.sizes().iter().map(|s| s.to_string()).collect();
-            println!("{file}: stack of {} denoising autoencoders, {}", m.stack.layers.len(), sizes.join("-"));
+            outln!("{file}: stack of {} denoising autoencoders, {}", m.stack.layers.len(), sizes.join("-"));
             print_common(&m.scaler, &m.data);
             for (i, l) in m.stack.layers.iter().enumerate() {
-                println!("  layer {}", i + 1);
+                outln!("  layer {}", i + 1);
                 print_dae("    ", &l.config, l.num_params());
                 print_train("    ", &m.train[i]);
                 print_history("    ", &m.histories[i], m.best_epochs[i]);
@@ -105,8 +105,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 Task::Classification { classes } => format!("classifier, {classes} classes"),
                 Task::Regression { outputs } => format!("regressor, {outputs} outputs"),
             };
-            println!("{file}: {task}");
-            println!(
+            outln!("{file}: {task}");
+            outln!(
                 "  network       {}-{} ({} hidden units, {} parameters), from {}",
                 sizes.join("-"),
                 cfg.task.outputs(),
@@ -114,9 +114,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 m.network.num_params(),
                 m.init
             );
-            println!("  dropout       {} on hidden layers, {} on inputs", cfg.dropout, cfg.input_dropout);
+            outln!("  dropout       {} on hidden layers, {} on inputs", cfg.dropout, cfg.input_dropout);
             if let Some(c) = &m.label_column {
-                println!("  labels        column '{c}' of the data");
+                outln!("  labels        column '{c}' of the data");
             }
             print_train("  ", &m.train);
             print_common(&m.scaler, &m.data);
@@ -127,7 +127,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
 }
 
 fn print_dae(ind: &str, cfg: &DaeConfig, params: usize) {
-    println!(
+    outln!(
         "{ind}architecture  {} → {} → {}  ({} encoder, {} decoder, {} weights, {params} parameters)",
         cfg.inputs,
         cfg.hidden,
@@ -140,11 +140,11 @@ fn print_dae(ind: &str, cfg: &DaeConfig, params: usize) {
         .emphasis
         .map(|e| format!(", emphasis {} on corrupted / {} on clean inputs", e.corrupted, e.clean))
         .unwrap_or_default();
-    println!("{ind}objective     {} under noise {}{emphasis}", cfg.loss, cfg.noise);
+    outln!("{ind}objective     {} under noise {}{emphasis}", cfg.loss, cfg.noise);
 }
 
 fn print_train(ind: &str, t: &TrainConfig) {
-    println!(
+    outln!(
         "{ind}training      {}, batch {}, {} lr {}{}, seed {}{}",
         super::epochs(t.epochs),
         t.batch,
@@ -157,18 +157,18 @@ fn print_train(ind: &str, t: &TrainConfig) {
 }
 
 fn print_common(scaler: &Scaler, data: &DataInfo) {
-    println!("  scaling       {}", scaler.kind);
+    outln!("  scaling       {}", scaler.kind);
     let shape = data.image_shape.map(|(h, w)| format!(", images {h}×{w}")).unwrap_or_default();
-    println!("  data          {} ({} rows × {} columns{shape})", data.source, data.rows, data.cols);
+    outln!("  data          {} ({} rows × {} columns{shape})", data.source, data.rows, data.cols);
 }
 
 fn print_history(ind: &str, history: &[EpochRecord], best: Option<usize>) {
     let acc = history.iter().any(|r| r.val_accuracy.is_some() || r.train_accuracy.is_some());
-    println!("{ind}history");
+    outln!("{ind}history");
     if acc {
-        println!("{ind}  epoch  train loss   train acc    val loss     val acc   seconds");
+        outln!("{ind}  epoch  train loss   train acc    val loss     val acc   seconds");
     } else {
-        println!("{ind}  epoch  train loss    val loss   seconds");
+        outln!("{ind}  epoch  train loss    val loss   seconds");
     }
     let opt = |v: Option<f64>, pct: bool| match v {
         Some(v) if pct => format!("{:>9.2} %", 100.0 * v),
@@ -178,7 +178,7 @@ fn print_history(ind: &str, history: &[EpochRecord], best: Option<usize>) {
     for r in history {
         let kept = if best == Some(r.epoch) { "  (kept)" } else { "" };
         if acc {
-            println!(
+            outln!(
                 "{ind}  {:>5}  {:>10.4}  {}  {}  {}  {:>8.2}{kept}",
                 r.epoch,
                 r.train_loss,
@@ -188,7 +188,7 @@ fn print_history(ind: &str, history: &[EpochRecord], best: Option<usize>) {
                 r.seconds
             );
         } else {
-            println!("{ind}  {:>5}  {:>10.4}  {}  {:>8.2}{kept}", r.epoch, r.train_loss, opt(r.val_loss, false), r.seconds);
+            outln!("{ind}  {:>5}  {:>10.4}  {}  {:>8.2}{kept}", r.epoch, r.train_loss, opt(r.val_loss, false), r.seconds);
         }
     }
 }

@@ -56,30 +56,30 @@ pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let probs = crate::on_engine!(&engine, |be| predict_all(be, &saved.network, &ds, &saved.scaler))?;
     let e = evaluate(&argmax_rows(&probs, classes), &truth, classes);
     if a.json {
-        println!("{}", json!(e));
+        outln!("{}", json!(e));
         return Ok(());
     }
-    println!("accuracy {:.2} % ({} of {} rows)", 100.0 * e.accuracy, (e.accuracy * e.rows as f64).round(), e.rows);
-    println!();
-    println!("class  precision    recall   support");
+    outln!("accuracy {:.2} % ({} of {} rows)", 100.0 * e.accuracy, (e.accuracy * e.rows as f64).round(), e.rows);
+    outln!();
+    outln!("class  precision    recall   support");
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2} %", 100.0 * v));
     for c in 0..classes {
-        println!("{c:>5}  {:>9}  {:>8}  {:>8}", pct(e.precision[c]), pct(e.recall[c]), e.support[c]);
+        outln!("{c:>5}  {:>9}  {:>8}  {:>8}", pct(e.precision[c]), pct(e.recall[c]), e.support[c]);
     }
-    println!();
-    println!("confusion matrix (rows: true class, columns: predicted)");
+    outln!();
+    outln!("confusion matrix (rows: true class, columns: predicted)");
     let width = e.confusion.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(3);
-    print!("{:>5} ", "");
+    out!("{:>5} ", "");
     for c in 0..classes {
-        print!(" {c:>width$}");
+        out!(" {c:>width$}");
     }
-    println!();
+    outln!();
     for (t, row) in e.confusion.iter().enumerate() {
-        print!("{t:>5} ");
+        out!("{t:>5} ");
         for v in row {
-            print!(" {v:>width$}");
+            out!(" {v:>width$}");
         }
-        println!();
+        outln!();
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let units = a.units.min(first_layer(&model).2);
             write_file(&a.output, &filters_png(&model, shape, units))?;
-            println!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
+            outln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
         }
         VizCommand::Reconstructions(a) => {
             check_output(&a.output, "--output")?;
@@ -41,7 +41,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             let cpu = Cpu::new(a.run.threads)?;
             let png = reconstructions_png(&cpu, dae, &ds, model.scaler(), &rows, EvalNoise { noise, seed: a.seed }, shape)?;
             write_file(&a.output, &png)?;
-            println!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
+            outln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
         }
         VizCommand::Curves(a) => {
             check_output(&a.output, "--output")?;
@@ -51,7 +51,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let model = AnyModel::load(&a.model)?;
             write_file(&a.output, &curves(&model, Format::from_name(&name))?)?;
-            println!("wrote {}", a.output.display());
+            outln!("wrote {}", a.output.display());
         }
     }
     Ok(())
@@ -94,7 +94,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let html = render(&cpu, &ReportInput { model_path: &a.model, model: &model, data: data.as_ref(), labels: labels.as_deref(), shape: a.shape, anomalies: a.anomalies })?;
     write_file(&a.output, html.as_bytes())?;
     if !a.run.quiet {
-        println!("wrote {}", a.output.display());
+        outln!("wrote {}", a.output.display());
     }
     Ok(())
 }
