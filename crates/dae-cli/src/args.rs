@@ -500,9 +500,9 @@ pub struct FinetuneArgs {
     /// With --from-scratch: hidden units of each layer.
     #[arg(long, value_name = "K1,K2,…")]
     pub layers: Option<String>,
-    /// With --from-scratch: the hidden units' activation.
-    #[arg(long, default_value = "sigmoid")]
-    pub activation: Activation,
+    /// With --from-scratch: the hidden units' activation [default: sigmoid].
+    #[arg(long)]
+    pub activation: Option<Activation>,
     /// Real-valued targets: a linear output with squared error instead of a softmax.
     #[arg(long)]
     pub regression: bool,
@@ -550,9 +550,9 @@ pub struct FinetuneArgs {
     /// Stop after N epochs without a better validation loss, keeping the best weights.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
-    /// With --from-scratch: input scaling (a stack brings its own).
-    #[arg(long, default_value = "none", value_name = "none|minmax|standardize")]
-    pub scale: ScaleKind,
+    /// With --from-scratch: input scaling (a stack brings its own) [default: none].
+    #[arg(long, value_name = "none|minmax|standardize")]
+    pub scale: Option<ScaleKind>,
     #[command(flatten)]
     pub data_opts: DataOpts,
     #[command(flatten)]

@@ -284,3 +284,46 @@ fn unwritable_standard_output() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success() && !stderr(&o).contains("panicked"), "exit {:?}: {}", o.status.code(), stderr(&o));
 }
+
+/// Sizes no machine holds are refused before anything is allocated (exit code 2, naming the
+/// option), and a huge --epochs (stopped early by --patience) allocates nothing up front.
+#[test]
+fn absurd_model_sizes_are_refused_up_front() {
+    let s = Scratch::new("absurd");
+    let data = s.write("d.csv", unit_csv(40, 6));
+    let labels = s.write("l.csv", (0..40).map(|i| format!("{}\n", i % 3)).collect::<String>());
+    let (d, l) = (data.to_str().unwrap(), labels.to_str().unwrap());
+    let m = s.path("m.safetensors");
+    let m = m.to_str().unwrap();
+    let o = dae(["train", d, "-o", m, "--hidden", "4000000000", "--epochs", "1"]);
+    assert_fails(&o, 2, &["--hidden", "memory"]);
+    let o = dae(["pretrain", d, "-o", m, "--layers", "5,100000000000", "--epochs", "1"]);
+    assert_fails(&o, 2, &["--layers", "memory"]);
+    let o = dae(["finetune", "--from-scratch", d, "--labels", l, "-o", m, "--layers", "100000000000", "--epochs", "1"]);
+    assert_fails(&o, 2, &["--layers", "memory"]);
+    let o = dae(["finetune", "--from-scratch", d, "--labels", l, "-o", m, "--layers", "4", "--classes", "100000000000", "--per-class", "5"]);
+    assert_fails(&o, 2, &["--classes", "memory"]);
+    let o = dae(["finetune", "--from-scratch", d, "--labels", l, "-o", m, "--layers", "4", "--classes", "0"]);
+    assert_fails(&o, 2, &["--classes", "at least 2"]);
+    assert!(!s.path("m.safetensors").exists());
+    let o = dae(["train", d, "-o", m, "--hidden", "3", "--epochs", "1000000000", "--val-fraction", "0.2", "--patience", "1", "--lr", "1e-30", "-q"]);
+    assert_ok(&o);
+}
+
+/// A stack brings its own layers, activation and scaling: fine-tuning one refuses those options
+/// instead of ignoring them.
+#[test]
+fn finetuning_a_stack_refuses_the_from_scratch_options() {
+    let s = Scratch::new("stackopts");
+    let data = s.write("d.csv", unit_csv(40, 6));
+    let labels = s.write("l.csv", (0..40).map(|i| format!("{}\n", i % 3)).collect::<String>());
+    let (d, l) = (data.to_str().unwrap(), labels.to_str().unwrap());
+    let stack = s.path("s.safetensors");
+    assert_ok(&dae(["pretrain", d, "-o", stack.to_str().unwrap(), "--layers", "4", "--epochs", "1", "-q"]));
+    let out = s.path("f.safetensors");
+    for (opt, value) in [("--activation", "tanh"), ("--scale", "minmax"), ("--layers", "3")] {
+        let o = dae(["finetune", stack.to_str().unwrap(), d, "--labels", l, "-o", out.to_str().unwrap(), "--epochs", "1", opt, value]);
+        assert_fails(&o, 2, &[opt, "a stack brings its own"]);
+    }
+    assert!(!out.exists());
+}

@@ -232,7 +232,8 @@ pub(crate) fn run<B: Backend, M: Trainable<B>>(
     let _forget = Forget(be);
     let mut row_loss = vec![0f32; n_rows];
     let mut row_hit = vec![0f32; n_rows];
-    let mut history = Vec::with_capacity(tc.epochs);
+    // Not with_capacity(epochs): a run may be told a huge number of epochs and stop early.
+    let mut history = Vec::new();
     let mut pos = Position::default();
     let mut best: Option<Vec<Vec<f32>>> = None;
     if let Some(c) = resume {

@@ -10,7 +10,7 @@ use dae::network::{finetune, LabeledSplit, Network, NetworkConfig, Task};
 use crate::checkpoint::{data_identity, train_identity, value};
 use dae::train::holdout;
 use serde_json::json;
-use dae::{read_data, Backend, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, Scaler, Split};
+use dae::{read_data, Activation, Backend, DataInfo, Dataset, Error, ReadOptions, Result, SavedNetwork, SavedStack, ScaleKind, Scaler, Split};
 use std::path::{Path, PathBuf};
 
 /// Features and targets: labels from `labels` (column `column` of a CSV), or, without
@@ -51,8 +51,17 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (true, _) => return Err(Error::usage("--from-scratch", "takes DATA alone: drop the STACK")),
         (false, _) => return Err(Error::usage("arguments", "give STACK DATA, or DATA with --from-scratch --layers …")),
     };
-    if a.layers.is_some() && !a.from_scratch {
-        return Err(Error::usage("--layers", "sets the layers of --from-scratch; a stack brings its own"));
+    if !a.from_scratch {
+        // A stack brings these: refuse them rather than ignore them.
+        for (given, option, what) in [
+            (a.layers.is_some(), "--layers", "the layers"),
+            (a.activation.is_some(), "--activation", "the activation"),
+            (a.scale.is_some(), "--scale", "the input scaling"),
+        ] {
+            if given {
+                return Err(Error::usage(option, format!("sets {what} of --from-scratch; a stack brings its own")));
+            }
+        }
     }
     if a.from_scratch && a.layers.is_none() {
         return Err(Error::usage("--layers", "--from-scratch needs the hidden sizes, as in --layers 1000,1000,1000"));
@@ -68,6 +77,12 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let (ds, targets) = features_and_targets(raw, a.labels.as_deref(), a.label_column.as_deref(), &opts)?;
     let label_column = if a.labels.is_none() { a.label_column.clone() } else { None };
 
+    if a.regression && a.classes.is_some() {
+        return Err(Error::usage("--classes", "is for a classifier, not --regression"));
+    }
+    if a.classes.is_some_and(|c| c < 2) {
+        return Err(Error::usage("--classes", "must be at least 2"));
+    }
     let task = if a.regression {
         Task::Regression { outputs: targets.cols }
     } else {
@@ -85,12 +100,13 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (Some(0), _) => return Err(Error::usage("--per-class", "must be at least 1")),
         (Some(n), Task::Classification { classes }) => {
             let labels = targets.classes(Some(*classes), "the classifier")?;
-            let mut taken = vec![0usize; *classes];
+            // Counted per label seen: --classes may be large.
+            let mut taken = std::collections::HashMap::<u32, usize>::new();
             (0..ds.rows as u32)
                 .filter(|&r| {
-                    let c = labels[r as usize] as usize;
-                    taken[c] += 1;
-                    taken[c] <= n
+                    let t = taken.entry(labels[r as usize]).or_default();
+                    *t += 1;
+                    *t <= n
                 })
                 .collect()
         }
@@ -115,6 +131,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             if s.stack.layers.iter().any(|l| l.config.encoder != activation) {
                 return Err(Error::input(stack_path.unwrap(), "the stack's layers use different activations; fine-tuning needs one"));
             }
+            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch)?;
             let cfg = NetworkConfig { sizes, activation, task, dropout: a.dropout, input_dropout: a.input_dropout };
             let net = Network::from_encoders(cfg, s.stack.encoders())?;
             (net, s.scaler.clone(), format!("pretrained: {}", stack_path.unwrap().display()))
@@ -122,8 +139,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         None => {
             let mut sizes = vec![ds.cols];
             sizes.extend(layer_sizes(a.layers.as_deref().unwrap_or_default(), "--layers")?);
-            let cfg = NetworkConfig { sizes, activation: a.activation, task, dropout: a.dropout, input_dropout: a.input_dropout };
-            let scaler = Scaler::fit(a.scale, &ds, Some(&train_rows));
+            super::check_network_memory("--layers", &sizes, tc.batch)?;
+            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch)?;
+            let cfg = NetworkConfig { sizes, activation: a.activation.unwrap_or(Activation::Sigmoid), task, dropout: a.dropout, input_dropout: a.input_dropout };
+            let scaler = Scaler::fit(a.scale.unwrap_or(ScaleKind::None), &ds, Some(&train_rows));
             (Network::init(cfg, a.seed)?, scaler, "random".to_string())
         }
     };
@@ -212,4 +231,13 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Task::Regression { .. } => None,
     };
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), classes.as_deref(), a.run.quiet)
+}
+
+/// `sizes` (inputs and hidden layers) with the task's outputs after them.
+fn with_outputs(sizes: &[usize], task: &Task) -> Vec<usize> {
+    let outputs = match task {
+        Task::Classification { classes } => *classes,
+        Task::Regression { outputs } => *outputs,
+    };
+    sizes.iter().copied().chain([outputs]).collect()
 }

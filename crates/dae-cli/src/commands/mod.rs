@@ -140,6 +140,22 @@ pub fn read_options(o: &DataOpts) -> ReadOptions {
     }
 }
 
+/// Refuses, naming `option`, an autoencoder that training could not hold in memory (batches of
+/// `batch` rows; `kept` values held besides, such as the codes a stack keeps for its next layer).
+pub fn check_dae_memory(option: &str, config: &dae::DaeConfig, batch: usize, kept: u128) -> Result<()> {
+    let (d, k) = (config.inputs as u128, config.hidden as u128);
+    let weights = if config.tied { d * k } else { 2 * d * k };
+    dae::memory::check_model(option, weights + d + k, batch as u128 * (2 * d + k), kept)
+}
+
+/// Refuses, naming `option`, a network of these layer widths (inputs first, outputs last) that
+/// training could not hold in memory, at batches of `batch` rows.
+pub fn check_network_memory(option: &str, widths: &[usize], batch: usize) -> Result<()> {
+    let w: Vec<u128> = widths.iter().map(|&x| x as u128).collect();
+    let params = w.windows(2).map(|p| p[0].saturating_mul(p[1]).saturating_add(p[1])).fold(0u128, u128::saturating_add);
+    dae::memory::check_model(option, params, (batch as u128).saturating_mul(w.iter().sum()), 0)
+}
+
 /// Fails early, before any long computation, when `path` cannot be written to: its folder is
 /// missing or it names a folder.
 pub fn check_output(path: &Path, option: &str) -> Result<()> {

@@ -96,6 +96,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let opts = read_options(&a.data_opts);
     let ds = read_data(&a.data, &opts)?;
     plans[0].config.inputs = ds.cols;
+    for p in &plans {
+        // Each layer's codes of every row are kept for the next.
+        super::check_dae_memory("--layers", &p.config, p.train.batch, ds.rows as u128 * p.config.hidden as u128)?;
+    }
     let (train_rows, val) = validation_split(&ds, a.val.as_deref(), a.val_fraction, a.seed, &opts)?;
     let scaler = Scaler::fit(a.scale, &ds, Some(&train_rows));
     if a.loss == Loss::CrossEntropy {

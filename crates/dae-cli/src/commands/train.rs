@@ -82,6 +82,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         emphasis: a.emphasis,
     };
     config.validate()?;
+    super::check_dae_memory("--hidden", &config, tc.batch, 0)?;
 
     let val_ds = match &a.val {
         Some(p) => {
