@@ -40,7 +40,12 @@ impl Progress {
     /// Also writes one JSON object per epoch to `path` (created or truncated now).
     pub fn with_log(mut self, path: Option<&std::path::Path>) -> dae::Result<Progress> {
         if let Some(path) = path {
-            let f = std::fs::File::create(path).map_err(|e| dae::Error::io(path, "writing", e))?;
+            // Appended to: a resumed run carries on the log of the run it resumes.
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| dae::Error::io(path, "writing", e))?;
             self.log = Some((path.to_path_buf(), std::io::BufWriter::new(f)));
         }
         Ok(self)

@@ -106,6 +106,13 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     again.extend(["--resume", ck.to_str().unwrap()]);
     assert_ok(&dae(&again));
     assert_eq!(tensors(&straight), tensors(&resumed));
+    // The resumed run appended to the log: every epoch once, in order.
+    let epochs: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=8).collect::<Vec<u64>>());
 }
 
 #[test]

@@ -188,6 +188,9 @@ pub fn progress(
     if let Some(p) = &extra.report {
         check_output(p, "--report")?;
     }
+    if let Some(p) = &extra.log_json {
+        check_output(p, "--log-json")?;
+    }
     if ck.checkpoint_every == 0 {
         return Err(Error::usage("--checkpoint-every", "must be at least 1 epoch"));
     }
