@@ -182,6 +182,28 @@ fn a_checkpoint_of_other_settings_or_data_is_refused() {
     assert_ok(&dae(&more));
     let f = ModelFile::read(&m).unwrap();
     assert_eq!(f.meta::<Vec<serde_json::Value>>("history").unwrap().len(), 4);
+    // Fewer epochs than the checkpoint has done are refused (the model would claim 2 epochs
+    // beside a history of 4).
+    let ck4 = s.path("m4.ckpt");
+    let mut four = more.clone();
+    let at = four.iter().position(|a| *a == ck.to_str().unwrap()).unwrap();
+    four[at] = ck4.to_str().unwrap();
+    four.truncate(four.len() - 2);
+    assert_ok(&dae(&four));
+    let mut fewer = base.to_vec();
+    fewer.extend(["--resume", ck4.to_str().unwrap()]);
+    assert_fails(&dae(&fewer), 2, &["--epochs", "has done 4 epochs"]);
+    // A stack's finished layer cannot train further; its last layer can.
+    let stack = s.path("s.safetensors");
+    let sck = s.path("s.ckpt");
+    let pre = |epochs: &'static str, extra: &[&str]| {
+        let mut a = vec!["pretrain", d.to_str().unwrap(), "-o", stack.to_str().unwrap(), "--layers", "4,3", "--epochs", epochs, "-q"];
+        a.extend_from_slice(extra);
+        dae(a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
+    assert_ok(&pre("1", &["--checkpoint", sck.to_str().unwrap()]));
+    assert_fails(&pre("3", &["--resume", sck.to_str().unwrap()]), 2, &["--epochs", "layer 1 finished after 1 epoch"]);
+    assert_ok(&pre("1,3", &["--resume", sck.to_str().unwrap()]));
 }
 
 #[test]

@@ -201,6 +201,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         "val": val_data.as_ref().map(|(v, t)| json!([data_identity(v), data_identity(t)])),
     });
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "finetune", identity)?;
+    super::check_resume_epochs(resume.as_ref(), &[tc.epochs], &[tc.patience])?;
     let current = resume.and_then(|r| r.current);
     let trained = crate::on_engine!(&engine, |be| finetune(be, network, &scaler, &train, val.as_ref(), &tc, &mut progress, current.as_ref()))?;
     drop(progress);

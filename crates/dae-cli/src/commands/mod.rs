@@ -221,6 +221,33 @@ pub fn progress(
     Ok((p, resume))
 }
 
+/// Refuses a resume that `--epochs` contradicts: a checkpoint's stage cannot be given fewer
+/// epochs than it has done, and a finished layer of a stack cannot train further (only layers
+/// after it can). `epochs` and `patience` are per stage (one for train and finetune).
+pub fn check_resume_epochs(resume: Option<&checkpoint::Loaded>, asked: &[usize], patience: &[Option<usize>]) -> Result<()> {
+    let Some(r) = resume else { return Ok(()) };
+    let layer = |i: usize| if asked.len() > 1 { format!("layer {}", i + 1) } else { "the run".to_string() };
+    for (i, d) in r.done.iter().enumerate() {
+        let h = d.history.len();
+        if asked[i] < h || (asked[i] > h && patience[i].is_none()) {
+            return Err(Error::usage(
+                "--epochs",
+                format!("{} finished after {} in the checkpoint and cannot train further or be undone: give it {h} (later layers may change)", layer(i), epochs(h)),
+            ));
+        }
+    }
+    if let Some(c) = &r.current {
+        let i = r.done.len();
+        if asked[i] < c.position.epochs_done {
+            return Err(Error::usage(
+                "--epochs",
+                format!("{} has done {} in the checkpoint: give it at least that many", layer(i), epochs(c.position.epochs_done)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes).map_err(write_err(path)))

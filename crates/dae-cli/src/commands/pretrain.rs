@@ -134,6 +134,9 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         "val": val.external.as_ref().map(data_identity),
     });
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "pretrain", identity)?;
+    let per_layer_epochs: Vec<usize> = plans.iter().map(|p| p.train.epochs).collect();
+    let patience: Vec<Option<usize>> = plans.iter().map(|p| p.train.patience).collect();
+    super::check_resume_epochs(resume.as_ref(), &per_layer_epochs, &patience)?;
     let resume = resume.map(|r| r.pretrain());
     let done = crate::on_engine!(&engine, |be| pretrain(be, &plans, &scaler, &train, val_split.as_ref(), &mut progress, resume.as_ref()))?;
     drop(progress);

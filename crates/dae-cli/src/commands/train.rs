@@ -141,6 +141,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     });
     let (mut progress, resume) = super::progress(&a.run, &a.extra, &a.checkpoints, &a.output, "train", identity)?;
     let init = Dae::init(&config, tc.seed);
+    super::check_resume_epochs(resume.as_ref(), &[tc.epochs], &[tc.patience])?;
     let current = resume.and_then(|r| r.current);
     let trained = crate::on_engine!(&engine, |be| train_dae(be, init, &scaler, &train, val.as_ref(), &tc, stream::TRAIN_NOISE, &mut progress, current.as_ref()))?;
     drop(progress);
