@@ -148,7 +148,14 @@ impl ModelFile {
                 .data()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+                .collect::<Vec<f32>>();
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(Error::input_at(
+                    path,
+                    format!("tensor '{name}'"),
+                    format!("value {i} is {}: the file is damaged", values[i]),
+                ));
+            }
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         let kind = metadata.get("kind").cloned().unwrap_or_default();

@@ -122,7 +122,8 @@ pub fn score(a: ScoreArgs) -> Result<()> {
         write_vector(&a.output, &s)?;
         if !a.run.quiet {
             let mean = s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
-            let max = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            // NaN, should a score be one, shows rather than disappearing into the maximum.
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v.is_nan() || v > m { v } else { m });
             eprintln!("wrote {}: {} scores, mean {mean:.4}, max {max:.4}", a.output.display(), s.len());
         }
     }
