@@ -126,9 +126,10 @@ fn model_width_does_not_match_data() {
 #[test]
 fn cross_entropy_on_data_outside_unit_interval() {
     let s = Scratch::new("ce");
-    let p = s.write("big.csv", "0.1,0.2\n3.5,0.4\n");
+    // The error names the file's line, past the header and a blank line (data row 2).
+    let p = s.write("big.csv", "x,y\n0.1,0.2\n\n3.5,0.4\n");
     let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap()]);
-    assert_fails(&o, 2, &["big.csv", "row 2, column 1", "outside [0, 1]", "--scale minmax"]);
+    assert_fails(&o, 2, &["big.csv", "line 4, column 1", "outside [0, 1]", "--scale minmax"]);
     // The suggested fixes work.
     let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m").to_str().unwrap(), "--scale", "minmax", "--hidden", "2", "--epochs", "1", "-q"]);
     assert_ok(&o);
@@ -326,4 +327,14 @@ fn finetuning_a_stack_refuses_the_from_scratch_options() {
         assert_fails(&o, 2, &[opt, "a stack brings its own"]);
     }
     assert!(!out.exists());
+}
+
+/// A label file's errors name its line, past a header and blank lines.
+#[test]
+fn label_errors_name_the_line() {
+    let s = Scratch::new("labelline");
+    let d = s.write("d.csv", "0.1,0.2\n0.3,0.4\n0.5,0.6\n");
+    let l = s.write("l.csv", "label\n1\n\n0\n0.5\n");
+    let o = dae(["finetune", "--from-scratch", d.to_str().unwrap(), "--labels", l.to_str().unwrap(), "--layers", "2", "-o", s.path("f.safetensors").to_str().unwrap(), "--epochs", "1"]);
+    assert_fails(&o, 2, &["l.csv", "line 5", "not a whole number"]);
 }

@@ -64,6 +64,30 @@ pub fn read_csv_bytes(name: &str, bytes: &[u8], opts: &ReadOptions) -> Result<Da
     read_csv_from(Path::new(name), bytes, opts, Vec::new(), super::io_threads(), BLOCK)
 }
 
+/// The line of the CSV file `path` that holds data row `row` (from 0): blank lines, and the
+/// first line that is not blank when the file has a header, hold no row. For error messages:
+/// None when the file cannot be read again or has fewer rows.
+pub(crate) fn line_of_row(path: &Path, header: bool, row: usize) -> Option<usize> {
+    let (r, _) = open_maybe_gz(path).ok()?;
+    let mut header_left = header;
+    let mut seen = 0;
+    for (i, line) in std::io::BufReader::new(r).split(b'\n').enumerate() {
+        let line = line.ok()?;
+        if std::str::from_utf8(&line).is_ok_and(blank) {
+            continue;
+        }
+        if header_left {
+            header_left = false;
+            continue;
+        }
+        if seen == row {
+            return Some(i + 1);
+        }
+        seen += 1;
+    }
+    None
+}
+
 /// Bytes of text parsed at a time: cut at a line's end and split between the threads.
 const BLOCK: u64 = 8 << 20;
 /// The least text worth a thread of its own.

@@ -25,7 +25,7 @@ impl Targets {
 
     fn locate(&self, r: usize) -> String {
         match self.line_offset {
-            Some(off) => format!("line {}", r + off),
+            Some(off) => format!("line {}", super::csv::line_of_row(&self.source, off == 2, r).unwrap_or(r + off)),
             None => format!("row {}", r + 1),
         }
     }

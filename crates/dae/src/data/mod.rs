@@ -143,6 +143,17 @@ pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
 }
 
 impl Dataset {
+    /// Where row `r` (from 0) is in the file, for an error message: "line L" for a CSV file,
+    /// else "row r + 1".
+    pub fn locate(&self, r: usize) -> String {
+        if InputFormat::detect(&self.source).is_ok_and(|f| f == InputFormat::Csv) {
+            if let Some(line) = csv::line_of_row(&self.source, self.column_names.is_some(), r) {
+                return format!("line {line}");
+            }
+        }
+        format!("row {}", r + 1)
+    }
+
     /// A dataset over values already in memory.
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Dataset {
         assert_eq!(values.len(), rows * cols, "values must hold rows × cols");
@@ -284,7 +295,7 @@ impl Dataset {
             if let Some(c) = row.iter().position(|v| !(0.0..=1.0).contains(v)) {
                 return Err(Error::input_at(
                     &self.source,
-                    format!("row {}, column {}", r + 1, c + 1),
+                    format!("{}, column {}", self.locate(r), c + 1),
                     format!(
                         "value {}{scaled} is outside [0, 1], which cross-entropy needs; \
                          use --scale minmax or --loss squared-error",
