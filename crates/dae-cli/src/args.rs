@@ -359,7 +359,7 @@ pub struct ReconstructArgs {
     /// Output file (.npy or .csv), in the units of DATA (the model's scaling is undone).
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
-    /// Corrupt the inputs before reconstructing (default: none).
+    /// Corrupt the inputs before reconstructing.
     #[arg(long, default_value = "none", value_name = "PROCESS")]
     pub noise: Corruption,
     /// Seed of that corruption.
@@ -380,7 +380,7 @@ pub struct ScoreArgs {
     /// Output file (.npy or .csv): one score per row.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
-    /// Corrupt the inputs before scoring (default: none).
+    /// Corrupt the inputs before scoring.
     #[arg(long, default_value = "none", value_name = "PROCESS")]
     pub noise: Corruption,
     /// Seed of that corruption.

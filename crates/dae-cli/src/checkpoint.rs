@@ -128,7 +128,7 @@ impl Loaded {
 pub fn read(path: &Path, command: &str, identity: &Value) -> Result<Loaded> {
     let mut f = ModelFile::read(path)?;
     if f.kind != "checkpoint" {
-        return Err(Error::input(path, format!("this is a {} model, not a checkpoint (written by --checkpoint or on Ctrl-C)", f.kind)));
+        return Err(Error::input(path, format!("this is {} model, not a checkpoint (written by --checkpoint or on Ctrl-C)", dae::model_file::a_kind(&f.kind))));
     }
     let theirs = f.metadata.get("command").cloned().unwrap_or_default();
     if theirs != command {

@@ -215,7 +215,7 @@ fn bad_labels_and_mismatched_models() {
     idx.extend((0..40).map(|i| if i == 5 { 12 } else { (i % 4) as u8 }));
     let idxp = s.write("labels-idx1-ubyte", &idx);
     let o = dae(["evaluate", out.to_str().unwrap(), x.to_str().unwrap(), "--labels", idxp.to_str().unwrap()]);
-    assert_fails(&o, 2, &["labels-idx1-ubyte", "row 6", "label 12 is beyond the classifier's 4 classes"]);
+    assert_fails(&o, 2, &["labels-idx1-ubyte", "row 6", "label 12 is beyond the 4 classes of the classifier"]);
     // NPY integer labels are read as labels.
     let npy = s.write("y.npy", npy_bytes("<i8", &[40], false, &(0..40).flat_map(|i| ((i % 4) as i64).to_le_bytes()).collect::<Vec<u8>>()));
     assert_ok(&dae(["evaluate", out.to_str().unwrap(), x.to_str().unwrap(), "--labels", npy.to_str().unwrap()]));

@@ -26,6 +26,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// "a stack", "an autoencoder": a model kind with its article.
+pub fn a_kind(kind: &str) -> String {
+    let vowel = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {kind}", if vowel { "an" } else { "a" })
+}
+
 /// The version of the metadata layout this crate writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -205,7 +211,7 @@ impl ModelFile {
         if self.kind != kind {
             return Err(Error::input(
                 &self.path,
-                format!("this is a {} model, but {hint}", self.kind),
+                format!("this is {} model, but {hint}", a_kind(&self.kind)),
             ));
         }
         Ok(())
@@ -217,7 +223,7 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
     match e {
         E::HeaderTooSmall | E::MetadataIncompleteBuffer => "the file is truncated".into(),
         E::InvalidHeaderLength => "the file is truncated, or its first 8 bytes are not a safetensors header length".into(),
-        other => format!("{other:?}"),
+        other => other.to_string(),
     }
 }
 
@@ -426,7 +432,7 @@ impl SavedNetwork {
         if f.kind != "classifier" && f.kind != "regressor" {
             return Err(Error::input(
                 path,
-                format!("this is a {} model, but this command needs a classifier from `dae finetune`", f.kind),
+                format!("this is {} model, but this command needs a classifier from `dae finetune`", a_kind(&f.kind)),
             ));
         }
         SavedNetwork::from_file(&mut f)
@@ -485,6 +491,7 @@ impl AnyModel {
             "autoencoder" => Ok(AnyModel::Autoencoder(SavedDae::from_file(&mut f)?)),
             "stack" => Ok(AnyModel::Stack(SavedStack::from_file(&mut f)?)),
             "classifier" | "regressor" => Ok(AnyModel::Network(SavedNetwork::from_file(&mut f)?)),
+            "checkpoint" => Err(Error::input(path, "this is a checkpoint (written by --checkpoint or on Ctrl-C), not a model: continue its training with --resume")),
             other => Err(Error::input_at(path, "metadata 'kind'", format!("unknown model kind '{other}'"))),
         }
     }

@@ -15,10 +15,6 @@ use dae::{train_dae, AnyModel, Backend, Cpu, Dae, DaeConfig, DataInfo, Error, Re
 static IMAGES: &[u8] = include_bytes!("../../../../data/fashion-mnist/t10k-images-idx3-ubyte.gz");
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let ds = read_idx_bytes("fashion-mnist/t10k-images-idx3-ubyte.gz (embedded)", IMAGES)?;
-    let shape = ds.image_shape.expect("the embedded data are images");
-    std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, "creating", e))?;
-    let config = DaeConfig::new(ds.cols, 500);
     let tc = TrainConfig {
         epochs: a.epochs,
         batch: 20,
@@ -26,6 +22,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         threads: a.run.threads,
         ..TrainConfig::default()
     };
+    // Bad options are refused before anything is printed or created.
+    tc.validate()?;
+    let ds = read_idx_bytes("fashion-mnist/t10k-images-idx3-ubyte.gz (embedded)", IMAGES)?;
+    let shape = ds.image_shape.expect("the embedded data are images");
+    std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, "creating", e))?;
+    let config = DaeConfig::new(ds.cols, 500);
     let cpu = Cpu::new(a.run.threads)?;
     if !a.run.quiet {
         eprintln!(

@@ -177,7 +177,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             cfg.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
             cfg.task.outputs(),
             cfg.activation,
-            match cfg.task { Task::Classification { classes } => format!("{classes} classes"), Task::Regression { outputs } => format!("regression, {outputs} outputs") },
+            match cfg.task { Task::Classification { classes } => format!("{classes} classes"), Task::Regression { outputs } => format!("regression, {outputs} output{}", if outputs == 1 { "" } else { "s" }) },
             if cfg.dropout > 0.0 || cfg.input_dropout > 0.0 { format!(", dropout {} / inputs {}", cfg.dropout, cfg.input_dropout) } else { String::new() }
                 + &tc.augment.summary(),
             init,

@@ -103,7 +103,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             let sizes: Vec<String> = cfg.sizes.iter().map(|s| s.to_string()).collect();
             let task = match cfg.task {
                 Task::Classification { classes } => format!("classifier, {classes} classes"),
-                Task::Regression { outputs } => format!("regressor, {outputs} outputs"),
+                Task::Regression { outputs } => format!("regressor, {outputs} output{}", if outputs == 1 { "" } else { "s" }),
             };
             outln!("{file}: {task}");
             outln!(

@@ -9,10 +9,19 @@ use dae::network::Task;
 use dae::{read_data, AnyModel, Cpu, Error, Result};
 use dae_viz::chart::Format;
 
+/// Refuses an output name that does not end in `.png`: the picture is a PNG.
+fn png_output(output: &std::path::Path) -> Result<()> {
+    check_output(output, "--output")?;
+    if !output.to_string_lossy().to_lowercase().ends_with(".png") {
+        return Err(Error::usage("--output", format!("{}: the picture is a PNG; name the file .png", output.display())));
+    }
+    Ok(())
+}
+
 pub fn run(a: VizArgs) -> Result<()> {
     match a.what {
         VizCommand::Filters(a) => {
-            check_output(&a.output, "--output")?;
+            png_output(&a.output)?;
             let model = AnyModel::load(&a.model)?;
             let shape = image_shape(&model, a.shape, &a.model)?;
             if a.units == 0 {
@@ -23,7 +32,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             outln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
         }
         VizCommand::Reconstructions(a) => {
-            check_output(&a.output, "--output")?;
+            png_output(&a.output)?;
             let model = AnyModel::load(&a.model)?;
             let dae = reconstructor(&model).ok_or_else(|| {
                 Error::input(&a.model, "a classifier does not reconstruct its inputs: give an autoencoder or a stack")
@@ -41,7 +50,9 @@ pub fn run(a: VizArgs) -> Result<()> {
             let cpu = Cpu::new(a.run.threads)?;
             let png = reconstructions_png(&cpu, dae, &ds, model.scaler(), &rows, EvalNoise { noise, seed: a.seed }, shape)?;
             write_file(&a.output, &png)?;
-            outln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
+            if !a.run.quiet {
+                outln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
+            }
         }
         VizCommand::Curves(a) => {
             check_output(&a.output, "--output")?;

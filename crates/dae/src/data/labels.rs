@@ -66,7 +66,7 @@ impl Targets {
                 }
                 if let Some(c) = classes {
                     if v as usize >= c {
-                        return Err(bad(format!("label {v} is beyond {what}'s {c} classes (0 to {})", c - 1)));
+                        return Err(bad(format!("label {v} is beyond the {c} classes of {what} (0 to {})", c.saturating_sub(1))));
                     }
                 }
                 Ok(v as u32)

@@ -269,8 +269,9 @@ impl Dataset {
             return Err(Error::input(
                 &self.source,
                 format!(
-                    "the data has {} columns but {what} expects {expected}",
-                    self.cols
+                    "the data has {} column{} but {what} expects {expected}",
+                    self.cols,
+                    if self.cols == 1 { "" } else { "s" }
                 ),
             ));
         }
