@@ -338,3 +338,21 @@ fn label_errors_name_the_line() {
     let o = dae(["finetune", "--from-scratch", d.to_str().unwrap(), "--labels", l.to_str().unwrap(), "--layers", "2", "-o", s.path("f.safetensors").to_str().unwrap(), "--epochs", "1"]);
     assert_fails(&o, 2, &["l.csv", "line 5", "not a whole number"]);
 }
+
+/// An output that is one of the command's inputs is refused: writing it would destroy it.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let s = Scratch::new("selfout");
+    let data = s.write("d.csv", unit_csv(20, 4));
+    let before = std::fs::read(&data).unwrap();
+    let d = data.to_str().unwrap();
+    let o = dae(["train", d, "-o", d, "--hidden", "2", "--epochs", "1", "-q"]);
+    assert_fails(&o, 2, &["--output", "is also an input"]);
+    let m = s.path("m.safetensors");
+    assert_ok(&dae(["train", d, "-o", m.to_str().unwrap(), "--hidden", "2", "--epochs", "1", "-q"]));
+    // The same file by another name.
+    let other = format!("{}/./d.csv", s.path("").display());
+    let o = dae(["encode", m.to_str().unwrap(), d, "-o", &other, "-q"]);
+    assert_fails(&o, 2, &["--output", "is also an input"]);
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+}

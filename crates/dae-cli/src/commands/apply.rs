@@ -20,6 +20,7 @@ fn load(
 ) -> Result<(SavedDae, Dataset, super::Engine)> {
     OutputFormat::from_path(output)?;
     check_output(output, "--output")?;
+    super::not_an_input(output, "--output", &[Some(model), Some(data)])?;
     let saved = SavedDae::load(model)?;
     let ds = read_data(data, &read_options(data_opts))?;
     ds.check_width(
@@ -50,6 +51,7 @@ fn concatenate(blocks: &[Vec<f32>], widths: &[usize], rows: usize) -> Vec<f32> {
 pub fn encode(a: EncodeArgs) -> Result<()> {
     OutputFormat::from_path(&a.output)?;
     check_output(&a.output, "--output")?;
+    super::not_an_input(&a.output, "--output", &[Some(&a.model), Some(&a.data)])?;
     let model = AnyModel::load(&a.model)?;
     let mut ds = read_data(&a.data, &read_options(&a.data_opts))?;
     let engine = super::Engine::open(&a.device, &a.run)?;

@@ -71,6 +71,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     tc.augment = dae::augment::Augment { shift: a.shift, flip: a.flip };
     tc.validate()?;
     check_output(&a.output, "--output")?;
+    let inputs: Vec<Option<&Path>> = a.inputs.iter().map(|p| Some(p.as_path())).chain([a.labels.as_deref(), a.val.as_deref(), a.val_labels.as_deref()]).collect();
+    super::not_an_input(&a.output, "--output", &inputs)?;
     let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;
     let opts = read_options(&a.data_opts);
     let raw = read_data(data_path, &opts)?;

@@ -156,6 +156,18 @@ pub fn check_network_memory(option: &str, widths: &[usize], batch: usize) -> Res
     dae::memory::check_model(option, params, (batch as u128).saturating_mul(w.iter().sum()), 0)
 }
 
+/// Refuses an output (of `option`) that is one of the command's input files: writing it would
+/// destroy the input (`dae train data.csv -o data.csv`).
+pub fn not_an_input(output: &Path, option: &str, inputs: &[Option<&Path>]) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(output) else { return Ok(()) };
+    for input in inputs.iter().flatten() {
+        if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
+            return Err(Error::usage(option, format!("{} is also an input of this command; writing it would destroy it", output.display())));
+        }
+    }
+    Ok(())
+}
+
 /// Fails early, before any long computation, when `path` cannot be written to: its folder is
 /// missing or it names a folder.
 pub fn check_output(path: &Path, option: &str) -> Result<()> {

@@ -20,6 +20,7 @@ fn without_label_column(ds: Dataset, saved: &SavedNetwork) -> Result<Dataset> {
 pub fn predict(a: PredictArgs) -> Result<()> {
     OutputFormat::from_path(&a.output)?;
     check_output(&a.output, "--output")?;
+    super::not_an_input(&a.output, "--output", &[Some(&a.data), Some(&a.classifier)])?;
     let saved = SavedNetwork::load(&a.classifier)?;
     let ds = without_label_column(read_data(&a.data, &read_options(&a.data_opts))?, &saved)?;
     ds.check_width(saved.network.config.sizes[0], &format!("the classifier {}", a.classifier.display()))?;

@@ -74,6 +74,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         None => vec![default_lr; n],
     };
     check_output(&a.output, "--output")?;
+    super::not_an_input(&a.output, "--output", &[Some(&a.data), a.val.as_deref()])?;
     let mut plans = Vec::with_capacity(n);
     let mut inputs = 1; // replaced by the real width below; validates the rest first
     for i in 0..n {

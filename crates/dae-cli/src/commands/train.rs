@@ -69,6 +69,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     tc.validate()?;
     a.noise.validate("--noise")?;
     check_output(&a.output, "--output")?;
+    super::not_an_input(&a.output, "--output", &[Some(&a.data), a.val.as_deref()])?;
     let opts = read_options(&a.data_opts);
     let ds = read_data(&a.data, &opts)?;
     let config = DaeConfig {
