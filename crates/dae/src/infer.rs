@@ -61,7 +61,7 @@ fn for_each_chunk<B: Backend>(
     scaler: &Scaler,
     noise: EvalNoise,
     need_clean: bool,
-    mut f: impl FnMut(&B, &mut DaeWorkspace<B>, &DaeParams<B>, usize, usize) + Send,
+    mut f: impl FnMut(&B, &mut DaeWorkspace<B>, &DaeParams<B>, usize, usize) -> Result<()> + Send,
 ) -> Result<()> {
     let cfg = &model.config;
     ds.check_width(cfg.inputs, "the model")?;
@@ -83,7 +83,7 @@ fn for_each_chunk<B: Backend>(
                 be.gather(&mut ws.x, &data, &idx);
                 corrupt_batch(be, noise.noise, &noise.key(start), &mut ws, cfg.inputs, n);
             }
-            f(be, &mut ws, &params, n, start);
+            f(be, &mut ws, &params, n, start)?;
             start += n;
         }
         be.check()
@@ -92,14 +92,24 @@ fn for_each_chunk<B: Backend>(
 
 /// The hidden code h = enc(W·x + b) of every row (rows × k), without corruption.
 pub fn encode_all<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler) -> Result<Vec<f32>> {
-    let k = model.config.hidden;
-    let mut out = vec![0f32; ds.rows * k];
+    collect(ds.rows * model.config.hidden, |out| encode_each(be, model, ds, scaler, out))
+}
+
+/// [`encode_all`] a block of whole rows at a time: `out` gets the codes of the next rows, in
+/// order, in a buffer it may change. The codes need not all be held at once (they can go to a
+/// file as they come); an error from `out` stops the work.
+pub fn encode_each<B: Backend>(
+    be: &B,
+    model: &Dae,
+    ds: &Dataset,
+    scaler: &Scaler,
+    out: impl FnMut(&mut [f32]) -> Result<()> + Send,
+) -> Result<()> {
     let cfg = &model.config;
-    for_each_chunk(be, model, ds, scaler, EvalNoise::none(), false, |be, ws, p, n, start| {
+    each_block(be, model, ds, scaler, EvalNoise::none(), false, cfg.hidden, out, |be, ws, p, n| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
-        be.download(&ws.h, &mut out[start * k..(start + n) * k]);
-    })?;
-    Ok(out)
+        &ws.h
+    })
 }
 
 /// The reconstruction z of every row (rows × d), after corrupting it with `noise`.
@@ -110,15 +120,24 @@ pub fn reconstruct_all<B: Backend>(
     scaler: &Scaler,
     noise: EvalNoise,
 ) -> Result<Vec<f32>> {
-    let d = model.config.inputs;
-    let mut out = vec![0f32; ds.rows * d];
+    collect(ds.rows * model.config.inputs, |out| reconstruct_each(be, model, ds, scaler, noise, out))
+}
+
+/// [`reconstruct_all`] a block of whole rows at a time, as [`encode_each`] hands out codes.
+pub fn reconstruct_each<B: Backend>(
+    be: &B,
+    model: &Dae,
+    ds: &Dataset,
+    scaler: &Scaler,
+    noise: EvalNoise,
+    out: impl FnMut(&mut [f32]) -> Result<()> + Send,
+) -> Result<()> {
     let cfg = &model.config;
-    for_each_chunk(be, model, ds, scaler, noise, false, |be, ws, p, n, start| {
+    each_block(be, model, ds, scaler, noise, false, cfg.inputs, out, |be, ws, p, n| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode(be, cfg, p, &ws.h, &mut ws.a, n);
-        be.download(&ws.a, &mut out[start * d..(start + n) * d]);
-    })?;
-    Ok(out)
+        &ws.a
+    })
 }
 
 /// Each row's value of the model's own loss (with its emphasis) between the clean row and the
@@ -132,25 +151,107 @@ pub fn score_all<B: Backend>(
     noise: EvalNoise,
     per_feature: bool,
 ) -> Result<Vec<f32>> {
-    let d = model.config.inputs;
-    let width = if per_feature { d } else { 1 };
-    let mut out = vec![0f32; ds.rows * width];
+    let width = if per_feature { model.config.inputs } else { 1 };
+    collect(ds.rows * width, |out| score_each(be, model, ds, scaler, noise, per_feature, out))
+}
+
+/// [`score_all`] a block of whole rows at a time, as [`encode_each`] hands out codes.
+pub fn score_each<B: Backend>(
+    be: &B,
+    model: &Dae,
+    ds: &Dataset,
+    scaler: &Scaler,
+    noise: EvalNoise,
+    per_feature: bool,
+    out: impl FnMut(&mut [f32]) -> Result<()> + Send,
+) -> Result<()> {
     let cfg = &model.config;
-    let output = if per_feature {
-        LossOutput::Elements
-    } else {
-        LossOutput::Rows
-    };
-    for_each_chunk(be, model, ds, scaler, noise, true, |be, ws, p, n, start| {
+    let d = cfg.inputs;
+    let (output, width) = if per_feature { (LossOutput::Elements, d) } else { (LossOutput::Rows, 1) };
+    each_block(be, model, ds, scaler, noise, true, width, out, |be, ws, p, n| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
         let spec = loss_spec(cfg, n, output);
         be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0);
         if per_feature {
-            be.download(&ws.a, &mut out[start * d..(start + n) * d]);
+            &ws.a
         } else {
-            be.download(&ws.row_loss, &mut out[start..start + n]);
+            &ws.row_loss
         }
+    })
+}
+
+/// Runs `compute` on every chunk (see [`for_each_chunk`]) and hands `out` the first
+/// `n × width` values of the buffer it returns, copied to the host.
+#[allow(clippy::too_many_arguments)]
+fn each_block<B: Backend>(
+    be: &B,
+    model: &Dae,
+    ds: &Dataset,
+    scaler: &Scaler,
+    noise: EvalNoise,
+    need_clean: bool,
+    width: usize,
+    mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
+    compute: impl for<'w> Fn(&B, &'w mut DaeWorkspace<B>, &DaeParams<B>, usize) -> &'w B::Buf + Send + Sync,
+) -> Result<()> {
+    let mut host = Vec::new();
+    for_each_chunk(be, model, ds, scaler, noise, need_clean, |be, ws, p, n, _| {
+        let result = compute(be, ws, p, n);
+        host.resize(n * width, 0.0);
+        be.download(result, &mut host);
+        out(&mut host)
+    })
+}
+
+/// The `len` values that `each` hands its argument, block by block, in one vector.
+fn collect(len: usize, each: impl FnOnce(&mut (dyn FnMut(&mut [f32]) -> Result<()> + Send)) -> Result<()>) -> Result<Vec<f32>> {
+    let mut all = Vec::with_capacity(len);
+    each(&mut |block: &mut [f32]| {
+        all.extend_from_slice(block);
+        Ok(())
     })?;
-    Ok(out)
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use crate::config::DaeConfig;
+
+    /// Codes come in blocks of whole chunks, in row order, each the sigmoid of x·W + b.
+    #[test]
+    fn encode_each_hands_out_every_row_in_order() {
+        let (rows, d, k) = (2500, 6, 3);
+        let model = Dae::init(&DaeConfig::new(d, k), 3);
+        let values: Vec<f32> = (0..rows * d).map(|i| ((i * 7919) % 101) as f32 / 100.0).collect();
+        let ds = Dataset::from_f32(rows, d, values.clone());
+        let cpu = Cpu::new(Some(2)).unwrap();
+        let mut blocks = Vec::new();
+        let mut codes = Vec::new();
+        encode_each(&cpu, &model, &ds, &Scaler::identity(d), |b| {
+            blocks.push(b.len() / k);
+            codes.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(blocks.iter().sum::<usize>(), rows);
+        assert!(blocks.len() > 1, "more than one chunk: {blocks:?}");
+        for r in [0, 1023, 1024, rows - 1] {
+            for j in 0..k {
+                let z: f32 = model.b[j] + (0..d).map(|i| values[r * d + i] * model.w[i * k + j]).sum::<f32>();
+                let h = 1.0 / (1.0 + (-z).exp());
+                assert!((codes[r * k + j] - h).abs() < 1e-5, "row {r}, unit {j}: {} against {h}", codes[r * k + j]);
+            }
+        }
+        // An error from the receiver stops the work and comes back.
+        let mut calls = 0;
+        let e = encode_each(&cpu, &model, &ds, &Scaler::identity(d), |_| {
+            calls += 1;
+            Err(crate::Error::Runtime("disk full".into()))
+        });
+        assert!(e.unwrap_err().to_string().contains("disk full"));
+        assert_eq!(calls, 1);
+    }
 }

@@ -2,8 +2,8 @@
 
 use super::{check_output, read_options};
 use crate::args::{DataOpts, DeviceOpts, EncodeArgs, ReconstructArgs, RunOpts, ScoreArgs};
-use dae::data::{write_matrix, write_vector, OutputFormat};
-use dae::infer::{encode_all, reconstruct_all, score_all, EvalNoise};
+use dae::data::{io_threads, write_matrix, write_vector, MatrixWriter, OutputFormat};
+use dae::infer::{encode_each, reconstruct_each, score_all, score_each, EvalNoise};
 use dae::network::hidden_all;
 use dae::{read_data, AnyModel, Dataset, Error, Result, SavedDae};
 use std::path::Path;
@@ -76,8 +76,17 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
     }
     let upto = if a.all_layers { depth } else { layer };
     let scaler = model.scaler();
+    if let AnyModel::Autoencoder(m) = &model {
+        // The codes go to the file as they are computed, never all in memory.
+        let k = m.model.config.hidden;
+        let mut w = MatrixWriter::create(&a.output, ds.rows, k, io_threads())?;
+        crate::on_engine!(&engine, |be| encode_each(be, &m.model, &ds, scaler, |block| w.write_rows(block)))?;
+        w.finish()?;
+        done(&a.run, &a.output, ds.rows, k);
+        return Ok(());
+    }
     let blocks: Vec<Vec<f32>> = match &model {
-        AnyModel::Autoencoder(m) => vec![crate::on_engine!(&engine, |be| encode_all(be, &m.model, &ds, scaler))?],
+        AnyModel::Autoencoder(_) => unreachable!("written above, as it was computed"),
         AnyModel::Stack(m) => crate::on_engine!(&engine, |be| m.stack.encode_layers(be, &ds, scaler, upto))?,
         AnyModel::Network(m) => (0..upto)
             .map(|l| crate::on_engine!(&engine, |be| hidden_all(be, &m.network, &ds, scaler, l)))
@@ -99,11 +108,15 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
     let (saved, ds, engine) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run, &a.device)?;
     let d = saved.model.config.inputs;
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
-    let mut z = crate::on_engine!(&engine, |be| reconstruct_all(be, &saved.model, &ds, &saved.scaler, noise))?;
-    for row in z.chunks_exact_mut(d) {
-        saved.scaler.invert_row(row);
-    }
-    write_matrix(&a.output, ds.rows, d, &z)?;
+    let mut w = MatrixWriter::create(&a.output, ds.rows, d, io_threads())?;
+    let scaler = &saved.scaler;
+    crate::on_engine!(&engine, |be| reconstruct_each(be, &saved.model, &ds, scaler, noise, |block| {
+        for row in block.chunks_exact_mut(d) {
+            scaler.invert_row(row);
+        }
+        w.write_rows(block)
+    }))?;
+    w.finish()?;
     done(&a.run, &a.output, ds.rows, d);
     Ok(())
 }
@@ -115,12 +128,14 @@ pub fn score(a: ScoreArgs) -> Result<()> {
         ds.check_unit_interval(&saved.scaler)?;
     }
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
-    let s = crate::on_engine!(&engine, |be| score_all(be, &saved.model, &ds, &saved.scaler, noise, a.per_feature))?;
     if a.per_feature {
         let d = saved.model.config.inputs;
-        write_matrix(&a.output, ds.rows, d, &s)?;
+        let mut w = MatrixWriter::create(&a.output, ds.rows, d, io_threads())?;
+        crate::on_engine!(&engine, |be| score_each(be, &saved.model, &ds, &saved.scaler, noise, true, |block| w.write_rows(block)))?;
+        w.finish()?;
         done(&a.run, &a.output, ds.rows, d);
     } else {
+        let s = crate::on_engine!(&engine, |be| score_all(be, &saved.model, &ds, &saved.scaler, noise, false))?;
         write_vector(&a.output, &s)?;
         if !a.run.quiet {
             let mean = s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
