@@ -94,9 +94,18 @@ impl fmt::Display for Error {
                 action,
                 source,
             } => {
+                use std::io::ErrorKind as K;
                 let what = match source.kind() {
-                    std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-                    std::io::ErrorKind::UnexpectedEof => "file ends early (truncated)".to_string(),
+                    K::NotFound => "no such file or directory".to_string(),
+                    K::UnexpectedEof => "file ends early (truncated)".to_string(),
+                    K::PermissionDenied => "permission denied".to_string(),
+                    K::IsADirectory => "it is a folder, not a file".to_string(),
+                    K::NotADirectory => "a part of the path is a file, not a folder".to_string(),
+                    K::AlreadyExists => "it already exists".to_string(),
+                    K::StorageFull => "the disk is full".to_string(),
+                    K::ReadOnlyFilesystem => "the file system is read-only".to_string(),
+                    // A pipe or terminal where a file that can be read twice is needed.
+                    K::NotSeekable => "it must be a file, not a pipe".to_string(),
                     _ => source.to_string(),
                 };
                 write!(f, "{}: {action} failed: {what}", path.display())

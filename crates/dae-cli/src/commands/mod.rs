@@ -176,6 +176,9 @@ pub fn check_output(path: &Path, option: &str) -> Result<()> {
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = parent {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::usage(option, format!("{} is a file, not a folder", dir.display())));
+        }
         if !dir.is_dir() {
             return Err(Error::usage(
                 option,
