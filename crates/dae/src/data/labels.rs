@@ -147,9 +147,10 @@ pub fn column_index(ds: &Dataset, name: &str) -> Result<usize> {
         _ => Err(Error::input_at(
             &ds.source,
             "header",
-            match &ds.column_names {
-                Some(names) => format!("no column named '{name}' (columns: {})", names.join(", ")),
-                None => format!("no header, so give the column as a number from 1 to {}", ds.cols),
+            match (&ds.column_names, name.parse::<usize>()) {
+                (_, Ok(i)) => format!("there is no column {i}: the columns are numbered 1 to {}", ds.cols),
+                (Some(names), _) => format!("no column named '{name}' (columns: {})", names.join(", ")),
+                (None, _) => format!("no header, so give the column as a number from 1 to {}", ds.cols),
             },
         )),
     }
