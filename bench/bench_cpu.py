@@ -9,6 +9,8 @@ masking 0.3, plain SGD lr 0.1; one epoch = 5 products of 60000×784×500 = 235 G
 Run through scripts/bench-cpu.sh, which builds dae first.
 
     python3 bench/bench_cpu.py [--reps 3] [--epochs 3] [--batches 128,20] [--threads 2]
+
+`--batches ""` runs the encode row alone.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, threading, time
 
@@ -97,7 +99,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     modes = a.torch_modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in [int(b) for b in a.batches.split(",")]:
+        for batch in [int(b) for b in a.batches.split(",") if b]:
             ours, theirs = {"t": [], "m": []}, {m: {"t": [], "m": []} for m in modes}
             for rep in range(a.reps):
                 jobs = [("dae", None)] + [("torch", m) for m in modes]

@@ -92,7 +92,22 @@ fn for_each_chunk<B: Backend>(
 
 /// The hidden code h = enc(W·x + b) of every row (rows × k), without corruption.
 pub fn encode_all<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler) -> Result<Vec<f32>> {
-    collect(ds.rows * model.config.hidden, |out| encode_each(be, model, ds, scaler, out))
+    let mut out = vec![0f32; ds.rows * model.config.hidden];
+    encode_into(be, model, ds, scaler, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_all`] into `out` (rows × k values), a buffer the caller keeps: a run that encodes
+/// again into the same buffer takes no new memory.
+pub fn encode_into<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler, out: &mut [f32]) -> Result<()> {
+    let cfg = &model.config;
+    let k = cfg.hidden;
+    assert_eq!(out.len(), ds.rows * k, "encode_into: out must hold rows × hidden values");
+    for_each_chunk(be, model, ds, scaler, EvalNoise::none(), false, |be, ws, p, n, start| {
+        encode(be, cfg, p, &ws.xt, &mut ws.h, n);
+        be.download(&ws.h, &mut out[start * k..(start + n) * k]);
+        Ok(())
+    })
 }
 
 /// [`encode_all`] a block of whole rows at a time: `out` gets the codes of the next rows, in
