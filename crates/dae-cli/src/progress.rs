@@ -122,7 +122,7 @@ impl Observer for Progress {
         let width = 20;
         let filled = width * p.batch / p.batches.max(1);
         eprint!(
-            "\r\x1b[2K{}epoch {}/{} [{}{}] batch {}/{}  loss {:.4}  {:.0} rows/s  ETA {}",
+            "\r\x1b[2K{}epoch {}/{} [{}{}] batch {}/{}  loss {}  {:.0} rows/s  ETA {}",
             self.prefix(),
             p.epoch,
             p.epochs,
@@ -130,7 +130,7 @@ impl Observer for Progress {
             ".".repeat(width - filled),
             p.batch,
             p.batches,
-            p.mean_loss,
+            loss(p.mean_loss),
             rate,
             clock(left as f64 / rate.max(1e-9))
         );
@@ -162,14 +162,14 @@ impl Observer for Progress {
         }
         let val = r
             .val_loss
-            .map(|v| format!("  val {v:.4}"))
+            .map(|v| format!("  val {}", loss(v)))
             .unwrap_or_default();
         let acc = |name: &str, a: Option<f64>| a.map(|a| format!("  {name} {:.2} %", 100.0 * a)).unwrap_or_default();
         eprintln!(
-            "{}epoch {:>3}  train {:.4}{}{val}{}  {:.1} s",
+            "{}epoch {:>3}  train {}{}{val}{}  {:.1} s",
             self.prefix(),
             r.epoch,
-            r.train_loss,
+            loss(r.train_loss),
             acc("acc", r.train_accuracy),
             acc("val acc", r.val_accuracy),
             r.seconds
@@ -180,5 +180,28 @@ impl Observer for Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+/// A loss for people: four decimals, or in exponent form when that would hide it (below 0.001
+/// or from 10 million up, as when training starts to diverge).
+pub fn loss(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-3..1e7).contains(&v.abs()) {
+        format!("{v:.4e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn losses_read_at_any_size() {
+        use super::loss;
+        assert_eq!(loss(210.3347), "210.3347");
+        assert_eq!(loss(0.0), "0.0000");
+        assert_eq!(loss(0.00001234), "1.2340e-5");
+        assert_eq!(loss(6.68e31), "6.6800e31");
+        assert_eq!(loss(f64::NAN), "NaN");
     }
 }

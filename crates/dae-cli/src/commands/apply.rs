@@ -6,6 +6,7 @@ use dae::data::{io_threads, write_matrix, write_vector, MatrixWriter, OutputForm
 use dae::infer::{encode_each, reconstruct_each, score_all, score_each, EvalNoise};
 use dae::network::hidden_all;
 use dae::{read_data, AnyModel, Dataset, Error, Result, SavedDae};
+use crate::progress::loss;
 use std::path::Path;
 
 /// Loads the model and the data, checking that they fit together and that the output is
@@ -141,7 +142,7 @@ pub fn score(a: ScoreArgs) -> Result<()> {
             let mean = s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
             // NaN, should a score be one, shows rather than disappearing into the maximum.
             let max = s.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v.is_nan() || v > m { v } else { m });
-            eprintln!("wrote {}: {} scores, mean {mean:.4}, max {max:.4}", a.output.display(), s.len());
+            eprintln!("wrote {}: {} scores, mean {}, max {}", a.output.display(), s.len(), loss(mean), loss(max as f64));
         }
     }
     Ok(())

@@ -220,7 +220,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     saved.save(&a.output)?;
     if !a.run.quiet {
         let last = saved.history.last().expect("at least one epoch ran");
-        let mut line = format!("wrote {}: {}, final train loss {:.4}", a.output.display(), super::epochs(saved.history.len()), last.train_loss);
+        let mut line = format!("wrote {}: {}, final train loss {}", a.output.display(), super::epochs(saved.history.len()), crate::progress::loss(last.train_loss));
         if let Some(acc) = last.val_accuracy {
             line += &format!(", val accuracy {:.2} %", 100.0 * acc);
         }

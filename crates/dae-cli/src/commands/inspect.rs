@@ -172,23 +172,23 @@ fn print_history(ind: &str, history: &[EpochRecord], best: Option<usize>) {
     }
     let opt = |v: Option<f64>, pct: bool| match v {
         Some(v) if pct => format!("{:>9.2} %", 100.0 * v),
-        Some(v) => format!("{v:>10.4}"),
+        Some(v) => format!("{:>10}", crate::progress::loss(v)),
         None => format!("{:>10}", "-"),
     };
     for r in history {
         let kept = if best == Some(r.epoch) { "  (kept)" } else { "" };
         if acc {
             outln!(
-                "{ind}  {:>5}  {:>10.4}  {}  {}  {}  {:>8.2}{kept}",
+                "{ind}  {:>5}  {}  {}  {}  {}  {:>8.2}{kept}",
                 r.epoch,
-                r.train_loss,
+                opt(Some(r.train_loss), false),
                 opt(r.train_accuracy, true),
                 opt(r.val_loss, false),
                 opt(r.val_accuracy, true),
                 r.seconds
             );
         } else {
-            outln!("{ind}  {:>5}  {:>10.4}  {}  {:>8.2}{kept}", r.epoch, r.train_loss, opt(r.val_loss, false), r.seconds);
+            outln!("{ind}  {:>5}  {}  {}  {:>8.2}{kept}", r.epoch, opt(Some(r.train_loss), false), opt(r.val_loss, false), r.seconds);
         }
     }
 }

@@ -154,7 +154,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         let finals: Vec<String> = saved
             .histories
             .iter()
-            .map(|h| format!("{:.4}", h.last().map_or(f64::NAN, |r| r.train_loss)))
+            .map(|h| crate::progress::loss(h.last().map_or(f64::NAN, |r| r.train_loss)))
             .collect();
         outln!("wrote {}: {} layer{}, final training losses {}", a.output.display(), n, if n == 1 { "" } else { "s" }, finals.join(", "));
     }

@@ -3,6 +3,7 @@
 use super::{check_output, read_options};
 use crate::args::{OptimOpts, OptimizerName, TrainArgs};
 use crate::checkpoint::{data_identity, train_identity, value};
+use crate::progress::loss;
 use dae::rng::stream;
 use serde_json::json;
 use dae::train::holdout;
@@ -158,13 +159,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if !a.run.quiet {
         let last = saved.history.last().expect("at least one epoch ran");
         let mut line = format!(
-            "wrote {}: {}, final train loss {:.4}",
+            "wrote {}: {}, final train loss {}",
             a.output.display(),
             super::epochs(saved.history.len()),
-            last.train_loss
+            loss(last.train_loss)
         );
         if let Some(v) = last.val_loss {
-            line += &format!(", val loss {v:.4}");
+            line += &format!(", val loss {}", loss(v));
         }
         if let Some(b) = saved.best_epoch {
             line += &format!(" (kept the weights of epoch {b})");
