@@ -115,6 +115,26 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert_eq!(epochs, (1..=8).collect::<Vec<u64>>());
 }
 
+/// Ctrl-C during pretraining says which layer stopped.
+#[test]
+fn ctrl_c_in_pretraining_names_the_layer() {
+    let s = Scratch::new("sigint-stack");
+    let d = data(&s);
+    let (out, log) = (s.path("stack.safetensors"), s.path("log.jsonl"));
+    let args = ["pretrain", d.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layers", "40,40", "--epochs", "8", "--batch", "10", "--threads", "2", "-q", "--log-json", log.to_str().unwrap()];
+    let child = Command::new(env!("CARGO_BIN_EXE_dae")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 1 {
+        assert!(t.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("interrupted in layer 1 of 2, epoch"), "{err}");
+}
+
 #[test]
 fn pretraining_and_fine_tuning_resume_too() {
     let s = Scratch::new("resume-stack");

@@ -174,7 +174,12 @@ pub fn pretrain<B: Backend>(
                     stream::TRAIN_NOISE + i as u32,
                     obs,
                     current,
-                )?
+                )
+                .map_err(|e| match e {
+                    // Say which layer stopped: "interrupted in layer 2 of 3, epoch 4 …".
+                    Error::Interrupted(m) => Error::Interrupted(m.replacen("interrupted in ", &format!("interrupted in layer {} of {total}, ", i + 1), 1)),
+                    other => other,
+                })?
             }
         };
         obs.layer_done(&DoneLayer { model: trained.model.clone(), history: trained.history.clone(), best_epoch: trained.best_epoch });
