@@ -12,6 +12,8 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dtype {
     U8,
+    /// numpy's bool: 0 or 1, never scaled as pixels are.
+    Bool,
     F32,
     F64,
     /// Signed or unsigned integers of 1, 2, 4 or 8 bytes (labels).
@@ -39,6 +41,7 @@ impl NpyArray {
                 }
                 match self.dtype {
                     Dtype::U8 => b[0] as f64,
+                    Dtype::Bool => (b[0] != 0) as u8 as f64,
                     Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
                     Dtype::F64 => f64::from_le_bytes(b),
                     Dtype::Int { signed, bytes } => {
@@ -57,7 +60,7 @@ impl NpyArray {
 
     fn elem_size(&self) -> usize {
         match self.dtype {
-            Dtype::U8 => 1,
+            Dtype::U8 | Dtype::Bool => 1,
             Dtype::F32 => 4,
             Dtype::F64 => 8,
             Dtype::Int { bytes, .. } => bytes,
@@ -71,8 +74,8 @@ fn parse_descr(path: &Path, descr: &str) -> Result<(Dtype, bool)> {
             path,
             "header field 'descr'",
             format!(
-                "unsupported dtype '{descr}': use float32 ('<f4'), float64 ('<f8') or uint8 ('|u1'); \
-                 for labels also integer types"
+                "unsupported dtype '{descr}': use float32 ('<f4'), float64 ('<f8'), uint8 ('|u1') or \
+                 bool ('|b1'); for labels also integer types"
             ),
         )
     };
@@ -82,7 +85,8 @@ fn parse_descr(path: &Path, descr: &str) -> Result<(Dtype, bool)> {
     };
     let big = order == '>';
     let dtype = match code {
-        "u1" | "b1" => Dtype::U8,
+        "u1" => Dtype::U8,
+        "b1" => Dtype::Bool,
         "f4" => Dtype::F32,
         "f8" => Dtype::F64,
         "i1" => Dtype::Int { signed: true, bytes: 1 },
@@ -209,7 +213,7 @@ fn read_npy_from(path: &Path, r: &mut dyn std::io::Read, len: Option<u64>) -> Re
         })
         .collect::<Result<Vec<_>>>()?;
     let elem = match dtype {
-        Dtype::U8 => 1,
+        Dtype::U8 | Dtype::Bool => 1,
         Dtype::F32 => 4,
         Dtype::F64 => 8,
         Dtype::Int { bytes, .. } => bytes,
@@ -260,6 +264,7 @@ fn npy_dataset(path: &Path, a: NpyArray) -> Result<Dataset> {
     };
     let values = match (a.dtype, a.big_endian) {
         (Dtype::U8, _) => Values::U8(a.payload),
+        (Dtype::Bool, _) => Values::F32(a.payload.iter().map(|&b| (b != 0) as u8 as f32).collect()),
         (Dtype::F32, false) => Values::F32(
             a.payload
                 .chunks_exact(4)
@@ -290,4 +295,22 @@ mod tests {
         assert_eq!(dict_value(h, "shape"), Some("(3, 4)"));
         assert_eq!(dict_value("{'shape': (5,), 'descr': '|u1'}", "shape"), Some("(5,)"));
     }
+
+    #[test]
+    fn bool_arrays_are_zeros_and_ones() {
+        let dict = "{'descr': '|b1', 'fortran_order': False, 'shape': (2, 3), }";
+        let mut h = b"\x93NUMPY\x01\x00".to_vec();
+        let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
+        let text = format!("{dict}{}\n", " ".repeat(pad));
+        h.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        h.extend_from_slice(text.as_bytes());
+        h.extend_from_slice(&[1, 0, 1, 0, 0, 1]);
+        let ds = read_npy_bytes("b.npy", &h).unwrap();
+        assert_eq!((ds.rows, ds.cols), (2, 3));
+        match ds.values {
+            Values::F32(v) => assert_eq!(v, [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
+            Values::U8(_) => panic!("bool read as pixels (1 would become 1/255)"),
+        }
+    }
 }
+
