@@ -180,7 +180,10 @@ fn demo_writes_model_and_pictures() {
     let dir = s.path("out");
     let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1"]);
     assert_ok(&o);
-    let text = stdout(&o);
+    // What a command wrote is said on stderr; stdout carries only what a command prints on
+    // request (inspect, evaluate).
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    let text = stderr(&o);
     for f in ["model.safetensors", "filters.png", "reconstructions.png"] {
         assert!(dir.join(f).exists(), "{f} missing");
         assert!(text.contains(f), "the demo says it wrote {f}: {text}");

@@ -70,7 +70,7 @@ fn demo_report_has_every_section_and_image() {
     let dir = s.path("demo");
     let o = dae(["demo", "-o", dir.to_str().unwrap(), "--epochs", "1"]);
     assert_ok(&o);
-    assert!(stdout(&o).contains("report.html"), "the demo prints the report's path");
+    assert!(stderr(&o).contains("report.html"), "the demo says where the report is");
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     let (sections, images) = check_report(&html);
     for want in ["configuration", "data", "curves", "filters", "reconstructions", "errors"] {

@@ -69,11 +69,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let last = saved.history.last().expect("at least one epoch ran");
     let total: f64 = saved.history.iter().map(|r| r.seconds).sum();
     if !a.run.quiet {
-        outln!("trained in {total:.1} s; final training loss {:.2} (cross-entropy per image)", last.train_loss);
-        outln!("wrote {}", model_path.display());
-        outln!("wrote {}  (the first 100 filters of W)", filters_path.display());
-        outln!("wrote {}  (rows: clean, masked 30%, reconstructed)", recon_path.display());
-        outln!("wrote {}  (open it in a browser: curves, filters, reconstructions, anomalies)", report_path.display());
+        eprintln!("trained in {total:.1} s; final training loss {:.2} (cross-entropy per image)", last.train_loss);
+        eprintln!("wrote {}", model_path.display());
+        eprintln!("wrote {}  (the first 100 filters of W)", filters_path.display());
+        eprintln!("wrote {}  (rows: clean, masked 30%, reconstructed)", recon_path.display());
+        eprintln!("wrote {}  (open it in a browser: curves, filters, reconstructions, anomalies)", report_path.display());
     }
     Ok(())
 }

@@ -227,7 +227,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         if let Some(b) = saved.best_epoch {
             line += &format!(" (kept the weights of epoch {b})");
         }
-        outln!("{line}");
+        eprintln!("{line}");
     }
     let classes = match saved.network.config.task {
         Task::Classification { classes } => Some(targets.classes(Some(classes), "the classifier")?),

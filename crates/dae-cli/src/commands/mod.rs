@@ -276,7 +276,7 @@ pub fn write_report(threads: Option<usize>, report: Option<&Path>, model_path: &
     let html = render(&cpu, &ReportInput { model_path, model: &model, data, labels, shape: None, anomalies: 10 })?;
     write_file(out, html.as_bytes())?;
     if !quiet {
-        outln!("wrote {}", out.display());
+        eprintln!("wrote {}", out.display());
     }
     Ok(())
 }

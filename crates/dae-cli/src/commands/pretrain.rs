@@ -156,7 +156,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             .iter()
             .map(|h| crate::progress::loss(h.last().map_or(f64::NAN, |r| r.train_loss)))
             .collect();
-        outln!("wrote {}: {} layer{}, final training losses {}", a.output.display(), n, if n == 1 { "" } else { "s" }, finals.join(", "));
+        eprintln!("wrote {}: {} layer{}, final training losses {}", a.output.display(), n, if n == 1 { "" } else { "s" }, finals.join(", "));
     }
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

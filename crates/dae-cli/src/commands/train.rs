@@ -170,7 +170,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if let Some(b) = saved.best_epoch {
             line += &format!(" (kept the weights of epoch {b})");
         }
-        outln!("{line}");
+        eprintln!("{line}");
     }
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

@@ -29,7 +29,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let units = a.units.min(first_layer(&model).2);
             write_file(&a.output, &filters_png(&model, shape, units))?;
-            outln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
+            eprintln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
         }
         VizCommand::Reconstructions(a) => {
             png_output(&a.output)?;
@@ -51,7 +51,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             let png = reconstructions_png(&cpu, dae, &ds, model.scaler(), &rows, EvalNoise { noise, seed: a.seed }, shape)?;
             write_file(&a.output, &png)?;
             if !a.run.quiet {
-                outln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
+                eprintln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
             }
         }
         VizCommand::Curves(a) => {
@@ -62,7 +62,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let model = AnyModel::load(&a.model)?;
             write_file(&a.output, &curves(&model, Format::from_name(&name))?)?;
-            outln!("wrote {}", a.output.display());
+            eprintln!("wrote {}", a.output.display());
         }
     }
     Ok(())
@@ -105,7 +105,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let html = render(&cpu, &ReportInput { model_path: &a.model, model: &model, data: data.as_ref(), labels: labels.as_deref(), shape: a.shape, anomalies: a.anomalies })?;
     write_file(&a.output, html.as_bytes())?;
     if !a.run.quiet {
-        outln!("wrote {}", a.output.display());
+        eprintln!("wrote {}", a.output.display());
     }
     Ok(())
 }
