@@ -309,6 +309,8 @@ fn absurd_model_sizes_are_refused_up_front() {
     assert!(!s.path("m.safetensors").exists());
     let o = dae(["train", d, "-o", m, "--hidden", "3", "--epochs", "1000000000", "--val-fraction", "0.2", "--patience", "1", "--lr", "1e-30", "-q"]);
     assert_ok(&o);
+    // A batch larger than the data is the whole data (as it always was), not a memory error.
+    assert_ok(&dae(["train", d, "-o", m, "--hidden", "3", "--epochs", "1", "--batch", "1000000000", "-q"]));
 }
 
 /// A stack brings its own layers, activation and scaling: fine-tuning one refuses those options
@@ -354,5 +356,15 @@ fn an_output_that_is_an_input_is_refused() {
     let other = format!("{}/./d.csv", s.path("").display());
     let o = dae(["encode", m.to_str().unwrap(), d, "-o", &other, "-q"]);
     assert_fails(&o, 2, &["--output", "is also an input"]);
+    // The extra outputs of training, and a report, too.
+    let m2 = s.path("m2.safetensors");
+    for (opt, code) in [("--report", "--report"), ("--log-json", "--log-json"), ("--checkpoint", "--checkpoint")] {
+        let o = dae(["train", d, "-o", m2.to_str().unwrap(), "--hidden", "2", "--epochs", "1", "-q", opt, d]);
+        assert_fails(&o, 2, &[code, "is also an input"]);
+    }
+    let model_before = std::fs::read(&m).unwrap();
+    let o = dae(["report", m.to_str().unwrap(), "-o", m.to_str().unwrap()]);
+    assert_fails(&o, 2, &["--output", "is also an input"]);
+    assert_eq!(std::fs::read(&m).unwrap(), model_before);
     assert_eq!(std::fs::read(&data).unwrap(), before);
 }

@@ -34,11 +34,11 @@ pub fn check_fits(path: &Path, bytes: u64, what: &str) -> Result<()> {
 
 /// Fails with a usage error naming `option` when training a model of `params` parameters
 /// needs more memory than is available: the parameters four times over (the weights, their
-/// gradients, and up to two optimiser moments), `batch_values` values a batch (each held about
-/// eight times over: activations, their gradients, noise masks) and `other_values` more (codes
-/// kept for the next layer). So an absurd size is refused up front instead of aborting.
+/// gradients, and up to two optimiser moments), `batch_values` values for a batch (its
+/// activations, gradients and masks) and `other_values` more (codes kept for the next layer).
+/// So an absurd size is refused up front instead of aborting.
 pub fn check_model(option: &str, params: u128, batch_values: u128, other_values: u128) -> Result<()> {
-    let bytes = 4u128.saturating_mul(params.saturating_mul(4).saturating_add(batch_values.saturating_mul(8)).saturating_add(other_values));
+    let bytes = 4u128.saturating_mul(params.saturating_mul(4).saturating_add(batch_values).saturating_add(other_values));
     let limit = available_bytes().unwrap_or(1 << 40);
     if bytes > limit as u128 {
         return Err(Error::usage(

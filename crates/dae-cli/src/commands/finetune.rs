@@ -72,7 +72,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     tc.validate()?;
     check_output(&a.output, "--output")?;
     let inputs: Vec<Option<&Path>> = a.inputs.iter().map(|p| Some(p.as_path())).chain([a.labels.as_deref(), a.val.as_deref(), a.val_labels.as_deref()]).collect();
-    super::not_an_input(&a.output, "--output", &inputs)?;
+    super::outputs_not_inputs(&a.output, &a.extra, &a.checkpoints, &inputs)?;
     let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;
     let opts = read_options(&a.data_opts);
     let raw = read_data(data_path, &opts)?;
@@ -133,7 +133,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             if s.stack.layers.iter().any(|l| l.config.encoder != activation) {
                 return Err(Error::input(stack_path.unwrap(), "the stack's layers use different activations; fine-tuning needs one"));
             }
-            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch)?;
+            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch.min(ds.rows))?;
             let cfg = NetworkConfig { sizes, activation, task, dropout: a.dropout, input_dropout: a.input_dropout };
             let net = Network::from_encoders(cfg, s.stack.encoders())?;
             (net, s.scaler.clone(), format!("pretrained: {}", stack_path.unwrap().display()))
@@ -141,8 +141,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         None => {
             let mut sizes = vec![ds.cols];
             sizes.extend(layer_sizes(a.layers.as_deref().unwrap_or_default(), "--layers")?);
-            super::check_network_memory("--layers", &sizes, tc.batch)?;
-            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch)?;
+            super::check_network_memory("--layers", &sizes, tc.batch.min(ds.rows))?;
+            super::check_network_memory("--classes", &with_outputs(&sizes, &task), tc.batch.min(ds.rows))?;
             let cfg = NetworkConfig { sizes, activation: a.activation.unwrap_or(Activation::Sigmoid), task, dropout: a.dropout, input_dropout: a.input_dropout };
             let scaler = Scaler::fit(a.scale.unwrap_or(ScaleKind::None), &ds, Some(&train_rows));
             (Network::init(cfg, a.seed)?, scaler, "random".to_string())

@@ -145,7 +145,8 @@ pub fn read_options(o: &DataOpts) -> ReadOptions {
 pub fn check_dae_memory(option: &str, config: &dae::DaeConfig, batch: usize, kept: u128) -> Result<()> {
     let (d, k) = (config.inputs as u128, config.hidden as u128);
     let weights = if config.tied { d * k } else { 2 * d * k };
-    dae::memory::check_model(option, weights + d + k, batch as u128 * (2 * d + k), kept)
+    // A batch holds x, x̃, the mask and the reconstruction (d each), the code and its gradient.
+    dae::memory::check_model(option, weights + d + k, batch as u128 * (4 * d + 2 * k), kept)
 }
 
 /// Refuses, naming `option`, a network of these layer widths (inputs first, outputs last) that
@@ -153,7 +154,8 @@ pub fn check_dae_memory(option: &str, config: &dae::DaeConfig, batch: usize, kep
 pub fn check_network_memory(option: &str, widths: &[usize], batch: usize) -> Result<()> {
     let w: Vec<u128> = widths.iter().map(|&x| x as u128).collect();
     let params = w.windows(2).map(|p| p[0].saturating_mul(p[1]).saturating_add(p[1])).fold(0u128, u128::saturating_add);
-    dae::memory::check_model(option, params, (batch as u128).saturating_mul(w.iter().sum()), 0)
+    // Each unit of a batch row: its activation, its gradient and a dropout mask.
+    dae::memory::check_model(option, params, (batch as u128).saturating_mul(3 * w.iter().sum::<u128>()), 0)
 }
 
 /// Refuses an output (of `option`) that is one of the command's input files: writing it would
@@ -163,6 +165,18 @@ pub fn not_an_input(output: &Path, option: &str, inputs: &[Option<&Path>]) -> Re
     for input in inputs.iter().flatten() {
         if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
             return Err(Error::usage(option, format!("{} is also an input of this command; writing it would destroy it", output.display())));
+        }
+    }
+    Ok(())
+}
+
+/// [`not_an_input`] for a training command's output and its extra outputs (`--report`,
+/// `--log-json`, `--checkpoint`).
+pub fn outputs_not_inputs(output: &Path, extra: &ExtraOutputs, ck: &CheckpointOpts, inputs: &[Option<&Path>]) -> Result<()> {
+    not_an_input(output, "--output", inputs)?;
+    for (path, option) in [(&extra.report, "--report"), (&extra.log_json, "--log-json"), (&ck.checkpoint, "--checkpoint")] {
+        if let Some(p) = path {
+            not_an_input(p, option, inputs)?;
         }
     }
     Ok(())

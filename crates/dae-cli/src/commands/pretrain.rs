@@ -74,7 +74,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         None => vec![default_lr; n],
     };
     check_output(&a.output, "--output")?;
-    super::not_an_input(&a.output, "--output", &[Some(&a.data), a.val.as_deref()])?;
+    super::outputs_not_inputs(&a.output, &a.extra, &a.checkpoints, &[Some(&a.data), a.val.as_deref()])?;
     let mut plans = Vec::with_capacity(n);
     let mut inputs = 1; // replaced by the real width below; validates the rest first
     for i in 0..n {
@@ -99,7 +99,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     plans[0].config.inputs = ds.cols;
     for p in &plans {
         // Each layer's codes of every row are kept for the next.
-        super::check_dae_memory("--layers", &p.config, p.train.batch, ds.rows as u128 * p.config.hidden as u128)?;
+        super::check_dae_memory("--layers", &p.config, p.train.batch.min(ds.rows), ds.rows as u128 * p.config.hidden as u128)?;
     }
     let (train_rows, val) = validation_split(&ds, a.val.as_deref(), a.val_fraction, a.seed, &opts)?;
     let scaler = Scaler::fit(a.scale, &ds, Some(&train_rows));

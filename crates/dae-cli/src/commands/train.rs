@@ -70,7 +70,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     tc.validate()?;
     a.noise.validate("--noise")?;
     check_output(&a.output, "--output")?;
-    super::not_an_input(&a.output, "--output", &[Some(&a.data), a.val.as_deref()])?;
+    super::outputs_not_inputs(&a.output, &a.extra, &a.checkpoints, &[Some(&a.data), a.val.as_deref()])?;
     let opts = read_options(&a.data_opts);
     let ds = read_data(&a.data, &opts)?;
     let config = DaeConfig {
@@ -84,7 +84,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         emphasis: a.emphasis,
     };
     config.validate()?;
-    super::check_dae_memory("--hidden", &config, tc.batch, 0)?;
+    // Training takes batches of at most the rows there are.
+    super::check_dae_memory("--hidden", &config, tc.batch.min(ds.rows), 0)?;
 
     let val_ds = match &a.val {
         Some(p) => {

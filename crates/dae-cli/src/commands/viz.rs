@@ -33,6 +33,7 @@ pub fn run(a: VizArgs) -> Result<()> {
         }
         VizCommand::Reconstructions(a) => {
             png_output(&a.output)?;
+            super::not_an_input(&a.output, "--output", &[Some(&a.model), Some(&a.data)])?;
             let model = AnyModel::load(&a.model)?;
             let dae = reconstructor(&model).ok_or_else(|| {
                 Error::input(&a.model, "a classifier does not reconstruct its inputs: give an autoencoder or a stack")
@@ -70,6 +71,7 @@ pub fn run(a: VizArgs) -> Result<()> {
 
 pub fn report(a: ReportArgs) -> Result<()> {
     check_output(&a.output, "--output")?;
+    super::not_an_input(&a.output, "--output", &[Some(&a.model), a.data.as_deref(), a.labels.as_deref()])?;
     let model = AnyModel::load(&a.model)?;
     let opts = read_options(&a.data_opts);
     let (data, labels) = match &a.data {
