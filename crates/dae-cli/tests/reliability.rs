@@ -278,3 +278,33 @@ fn concurrent_writers_never_leave_a_corrupt_model() {
     assert!(reads > 0);
     assert!(!s.files().iter().any(|f| f.ends_with(".tmp")), "no temporary files left: {:?}", s.files());
 }
+
+/// Ctrl-C while `reconstruct` writes its rows as it computes them (its temporary file exists):
+/// the command ends with exit code 130, the old output stays, and no temporary file is left.
+#[test]
+fn ctrl_c_while_streaming_keeps_the_old_output() {
+    let s = Scratch::new("sigint-stream");
+    let d = data(&s);
+    let m = s.path("m.safetensors");
+    assert_ok(&dae(["train", d.to_str().unwrap(), "-o", m.to_str().unwrap(), "--hidden", "8", "--epochs", "1", "-q"]));
+    let big = s.write("big.csv", unit_csv(100000, 100));
+    let out = s.write("out.csv", "old\n");
+    let tmp = || s.files().into_iter().filter(|f| f.ends_with(".tmp")).collect::<Vec<_>>();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dae"))
+        .args(["reconstruct", m.to_str().unwrap(), big.to_str().unwrap(), "-o", out.to_str().unwrap(), "--threads", "1", "-q"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while tmp().is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be interrupted: make the data bigger");
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("was not written"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n");
+    assert!(tmp().is_empty(), "{:?} left behind", tmp());
+}

@@ -31,6 +31,20 @@ fn load(
     Ok((saved, ds, super::Engine::open(device, run)?))
 }
 
+/// A check, between chunks, for Ctrl-C or SIGTERM: an output written as it is computed is then
+/// dropped (its temporary file removed, an older file kept) and the command ends with exit
+/// code 130. A second Ctrl-C ends the process at once.
+fn interruptible(output: &Path) -> impl Fn() -> Result<()> + Send + Sync + '_ {
+    let flag = crate::checkpoint::stop_on_ctrl_c();
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, std::sync::Arc::clone(&flag));
+    move || {
+        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted(format!("interrupted: {} was not written", output.display())));
+        }
+        Ok(())
+    }
+}
+
 fn done(run: &RunOpts, output: &Path, rows: usize, cols: usize) {
     if !run.quiet {
         eprintln!("wrote {}: {rows} × {cols}", output.display());
@@ -80,8 +94,12 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
     if let AnyModel::Autoencoder(m) = &model {
         // The codes go to the file as they are computed, never all in memory.
         let k = m.model.config.hidden;
+        let stop = interruptible(&a.output);
         let mut w = MatrixWriter::create(&a.output, ds.rows, k, io_threads())?;
-        crate::on_engine!(&engine, |be| encode_each(be, &m.model, &ds, scaler, |block| w.write_rows(block)))?;
+        crate::on_engine!(&engine, |be| encode_each(be, &m.model, &ds, scaler, |block| {
+            stop()?;
+            w.write_rows(block)
+        }))?;
         w.finish()?;
         done(&a.run, &a.output, ds.rows, k);
         return Ok(());
@@ -109,9 +127,11 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
     let (saved, ds, engine) = load(&a.model, &a.data, &a.output, &a.data_opts, &a.run, &a.device)?;
     let d = saved.model.config.inputs;
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
+    let stop = interruptible(&a.output);
     let mut w = MatrixWriter::create(&a.output, ds.rows, d, io_threads())?;
     let scaler = &saved.scaler;
     crate::on_engine!(&engine, |be| reconstruct_each(be, &saved.model, &ds, scaler, noise, |block| {
+        stop()?;
         for row in block.chunks_exact_mut(d) {
             scaler.invert_row(row);
         }
@@ -131,8 +151,12 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     let noise = EvalNoise { noise: a.noise, seed: a.seed };
     if a.per_feature {
         let d = saved.model.config.inputs;
+        let stop = interruptible(&a.output);
         let mut w = MatrixWriter::create(&a.output, ds.rows, d, io_threads())?;
-        crate::on_engine!(&engine, |be| score_each(be, &saved.model, &ds, &saved.scaler, noise, true, |block| w.write_rows(block)))?;
+        crate::on_engine!(&engine, |be| score_each(be, &saved.model, &ds, &saved.scaler, noise, true, |block| {
+            stop()?;
+            w.write_rows(block)
+        }))?;
         w.finish()?;
         done(&a.run, &a.output, ds.rows, d);
     } else {
