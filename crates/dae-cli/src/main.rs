@@ -35,13 +35,13 @@ fn main() {
     let unwritten = stdout::finish();
     if let Err(e) = result {
         match e {
-            dae::Error::Interrupted(_) => eprintln!("{e}"),
-            _ => eprintln!("error: {e}"),
+            dae::Error::Interrupted(_) => errln!("{e}"),
+            _ => errln!("error: {e}"),
         }
         std::process::exit(e.exit_code());
     }
     if let Some(e) = unwritten {
-        eprintln!("error: writing to standard output failed: {e}");
+        errln!("error: {}", dae::Error::io("standard output", "writing", e));
         std::process::exit(1);
     }
 }

@@ -61,7 +61,7 @@ impl Progress {
 
     fn clear(&mut self) {
         if self.drawn {
-            eprint!("\r\x1b[2K");
+            err!("\r\x1b[2K");
             self.drawn = false;
         }
     }
@@ -121,7 +121,7 @@ impl Observer for Progress {
         let left = (p.rows_total - p.rows_done) + (p.epochs - p.epoch) * p.rows_total;
         let width = 20;
         let filled = width * p.batch / p.batches.max(1);
-        eprint!(
+        err!(
             "\r\x1b[2K{}epoch {}/{} [{}{}] batch {}/{}  loss {}  {:.0} rows/s  ETA {}",
             self.prefix(),
             p.epoch,
@@ -153,7 +153,7 @@ impl Observer for Progress {
                 "lr": r.lr.to_string().parse::<f64>().unwrap_or(r.lr as f64),
             });
             if writeln!(log, "{line}").and_then(|_| log.flush()).is_err() {
-                eprintln!("warning: cannot write to {}; the JSON log stops here", path.display());
+                errln!("warning: cannot write to {}; the JSON log stops here", path.display());
                 self.log = None;
             }
         }
@@ -165,7 +165,7 @@ impl Observer for Progress {
             .map(|v| format!("  val {}", loss(v)))
             .unwrap_or_default();
         let acc = |name: &str, a: Option<f64>| a.map(|a| format!("  {name} {:.2} %", 100.0 * a)).unwrap_or_default();
-        eprintln!(
+        errln!(
             "{}epoch {:>3}  train {}{}{val}{}  {:.1} s",
             self.prefix(),
             r.epoch,

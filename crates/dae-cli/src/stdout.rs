@@ -1,7 +1,9 @@
-//! Standard output that never panics. `println!` panics when stdout is a closed pipe
-//! (`dae evaluate … | head -3`) or a full disk; here the first failure stops all further
-//! output and the command carries on, as its real results are files. At the end, a closed pipe
-//! passes quietly (the reader had what it wanted) and any other failure is an error.
+//! Standard output and standard error that never panic. `println!` and `eprintln!` panic when
+//! the stream is a closed pipe (`dae evaluate … | head -3`, `dae train … 2>&1 | head -1`) or a
+//! full disk. Here the first failure on stdout stops all further output there and the command
+//! carries on, as its real results are files; at the end, a closed pipe passes quietly (the
+//! reader had what it wanted) and any other failure is an error. A message that cannot go to
+//! stderr is dropped: there is nowhere else to say it.
 
 use std::io::{ErrorKind, Write};
 use std::sync::Mutex;
@@ -44,4 +46,21 @@ macro_rules! outln {
 /// `print!` to standard output, without the panic.
 macro_rules! out {
     ($($t:tt)*) => { $crate::stdout::write(format_args!($($t)*), false) };
+}
+
+/// Writes `args` (and a newline when `newline`) to standard error, if it can.
+pub fn write_err(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| if newline { err.write_all(b"\n") } else { Ok(()) });
+}
+
+/// `eprintln!` without the panic.
+macro_rules! errln {
+    () => { $crate::stdout::write_err(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::stdout::write_err(format_args!($($t)*), true) };
+}
+
+/// `eprint!` without the panic.
+macro_rules! err {
+    ($($t:tt)*) => { $crate::stdout::write_err(format_args!($($t)*), false) };
 }

@@ -272,7 +272,7 @@ fn unwritable_standard_output() {
             .stdout(std::fs::File::create("/dev/full").unwrap())
             .output()
             .unwrap();
-        assert_fails(&o, 1, &["writing to standard output failed"]);
+        assert_fails(&o, 1, &["standard output: writing failed: the disk is full"]);
     }
     // A pipe whose reader is gone before anything is written.
     let mut child = std::process::Command::new(bin)
@@ -284,6 +284,18 @@ fn unwritable_standard_output() {
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success() && !stderr(&o).contains("panicked"), "exit {:?}: {}", o.status.code(), stderr(&o));
+    // Standard error closed: training still writes its model.
+    let m2 = s.path("m2.safetensors");
+    let data = s.write("d2.csv", unit_csv(40, 4));
+    let mut child = std::process::Command::new(bin)
+        .args(["train", data.to_str().unwrap(), "-o", m2.to_str().unwrap(), "--hidden", "2", "--epochs", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success() && m2.exists(), "exit {:?}", status.code());
 }
 
 /// Sizes no machine holds are refused before anything is allocated (exit code 2, naming the

@@ -47,7 +47,7 @@ fn interruptible(output: &Path) -> impl Fn() -> Result<()> + Send + Sync + '_ {
 
 fn done(run: &RunOpts, output: &Path, rows: usize, cols: usize) {
     if !run.quiet {
-        eprintln!("wrote {}: {rows} × {cols}", output.display());
+        errln!("wrote {}: {rows} × {cols}", output.display());
     }
 }
 
@@ -166,7 +166,7 @@ pub fn score(a: ScoreArgs) -> Result<()> {
             let mean = s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64;
             // NaN, should a score be one, shows rather than disappearing into the maximum.
             let max = s.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v.is_nan() || v > m { v } else { m });
-            eprintln!("wrote {}: {} scores, mean {}, max {}", a.output.display(), s.len(), loss(mean), loss(max as f64));
+            errln!("wrote {}: {} scores, mean {}, max {}", a.output.display(), s.len(), loss(mean), loss(max as f64));
         }
     }
     Ok(())

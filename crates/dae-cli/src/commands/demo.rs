@@ -30,7 +30,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let config = DaeConfig::new(ds.cols, 500);
     let cpu = Cpu::new(a.run.threads)?;
     if !a.run.quiet {
-        eprintln!(
+        errln!(
             "dae demo: a denoising autoencoder 784→500 (sigmoid, tied, cross-entropy, masking 0.3) \
              on the {} Fashion-MNIST test images, {} of SGD, {}",
             ds.rows,
@@ -69,11 +69,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let last = saved.history.last().expect("at least one epoch ran");
     let total: f64 = saved.history.iter().map(|r| r.seconds).sum();
     if !a.run.quiet {
-        eprintln!("trained in {total:.1} s; final training loss {:.2} (cross-entropy per image)", last.train_loss);
-        eprintln!("wrote {}", model_path.display());
-        eprintln!("wrote {}  (the first 100 filters of W)", filters_path.display());
-        eprintln!("wrote {}  (rows: clean, masked 30%, reconstructed)", recon_path.display());
-        eprintln!("wrote {}  (open it in a browser: curves, filters, reconstructions, anomalies)", report_path.display());
+        errln!("trained in {total:.1} s; final training loss {:.2} (cross-entropy per image)", last.train_loss);
+        errln!("wrote {}", model_path.display());
+        errln!("wrote {}  (the first 100 filters of W)", filters_path.display());
+        errln!("wrote {}  (rows: clean, masked 30%, reconstructed)", recon_path.display());
+        errln!("wrote {}  (open it in a browser: curves, filters, reconstructions, anomalies)", report_path.display());
     }
     Ok(())
 }

@@ -174,7 +174,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         let cfg = &network.config;
-        eprintln!(
+        errln!(
             "fine-tuning {}-{} ({}, {}{}) from {} on {} rows with {} lr {}, {}, batch {}, {}",
             cfg.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
             cfg.task.outputs(),
@@ -227,7 +227,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         if let Some(b) = saved.best_epoch {
             line += &format!(" (kept the weights of epoch {b})");
         }
-        eprintln!("{line}");
+        errln!("{line}");
     }
     let classes = match saved.network.config.task {
         Task::Classification { classes } => Some(targets.classes(Some(classes), "the classifier")?),

@@ -61,7 +61,7 @@ impl Engine {
             }
             if let (Some(w), false) = (why, run.quiet) {
                 let fp32 = if tf32 { " in fp32 (tf32 is for GPU products)" } else { "" };
-                eprintln!("{w}; running on the CPU{fp32}");
+                errln!("{w}; running on the CPU{fp32}");
             }
             Ok(Engine::Cpu(Cpu::new(run.threads)?))
         };
@@ -73,7 +73,7 @@ impl Engine {
         match dae::Cuda::new(n, dev.precision) {
             Ok(g) => {
                 if !run.quiet && device == "auto" {
-                    eprintln!("using {} (--device cpu to stay on the CPU)", g.name());
+                    errln!("using {} (--device cpu to stay on the CPU)", g.name());
                 }
                 Ok(Engine::Cuda(g))
             }
@@ -290,7 +290,7 @@ pub fn write_report(threads: Option<usize>, report: Option<&Path>, model_path: &
     let html = render(&cpu, &ReportInput { model_path, model: &model, data, labels, shape: None, anomalies: 10 })?;
     write_file(out, html.as_bytes())?;
     if !quiet {
-        eprintln!("wrote {}", out.display());
+        errln!("wrote {}", out.display());
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         Task::Regression { .. } => write_matrix(&a.output, ds.rows, c, &out)?,
     }
     if !a.run.quiet {
-        eprintln!("wrote {}: {} rows", a.output.display(), ds.rows);
+        errln!("wrote {}: {} rows", a.output.display(), ds.rows);
     }
     Ok(())
 }

@@ -112,7 +112,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
         let noise: Vec<String> = noises.iter().map(|c| c.to_string()).collect();
-        eprintln!(
+        errln!(
             "pretraining {}-{} ({} units, {}, noise {}) on {} rows of {} with {}, batch {}, {}",
             ds.cols,
             sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
@@ -156,7 +156,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             .iter()
             .map(|h| crate::progress::loss(h.last().map_or(f64::NAN, |r| r.train_loss)))
             .collect();
-        eprintln!("wrote {}: {} layer{}, final training losses {}", a.output.display(), n, if n == 1 { "" } else { "s" }, finals.join(", "));
+        errln!("wrote {}: {} layer{}, final training losses {}", a.output.display(), n, if n == 1 { "" } else { "s" }, finals.join(", "));
     }
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

@@ -118,7 +118,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
 
     let engine = super::Engine::open(&a.device, &a.run)?;
     if !a.run.quiet {
-        eprintln!(
+        errln!(
             "training {}→{} ({} encoder, {} decoder, {}, {}, noise {}) on {} rows of {} with {}, {}, batch {}, {}",
             config.inputs,
             config.hidden,
@@ -171,7 +171,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if let Some(b) = saved.best_epoch {
             line += &format!(" (kept the weights of epoch {b})");
         }
-        eprintln!("{line}");
+        errln!("{line}");
     }
     super::write_report(a.run.threads, a.extra.report.as_deref(), &a.output, Some(&ds), None, a.run.quiet)
 }

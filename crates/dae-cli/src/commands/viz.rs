@@ -29,7 +29,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let units = a.units.min(first_layer(&model).2);
             write_file(&a.output, &filters_png(&model, shape, units))?;
-            eprintln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
+            errln!("wrote {}: {units} filters of {}×{}", a.output.display(), shape.0, shape.1);
         }
         VizCommand::Reconstructions(a) => {
             png_output(&a.output)?;
@@ -52,7 +52,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             let png = reconstructions_png(&cpu, dae, &ds, model.scaler(), &rows, EvalNoise { noise, seed: a.seed }, shape)?;
             write_file(&a.output, &png)?;
             if !a.run.quiet {
-                eprintln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
+                errln!("wrote {}: {count} examples, clean / {noise} / reconstructed", a.output.display());
             }
         }
         VizCommand::Curves(a) => {
@@ -63,7 +63,7 @@ pub fn run(a: VizArgs) -> Result<()> {
             }
             let model = AnyModel::load(&a.model)?;
             write_file(&a.output, &curves(&model, Format::from_name(&name))?)?;
-            eprintln!("wrote {}", a.output.display());
+            errln!("wrote {}", a.output.display());
         }
     }
     Ok(())
@@ -107,7 +107,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let html = render(&cpu, &ReportInput { model_path: &a.model, model: &model, data: data.as_ref(), labels: labels.as_deref(), shape: a.shape, anomalies: a.anomalies })?;
     write_file(&a.output, html.as_bytes())?;
     if !a.run.quiet {
-        eprintln!("wrote {}", a.output.display());
+        errln!("wrote {}", a.output.display());
     }
     Ok(())
 }
