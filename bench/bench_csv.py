@@ -3,7 +3,7 @@ what a user would otherwise write (bench/peers/pandas_encode.py: pandas reads, P
 numpy writes), same model, same files, same run, alternating.
 
 The features are every Fashion-MNIST image (60,000 + 10,000 rows × 784 pixels / 255, written
-with 6 significant digits, about 200 MB of text); the model is a 784→500 sigmoid autoencoder
+with 6 significant digits, about 300 MB of text); the model is a 784→500 sigmoid autoencoder
 (trained here for one epoch on the test images: the time does not depend on the weights).
 dae's figure is the whole `dae encode MODEL features.csv -o codes.csv` process; the peer's is
 its reading, computing and writing (starting Python and importing pandas and PyTorch are not

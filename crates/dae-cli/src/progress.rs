@@ -37,7 +37,7 @@ impl Progress {
         self
     }
 
-    /// Also writes one JSON object per epoch to `path` (created or truncated now).
+    /// Also appends one JSON object per epoch to `path` (created if missing).
     pub fn with_log(mut self, path: Option<&std::path::Path>) -> dae::Result<Progress> {
         if let Some(path) = path {
             // Appended to: a resumed run carries on the log of the run it resumes.

@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 
 /// "a stack", "an autoencoder": a model kind with its article.
 pub fn a_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        return "an unnamed".into();
+    }
     let vowel = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
     format!("{} {kind}", if vowel { "an" } else { "a" })
 }
@@ -155,7 +158,10 @@ impl ModelFile {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect::<Vec<f32>>();
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            // A checkpoint may hold a diverging run's state (Adam's moments can overflow while
+            // the weights stay finite): resuming it reports the divergence as training does.
+            let checked = metadata.get("kind").map(String::as_str) != Some("checkpoint");
+            if let Some(i) = values.iter().position(|v| checked && !v.is_finite()) {
                 return Err(Error::input_at(
                     path,
                     format!("tensor '{name}'"),
