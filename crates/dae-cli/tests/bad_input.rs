@@ -380,3 +380,14 @@ fn an_output_that_is_an_input_is_refused() {
     assert_eq!(std::fs::read(&m).unwrap(), model_before);
     assert_eq!(std::fs::read(&data).unwrap(), before);
 }
+
+/// A label file (1-D IDX) given as data is named as such.
+#[test]
+fn idx_labels_as_data_are_refused() {
+    let s = Scratch::new("idxlabels");
+    let mut bytes = vec![0u8, 0, 8, 1, 0, 0, 0, 5];
+    bytes.extend([1u8, 2, 3, 4, 5]);
+    let p = s.write("t-labels-idx1-ubyte", &bytes);
+    let o = dae(["train", p.to_str().unwrap(), "-o", s.path("m.safetensors").to_str().unwrap()]);
+    assert_fails(&o, 2, &["t-labels-idx1-ubyte", "holds labels, not examples"]);
+}

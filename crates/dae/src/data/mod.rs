@@ -120,7 +120,16 @@ impl InputFormat {
 /// holds at least one row and only finite values.
 pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
     let ds = match InputFormat::detect(path)? {
-        InputFormat::Idx => read_idx(path)?,
+        InputFormat::Idx => {
+            let ds = read_idx(path)?;
+            if ds.cols == 1 && ds.rows > 0 {
+                return Err(Error::input(
+                    path,
+                    "one value per row: this IDX file holds labels, not examples (give it with --labels)",
+                ));
+            }
+            ds
+        }
         InputFormat::Npy => read_npy(path)?,
         InputFormat::Csv => read_csv(path, opts)?,
     };
