@@ -11,10 +11,20 @@ mod progress;
 mod report;
 
 use args::{Cli, Command};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// The command line, where a negative number is a value (`--epochs -1` is then refused by the
+/// option's own check, not taken for an unknown flag).
+fn parse() -> Cli {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.allow_negative_numbers(true).mut_subcommands(negatives)
+    }
+    let matches = negatives(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     if let Some(run) = cli.command.run_opts() {
         dae::data::set_io_threads(run.threads);
     }

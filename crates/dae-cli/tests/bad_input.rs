@@ -321,6 +321,9 @@ fn absurd_model_sizes_are_refused_up_front() {
     assert!(!s.path("m.safetensors").exists());
     let o = dae(["train", d, "-o", m, "--hidden", "3", "--epochs", "1000000000", "--val-fraction", "0.2", "--patience", "1", "--lr", "1e-30", "-q"]);
     assert_ok(&o);
+    // A negative count is a bad value of its option, not an unknown flag.
+    let o = dae(["train", d, "-o", m, "--epochs", "-1"]);
+    assert_fails(&o, 2, &["invalid value '-1' for '--epochs"]);
     // A batch larger than the data is the whole data (as it always was), not a memory error.
     assert_ok(&dae(["train", d, "-o", m, "--hidden", "3", "--epochs", "1", "--batch", "1000000000", "-q"]));
 }
