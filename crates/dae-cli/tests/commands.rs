@@ -215,3 +215,38 @@ fn every_command_has_help() {
     assert_ok(&dae(["--help"]));
     assert_ok(&dae(["--version"]));
 }
+
+/// Data from standard input (`-`), plain or gzipped: the same codes as from the file, and
+/// errors that say "standard input".
+#[test]
+fn data_from_standard_input() {
+    use std::io::Write;
+    let s = Scratch::new("stdin");
+    let text = unit_csv(50, 6);
+    let data = s.write("d.csv", &text);
+    let m = s.path("m.safetensors");
+    let with_stdin = |args: &[&str], input: Vec<u8>| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dae"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_ok(&with_stdin(&["train", "-", "-o", m.to_str().unwrap(), "--hidden", "3", "--epochs", "1", "-q"], text.clone().into_bytes()));
+    let (a, b, c) = (s.path("a.npy"), s.path("b.npy"), s.path("c.npy"));
+    assert_ok(&dae(["encode", m.to_str().unwrap(), data.to_str().unwrap(), "-o", a.to_str().unwrap(), "-q"]));
+    assert_ok(&with_stdin(&["encode", m.to_str().unwrap(), "-", "-o", b.to_str().unwrap(), "-q"], text.clone().into_bytes()));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    assert_ok(&with_stdin(&["encode", m.to_str().unwrap(), "-", "-o", c.to_str().unwrap(), "-q"], gz.finish().unwrap()));
+    assert_eq!(read_f32_npy(&a), read_f32_npy(&b));
+    assert_eq!(read_f32_npy(&a), read_f32_npy(&c));
+    let o = with_stdin(&["train", "-", "-o", s.path("x.safetensors").to_str().unwrap()], b"0.1,0.2\n0.3,abc\n".to_vec());
+    assert_fails(&o, 2, &["standard input: line 2, column 2", "'abc' is not a number"]);
+    let o = with_stdin(&["train", "-", "-o", s.path("x.safetensors").to_str().unwrap()], b"0.1,0.2\n0.3,7\n".to_vec());
+    assert_fails(&o, 2, &["standard input: row 2, column 2", "outside [0, 1]"]);
+}

@@ -119,20 +119,26 @@ impl InputFormat {
 /// Reads a data file in any supported format (see [`InputFormat::detect`]) and checks that it
 /// holds at least one row and only finite values.
 pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
-    let ds = match InputFormat::detect(path)? {
-        InputFormat::Idx => {
-            let ds = read_idx(path)?;
-            if ds.cols == 1 && ds.rows > 0 {
-                return Err(Error::input(
-                    path,
-                    "one value per row: this IDX file holds labels, not examples (give it with --labels)",
-                ));
-            }
-            ds
-        }
-        InputFormat::Npy => read_npy(path)?,
-        InputFormat::Csv => read_csv(path, opts)?,
+    let (ds, format) = if is_stream(path) {
+        read_stream(path, opts)?
+    } else {
+        let format = InputFormat::detect(path)?;
+        let ds = match format {
+            InputFormat::Idx => read_idx(path)?,
+            InputFormat::Npy => read_npy(path)?,
+            InputFormat::Csv => read_csv(path, opts)?,
+        };
+        (ds, format)
     };
+    // Errors name the file, or "standard input".
+    let path = ds.source.clone();
+    let path = path.as_path();
+    if format == InputFormat::Idx && ds.cols == 1 && ds.rows > 0 {
+        return Err(Error::input(
+            path,
+            "one value per row: this IDX file holds labels, not examples (give it with --labels)",
+        ));
+    }
     if ds.rows == 0 || ds.cols == 0 {
         return Err(Error::input(
             path,
@@ -151,11 +157,54 @@ pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// Whether `path` can be read only once: `-` (standard input), a pipe, a terminal.
+pub fn is_stream(path: &Path) -> bool {
+    path.as_os_str() == "-" || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Reads data from a stream (see [`is_stream`]) whole, then as the file it holds: gzip is
+/// unpacked first, and the format is told by the name, else by the first bytes.
+fn read_stream(path: &Path, opts: &ReadOptions) -> Result<(Dataset, InputFormat)> {
+    use std::io::Read;
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin { "standard input".to_string() } else { path.display().to_string() };
+    let mut bytes = Vec::new();
+    let read = if stdin {
+        std::io::stdin().lock().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|e| Error::io(&name, "reading", e))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut plain)
+            .map_err(|e| Error::input(&name, format!("corrupt gzip data: {e}")))?;
+        bytes = plain;
+    }
+    let by_name = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+    let format = match (by_name.as_deref(), &bytes[..]) {
+        (Some("npy"), _) => InputFormat::Npy,
+        (Some("csv" | "txt"), _) => InputFormat::Csv,
+        (Some("idx"), _) => InputFormat::Idx,
+        (_, [0x93, b'N', b'U', b'M', b'P', b'Y', ..]) => InputFormat::Npy,
+        (_, [0, 0, _, _, ..]) => InputFormat::Idx,
+        _ => InputFormat::Csv,
+    };
+    let ds = match format {
+        InputFormat::Idx => read_idx_bytes(&name, &bytes)?,
+        InputFormat::Npy => read_npy_bytes(&name, &bytes)?,
+        InputFormat::Csv => read_csv_bytes(&name, &bytes, opts)?,
+    };
+    Ok((ds, format))
+}
+
 impl Dataset {
     /// Where row `r` (from 0) is in the file, for an error message: "line L" for a CSV file,
     /// else "row r + 1".
     pub fn locate(&self, r: usize) -> String {
-        if InputFormat::detect(&self.source).is_ok_and(|f| f == InputFormat::Csv) {
+        // A stream cannot be read again (and standard input's name is no file).
+        if !is_stream(&self.source) && self.source.is_file() && InputFormat::detect(&self.source).is_ok_and(|f| f == InputFormat::Csv) {
             if let Some(line) = csv::line_of_row(&self.source, self.column_names.is_some(), r) {
                 return format!("line {line}");
             }
