@@ -13,11 +13,16 @@ pub fn available_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The memory a request may take: what is available, or without a reading still no more than
+/// any machine of today holds (1 TiB).
+fn limit() -> u64 {
+    available_bytes().unwrap_or(1 << 40)
+}
+
 /// Fails with a clear message when holding `bytes` bytes for `what` (read from `path`) would
 /// exceed the memory available.
 pub fn check_fits(path: &Path, bytes: u64, what: &str) -> Result<()> {
-    // Without a reading, still refuse sizes no machine of today holds (1 TiB).
-    let limit = available_bytes().unwrap_or(1 << 40);
+    let limit = limit();
     if bytes > limit {
         return Err(Error::input(
             path,
@@ -39,7 +44,7 @@ pub fn check_fits(path: &Path, bytes: u64, what: &str) -> Result<()> {
 /// So an absurd size is refused up front instead of aborting.
 pub fn check_model(option: &str, params: u128, batch_values: u128, other_values: u128) -> Result<()> {
     let bytes = 4u128.saturating_mul(params.saturating_mul(4).saturating_add(batch_values).saturating_add(other_values));
-    let limit = available_bytes().unwrap_or(1 << 40);
+    let limit = limit();
     if bytes > limit as u128 {
         return Err(Error::usage(
             option,

@@ -87,32 +87,42 @@ pub enum InputFormat {
 impl InputFormat {
     /// The format of `path`, from its name when that is clear, else from its first bytes.
     pub fn detect(path: &Path) -> Result<InputFormat> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        let stem = name.strip_suffix(".gz").unwrap_or(&name);
-        if stem.ends_with(".npy") {
-            return Ok(InputFormat::Npy);
+        if let Some(f) = Self::from_name(path) {
+            return Ok(f);
         }
-        if stem.ends_with(".csv") || stem.ends_with(".txt") {
-            return Ok(InputFormat::Csv);
-        }
-        if stem.ends_with(".idx") || stem.contains("-ubyte") || stem.contains(".idx") || name.ends_with(".gz") {
-            return Ok(InputFormat::Idx);
-        }
-        // No telling name: look at the first bytes.
         let mut head = [0u8; 6];
         let n = {
             use std::io::Read;
             let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "reading", e))?;
             f.read(&mut head).map_err(|e| Error::io(path, "reading", e))?
         };
-        Ok(match &head[..n] {
+        Ok(Self::from_head(&head[..n]))
+    }
+
+    /// The format a name tells (`.npy`, `.csv`, `.txt`, `.idx`, `-ubyte`, each maybe `.gz`), if
+    /// it tells one.
+    fn from_name(path: &Path) -> Option<InputFormat> {
+        let name = path.file_name()?.to_string_lossy().to_lowercase();
+        let stem = name.strip_suffix(".gz").unwrap_or(&name);
+        if stem.ends_with(".npy") {
+            Some(InputFormat::Npy)
+        } else if stem.ends_with(".csv") || stem.ends_with(".txt") {
+            Some(InputFormat::Csv)
+        } else if stem.ends_with(".idx") || stem.contains("-ubyte") || stem.contains(".idx") {
+            Some(InputFormat::Idx)
+        } else {
+            None
+        }
+    }
+
+    /// The format the first bytes tell: NPY's magic, else IDX (or gzip, as IDX files are
+    /// usually shipped), else CSV.
+    fn from_head(head: &[u8]) -> InputFormat {
+        match head {
             [0x93, b'N', b'U', b'M', b'P', b'Y', ..] => InputFormat::Npy,
             [0x1f, 0x8b, ..] | [0, 0, _, _, ..] => InputFormat::Idx,
             _ => InputFormat::Csv,
-        })
+        }
     }
 }
 
@@ -131,8 +141,7 @@ pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
         (ds, format)
     };
     // Errors name the file, or "standard input".
-    let path = ds.source.clone();
-    let path = path.as_path();
+    let path = ds.source.as_path();
     if format == InputFormat::Idx && ds.cols == 1 && ds.rows > 0 {
         return Err(Error::input(
             path,
@@ -158,7 +167,7 @@ pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
 }
 
 /// Whether `path` can be read only once: `-` (standard input), a pipe, a terminal.
-pub fn is_stream(path: &Path) -> bool {
+fn is_stream(path: &Path) -> bool {
     path.as_os_str() == "-" || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
@@ -182,15 +191,7 @@ fn read_stream(path: &Path, opts: &ReadOptions) -> Result<(Dataset, InputFormat)
             .map_err(|e| Error::input(&name, format!("corrupt gzip data: {e}")))?;
         bytes = plain;
     }
-    let by_name = path.extension().map(|e| e.to_string_lossy().to_lowercase());
-    let format = match (by_name.as_deref(), &bytes[..]) {
-        (Some("npy"), _) => InputFormat::Npy,
-        (Some("csv" | "txt"), _) => InputFormat::Csv,
-        (Some("idx"), _) => InputFormat::Idx,
-        (_, [0x93, b'N', b'U', b'M', b'P', b'Y', ..]) => InputFormat::Npy,
-        (_, [0, 0, _, _, ..]) => InputFormat::Idx,
-        _ => InputFormat::Csv,
-    };
+    let format = InputFormat::from_name(path).unwrap_or_else(|| InputFormat::from_head(&bytes));
     let ds = match format {
         InputFormat::Idx => read_idx_bytes(&name, &bytes)?,
         InputFormat::Npy => read_npy_bytes(&name, &bytes)?,
@@ -203,8 +204,8 @@ impl Dataset {
     /// Where row `r` (from 0) is in the file, for an error message: "line L" for a CSV file,
     /// else "row r + 1".
     pub fn locate(&self, r: usize) -> String {
-        // A stream cannot be read again (and standard input's name is no file).
-        if !is_stream(&self.source) && self.source.is_file() && InputFormat::detect(&self.source).is_ok_and(|f| f == InputFormat::Csv) {
+        // Only a file can be read again (not a pipe, nor standard input).
+        if self.source.is_file() && InputFormat::detect(&self.source).is_ok_and(|f| f == InputFormat::Csv) {
             if let Some(line) = csv::line_of_row(&self.source, self.column_names.is_some(), r) {
                 return format!("line {line}");
             }
