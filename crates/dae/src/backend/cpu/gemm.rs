@@ -196,6 +196,140 @@ pub fn gemm(team: &Team, m: usize, n: usize, terms: &[Term<'_>], alpha: f32, bet
     }
 }
 
+/// A k×n row-major matrix B packed once for many products A·B: the KC-deep blocks of depth in
+/// order, each cut into NR-column panels (zero-padded), as [`packed_block`] packs B for one
+/// product. A product through it sums every element over the same blocks in the same order as
+/// [`gemm`]'s packed path, so the results are the same to the bit.
+pub struct PackedB {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Packs `b` (k×n, row-major).
+    pub fn new(b: &[f32], k: usize, n: usize) -> PackedB {
+        let op = Operand::new(b, k, n, false);
+        let width = n.div_ceil(NR) * NR;
+        let mut data = vec![0f32; k * width];
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(&mut data[pc * width..], &op, pc, kc, kc, 0, 0, n);
+        }
+        PackedB { data, k, n }
+    }
+
+    /// The columns of B (of the products' results).
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+}
+
+/// `c` (m×n, row-major) = A·B for A given a block of rows at a time, then `finish` on every
+/// block of rows of C, on the threads of `team`. `fill(i0, rows, buf)` writes rows
+/// i0..i0+rows of A (m×k, row-major) into `buf`; `finish(i0, block)` gets those rows of C once
+/// their sums are complete, while they are still in cache (a bias and activation, say). Each
+/// thread takes whole blocks of rows: A is read once, C is written where it lies, and nothing
+/// is gathered, copied or waited for between the steps. Every element equals [`gemm`]'s packed
+/// path to the bit.
+pub fn product_rows(
+    team: &Team,
+    m: usize,
+    b: &PackedB,
+    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(c.len() >= m * n, "C of {m}×{n} does not fit in {} values", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mr = tile_rows(m);
+    let parts = if m * n * k < PAR_MIN_FMAS { 1 } else { team.size() };
+    let ptr = SharedC(c.as_mut_ptr());
+    // Blocks of rows are handed out as threads come for them: a thread slowed down (by another
+    // process on its core, say) takes fewer. Each row's result is the same whoever computes it.
+    let block = MC / mr * mr;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |_: usize| loop {
+        let i0 = next.fetch_add(block, std::sync::atomic::Ordering::Relaxed);
+        if i0 >= m {
+            break;
+        }
+        let rows = i0..(i0 + block).min(m);
+        // SAFETY: each block of rows of C, which holds m×n values, is handed to one thread.
+        unsafe {
+            match mr {
+                4 => rows_block::<4>(rows, k, n, b, fill, finish, ptr),
+                5 => rows_block::<5>(rows, k, n, b, fill, finish, ptr),
+                _ => rows_block::<6>(rows, k, n, b, fill, finish, ptr),
+            }
+        }
+    };
+    if parts == 1 {
+        work(0);
+    } else {
+        team.run(&work);
+    }
+}
+
+/// [`product_rows`] for the rows `rows`, on this thread: a block of rows of A at a time is
+/// filled and packed whole, then multiplied block of depth by block of depth into its rows of
+/// C (which stay in cache between the blocks), then finished.
+///
+/// # Safety
+/// `c` must hold the m×n result and no other thread may touch these rows of it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_block<const MR: usize>(
+    rows: std::ops::Range<usize>,
+    k: usize,
+    n: usize,
+    b: &PackedB,
+    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
+    c: SharedC,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let avx = has_avx2_fma();
+    let mc_max = MC / MR * MR;
+    let width = n.div_ceil(NR) * NR;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (apack, abuf) = &mut *s;
+        grow(abuf, mc_max * k);
+        grow(apack, mc_max * k);
+        for ic in rows.clone().step_by(mc_max) {
+            let mc = mc_max.min(rows.end - ic);
+            fill(ic, mc, &mut abuf[..mc * k]);
+            let a = Operand::new(&abuf[..mc * k], mc, k, false);
+            // Every block of depth of these rows, one after another: the panels of block pc
+            // start at mc_pad·pc.
+            let mc_pad = mc.div_ceil(MR) * MR;
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                pack_a::<MR>(&mut apack[mc_pad * pc..], &a, 0, mc, pc, kc, kc, 0);
+            }
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let beta = if pc == 0 { 0.0 } else { 1.0 };
+                let (ab, bb) = (apack.as_ptr().add(mc_pad * pc), b.data.as_ptr().add(pc * width));
+                for jr in (0..n).step_by(NR) {
+                    let nr = NR.min(n - jr);
+                    let bp = bb.add(jr * kc);
+                    for ir in (0..mc).step_by(MR) {
+                        let cp = c.0.add((ic + ir) * n + jr);
+                        micro::<MR>(avx, kc, ab.add(ir * kc), bp, NR, cp, n, 1.0, beta, MR.min(mc - ir), nr);
+                    }
+                }
+            }
+            finish(ic, std::slice::from_raw_parts_mut(c.0.add(ic * n), mc * n));
+        }
+    });
+}
+
 /// Rows `rows` and columns `cols` of the product, on this thread, by `path`.
 ///
 /// # Safety
@@ -844,4 +978,3 @@ mod tests {
         }
     }
 }
-

@@ -11,7 +11,7 @@ pub mod vmath;
 
 pub use gemm::has_avx2_fma;
 
-use super::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
+use super::{Backend, LossOutput, LossSpec, OptState, Product, StagedEncode, StepSpec, Trans};
 use crate::augment::Augment;
 use crate::config::{Activation, Corruption};
 use crate::corrupt::{corrupt_row, dropout_mask_row, NoiseKey};
@@ -112,6 +112,13 @@ impl Cpu {
     }
 }
 
+/// What [`Backend::encode_rows`] keeps on the CPU: the weights packed once for
+/// [`gemm::product_rows`], or for the reference backend the step-by-step buffers.
+pub enum CpuEncode {
+    Fused(gemm::PackedB),
+    Staged(StagedEncode<Cpu>),
+}
+
 /// A dataset on the CPU: the host copy itself.
 pub struct CpuData<'a> {
     ds: &'a Dataset,
@@ -121,6 +128,7 @@ pub struct CpuData<'a> {
 impl Backend for Cpu {
     type Buf = Vec<f32>;
     type Data<'a> = CpuData<'a>;
+    type EncodeScratch = CpuEncode;
 
     fn describe(&self) -> String {
         let t = self.threads();
@@ -182,6 +190,47 @@ impl Backend for Cpu {
             let o = unsafe { out.part(r.start * d..r.end * d) };
             data.ds.gather_augmented(&rows[r.clone()], data.scaler, o, aug, key, r.start as u32);
         });
+    }
+
+    fn encode_scratch(&self, w: &Vec<f32>, d: usize, k: usize, chunk: usize) -> Result<CpuEncode> {
+        Ok(if self.reference_matmul {
+            CpuEncode::Staged(StagedEncode::new(self, d, k, chunk)?)
+        } else {
+            CpuEncode::Fused(gemm::PackedB::new(&w[..d * k], d, k))
+        })
+    }
+
+    fn encode_rows(
+        &self,
+        scratch: &mut CpuEncode,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        act: Activation,
+        data: &CpuData<'_>,
+        start: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let packed = match scratch {
+            CpuEncode::Fused(p) => p,
+            CpuEncode::Staged(s) => return s.run(self, w, b, act, data, start, n, out),
+        };
+        // Each thread gathers a block of its rows into its own buffer, multiplies it into its
+        // rows of `out` and applies the activation there, while those rows are in cache.
+        let k = packed.cols();
+        let bias = &b[..k];
+        gemm::product_rows(
+            &self.team,
+            n,
+            packed,
+            &|i0, rows, buf| data.ds.gather_range(start + i0, rows, data.scaler, buf),
+            &|_, block| {
+                for row in block.chunks_exact_mut(k) {
+                    vmath::bias_act_row(row, bias, act);
+                }
+            },
+            &mut out[..n * k],
+        );
     }
 
     fn gemm(&self, c: &mut Vec<f32>, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32) {
