@@ -67,6 +67,62 @@ impl Progress {
     }
 }
 
+/// On resuming from `resume`, drops from the `--log-json` file at `path` the lines of the
+/// epochs after the last one the checkpoint holds. Those epochs ran after the checkpoint was
+/// written (a run that crashed between checkpoints of `--checkpoint-every` above 1); the
+/// resumed run discards their results, runs them again and logs them again. Lines before that
+/// epoch's line, other runs' included, stay. Nothing is dropped unless the lines after it are
+/// the run's own next epochs in order (a last, half-written line aside), so a log of another
+/// run is left alone. `layers` is true for pretraining, whose lines name their layer.
+/// Returns the number of lines dropped.
+pub fn trim_log(path: &std::path::Path, layers: bool, resume: &crate::checkpoint::Loaded) -> dae::Result<usize> {
+    use serde_json::Value;
+    // (layer, epoch) of the checkpoint's last whole epoch.
+    let last = match &resume.current {
+        Some(c) if c.position.epochs_done > 0 => Some((resume.done.len(), c.position.epochs_done)),
+        _ => resume.done.last().map(|d| (resume.done.len() - 1, d.history.len())),
+    };
+    let Some(last) = last.filter(|&(_, e)| e > 0) else { return Ok(0) };
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(dae::Error::io(path, "reading", e)),
+    };
+    // The (layer, epoch) a line logs, if it is a line of this kind of run.
+    let position = |line: &[u8]| -> Option<(usize, usize)> {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        let epoch = v.get("epoch")?.as_u64()? as usize;
+        let layer = match v.get("stage")? {
+            Value::Null if !layers => 0,
+            Value::String(s) if layers => s.strip_prefix("layer ")?.split('/').next()?.parse::<usize>().ok()?.checked_sub(1)?,
+            _ => return None,
+        };
+        Some((layer, epoch))
+    };
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let Some(keep) = lines.iter().rposition(|l| position(l) == Some(last)) else { return Ok(0) };
+    let after = &lines[keep + 1..];
+    let mut at = last;
+    for (i, line) in after.iter().enumerate() {
+        match position(line) {
+            Some(p) if p == (at.0, at.1 + 1) || (layers && p == (at.0 + 1, 1)) => at = p,
+            // A line cut short by the crash can only be the last.
+            None if i + 1 == after.len() && !line.ends_with(b"\n") => {}
+            _ => return Ok(0),
+        }
+    }
+    if after.is_empty() {
+        return Ok(0);
+    }
+    dae::atomic::write_atomic(path, |w| {
+        for l in &lines[..=keep] {
+            w.write_all(l).map_err(|e| dae::Error::io(path, "writing", e))?;
+        }
+        Ok(())
+    })?;
+    Ok(after.len())
+}
+
 /// 125 → "2:05".
 pub fn clock(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;

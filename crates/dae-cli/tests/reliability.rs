@@ -115,6 +115,70 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert_eq!(epochs, (1..=8).collect::<Vec<u64>>());
 }
 
+/// A run that stopped between checkpoints (a crash with --checkpoint-every above 1) has logged
+/// epochs that the resumed run runs again. Here the stand-in for that is resuming twice from
+/// the same checkpoint of epoch 2 with --epochs raised to 3: the second resume finds epoch 3
+/// in the log. Resuming drops those lines, so the log holds every epoch once; an earlier run's
+/// lines in the same log stay, and a log whose later lines are not the run's own next epochs
+/// is left alone.
+#[test]
+fn resuming_drops_the_log_lines_of_epochs_after_the_checkpoint() {
+    let s = Scratch::new("log-resume");
+    let x = s.write("x.csv", unit_csv(300, 20));
+    let x = x.to_str().unwrap();
+    let read = |p: &Path| -> Vec<(Option<String>, u64)> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["stage"].as_str().map(str::to_string), v["epoch"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let other = "{\"stage\":\"layer 9/9\",\"epoch\":1,\"train_loss\":1.0}\n";
+    for (command, shape, (before, after), stages) in [
+        ("train", ["--hidden", "8"], ("2", "3"), vec![(None, 3)]),
+        ("pretrain", ["--layers", "8,4"], ("3,2", "3,3"), vec![(Some("layer 1/2"), 3), (Some("layer 2/2"), 3)]),
+    ] {
+        let (out, ck, log) = (s.path(&format!("{command}.safetensors")), s.path(&format!("{command}.ckpt")), s.path(&format!("{command}.jsonl")));
+        let saved = s.path(&format!("{command}-2.ckpt"));
+        std::fs::write(&log, other).unwrap();
+        let run = |epochs: &str, from: Option<&Path>| {
+            let mut args = vec![command, x, "-o", out.to_str().unwrap(), shape[0], shape[1], "--epochs", epochs, "--batch", "20", "-q"];
+            args.extend(["--checkpoint", ck.to_str().unwrap(), "--checkpoint-every", "2", "--log-json", log.to_str().unwrap()]);
+            if let Some(from) = from {
+                args.extend(["--resume", from.to_str().unwrap()]);
+            }
+            let o = dae(&args);
+            assert_ok(&o);
+            String::from_utf8_lossy(&o.stderr).to_string()
+        };
+        // Epoch 2 of the last stage, checkpointed and kept; then that checkpoint resumed to 3.
+        run(before, None);
+        std::fs::copy(&ck, &saved).unwrap();
+        run(after, Some(&saved));
+        let every: Vec<(Option<String>, u64)> = std::iter::once((Some("layer 9/9".to_string()), 1))
+            .chain(stages.iter().flat_map(|&(st, n)| (1..=n).map(move |e| (st.map(str::to_string), e))))
+            .collect();
+        assert_eq!(read(&log), every, "{command}: the first runs");
+        // Resumed from the same checkpoint again: epoch 3 of the last stage is dropped from the
+        // log, runs again and is logged once. The run says so (without -q).
+        let mut text = run(after, Some(&saved));
+        assert_eq!(read(&log), every, "{command}: after resuming from the older checkpoint");
+        assert!(text.is_empty(), "{text}");
+        // Another run's line after the run's own: nothing is dropped.
+        text = std::fs::read_to_string(&log).unwrap();
+        text.push_str(other);
+        std::fs::write(&log, &text).unwrap();
+        run(after, Some(&saved));
+        let mut kept = every.clone();
+        kept.push((Some("layer 9/9".to_string()), 1));
+        kept.push(every.last().unwrap().clone());
+        assert_eq!(read(&log), kept, "{command}: a log with another run's line after");
+    }
+}
+
 /// Ctrl-C during pretraining says which layer stopped.
 #[test]
 fn ctrl_c_in_pretraining_names_the_layer() {

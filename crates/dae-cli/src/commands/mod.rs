@@ -238,6 +238,13 @@ pub fn progress(
         Some(p) => Some(checkpoint::read(p, command, &identity)?),
         None => None,
     };
+    if let (Some(log), Some(r)) = (&extra.log_json, &resume) {
+        let dropped = crate::progress::trim_log(log, command == "pretrain", r)?;
+        if dropped > 0 && !run.quiet {
+            let (what, again) = if dropped == 1 { ("the epoch".to_string(), "it runs") } else { (format!("the {dropped} epochs"), "they run") };
+            errln!("{}: dropped {what} logged after the checkpoint was written ({again} again)", log.display());
+        }
+    }
     let sink = checkpoint::Sink {
         path,
         every: if ck.checkpoint.is_some() { ck.checkpoint_every } else { 0 },
