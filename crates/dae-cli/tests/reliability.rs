@@ -35,8 +35,13 @@ fn tensors(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Epochs of the runs that are stopped part-way: an epoch of `data` takes some 20 ms on a fast
+/// machine, so that many take long enough to be stopped within them, whatever the machine.
+const EPOCHS: u64 = 60;
+
 fn train_args<'a>(d: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["train", d, "-o", out, "--hidden", "40", "--epochs", "8", "--batch", "10", "--optimizer", "adam", "--threads", "2", "-q"];
+    let epochs: &'static str = EPOCHS.to_string().leak();
+    let mut a = vec!["train", d, "-o", out, "--hidden", "40", "--epochs", epochs, "--batch", "10", "--optimizer", "adam", "--threads", "2", "-q"];
     a.extend_from_slice(extra);
     a
 }
@@ -66,7 +71,7 @@ fn killed_mid_epoch_then_resumed_gives_identical_weights() {
     assert!(!resumed.exists(), "killed before the end: no model yet");
     let position: serde_json::Value = ModelFile::read(&ck).unwrap().meta("position").unwrap();
     let done = position["epochs_done"].as_u64().unwrap();
-    assert!((1..8).contains(&done), "killed part-way: {position}");
+    assert!((1..EPOCHS).contains(&done), "killed part-way: {position}");
 
     let mut again = args.clone();
     again.extend(["--resume", ck.to_str().unwrap()]);
@@ -75,7 +80,7 @@ fn killed_mid_epoch_then_resumed_gives_identical_weights() {
     // The history is whole: one record per epoch.
     let f = ModelFile::read(&resumed).unwrap();
     let history: Vec<serde_json::Value> = f.meta("history").unwrap();
-    assert_eq!(history.len(), 8);
+    assert_eq!(history.len() as u64, EPOCHS);
 }
 
 #[test]
@@ -112,7 +117,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
         .collect();
-    assert_eq!(epochs, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(epochs, (1..=EPOCHS).collect::<Vec<u64>>());
 }
 
 /// A run that stopped between checkpoints (a crash with --checkpoint-every above 1) has logged
@@ -185,7 +190,7 @@ fn ctrl_c_in_pretraining_names_the_layer() {
     let s = Scratch::new("sigint-stack");
     let d = data(&s);
     let (out, log) = (s.path("stack.safetensors"), s.path("log.jsonl"));
-    let args = ["pretrain", d.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layers", "40,40", "--epochs", "8", "--batch", "10", "--threads", "2", "-q", "--log-json", log.to_str().unwrap()];
+    let args = ["pretrain", d.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layers", "40,40", "--epochs", &EPOCHS.to_string(), "--batch", "10", "--threads", "2", "-q", "--log-json", log.to_str().unwrap()];
     let child = Command::new(env!("CARGO_BIN_EXE_dae")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let t = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 1 {
