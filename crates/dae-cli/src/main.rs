@@ -19,8 +19,23 @@ fn parse() -> Cli {
     fn negatives(c: clap::Command) -> clap::Command {
         c.allow_negative_numbers(true).mut_subcommands(negatives)
     }
-    let matches = negatives(Cli::command()).get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let matches = negatives(Cli::command()).try_get_matches().unwrap_or_else(|e| exit_clap(e));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| exit_clap(e))
+}
+
+/// Prints clap's help, version or usage error and exits with its code. Help or a version that
+/// cannot be written to standard output (a full disk) is an error, exit code 1; a reader that
+/// closed the pipe had what it wanted.
+fn exit_clap(e: clap::Error) -> ! {
+    use std::io::Write;
+    let written = e.print().and_then(|()| std::io::stdout().flush());
+    if let Err(w) = written {
+        if !e.use_stderr() && w.kind() != std::io::ErrorKind::BrokenPipe {
+            errln!("error: {}", dae::Error::io("standard output", "writing", w));
+            std::process::exit(1);
+        }
+    }
+    std::process::exit(e.exit_code())
 }
 
 fn main() {

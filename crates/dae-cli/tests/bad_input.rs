@@ -273,7 +273,15 @@ fn unwritable_standard_output() {
             .output()
             .unwrap();
         assert_fails(&o, 1, &["standard output: writing failed: the disk is full"]);
+        // Help too.
+        for args in [&["--help"][..], &["train", "--help"], &["--version"]] {
+            let o = std::process::Command::new(bin).args(args).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+            assert_fails(&o, 1, &["standard output: writing failed: the disk is full"]);
+        }
     }
+    // Help to a pipe closed early, and help written: exit code 0.
+    let o = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Usage"), "{o:?}");
     // A pipe whose reader is gone before anything is written.
     let mut child = std::process::Command::new(bin)
         .args(["inspect", model.to_str().unwrap()])
