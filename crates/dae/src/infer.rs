@@ -1,6 +1,7 @@
 //! Applying a trained autoencoder to a whole dataset, a chunk of rows at a time: codes,
 //! reconstructions and per-row scores (the model's own loss, an anomaly score).
 
+use crate::backend::cpu::eval::{Evaluator, Output};
 use crate::backend::{Backend, LossOutput};
 use crate::config::Corruption;
 use crate::corrupt::NoiseKey;
@@ -100,10 +101,18 @@ pub fn encode_all<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler
 /// [`encode_all`] into `out` (rows × k values), a buffer the caller keeps: a run that encodes
 /// again into the same buffer takes no new memory.
 pub fn encode_into<B: Backend>(be: &B, model: &Dae, ds: &Dataset, scaler: &Scaler, out: &mut [f32]) -> Result<()> {
-    let k = model.config.hidden;
+    let cfg = &model.config;
+    let k = cfg.hidden;
     assert_eq!(out.len(), ds.rows * k, "encode_into: out must hold rows × hidden values");
-    encode_chunks(be, model, ds, scaler, |run, start, n| {
-        run(&mut out[start * k..(start + n) * k]);
+    if let Some(cpu) = be.as_cpu() {
+        // Every row in one pass, each thread writing its blocks of rows where they go.
+        ds.check_width(cfg.inputs, "the model")?;
+        Evaluator::new(model, Output::Codes, EvalNoise::none()).run(cpu, ds, scaler, 0, ds.rows, out);
+        return Ok(());
+    }
+    for_each_chunk(be, model, ds, scaler, EvalNoise::none(), false, |be, ws, p, n, start| {
+        encode(be, cfg, p, &ws.xt, &mut ws.h, n);
+        be.download(&ws.h, &mut out[start * k..(start + n) * k]);
         Ok(())
     })
 }
@@ -116,42 +125,12 @@ pub fn encode_each<B: Backend>(
     model: &Dae,
     ds: &Dataset,
     scaler: &Scaler,
-    mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
-) -> Result<()> {
-    let k = model.config.hidden;
-    let mut host = Vec::new();
-    encode_chunks(be, model, ds, scaler, |run, _, n| {
-        host.resize(n * k, 0.0);
-        run(&mut host);
-        out(&mut host)
-    })
-}
-
-/// The encoder over `ds` a chunk of rows at a time, by [`Backend::encode_rows`]: `each(run,
-/// start, n)` for every chunk, where `run(dst)` writes the codes of rows start..start + n into
-/// `dst` (n × k values).
-fn encode_chunks<B: Backend>(
-    be: &B,
-    model: &Dae,
-    ds: &Dataset,
-    scaler: &Scaler,
-    mut each: impl FnMut(&mut dyn FnMut(&mut [f32]), usize, usize) -> Result<()> + Send,
+    out: impl FnMut(&mut [f32]) -> Result<()> + Send,
 ) -> Result<()> {
     let cfg = &model.config;
-    let (d, k) = (cfg.inputs, cfg.hidden);
-    ds.check_width(d, "the model")?;
-    be.install(|| {
-        let params = DaeParams::upload(be, model)?;
-        let chunk = crate::backend::eval_chunk(be, ds.rows, d + k);
-        let data = be.data(ds, scaler)?;
-        let mut scratch = be.encode_scratch(&params.w, d, k, chunk)?;
-        let mut start = 0;
-        while start < ds.rows {
-            let n = chunk.min(ds.rows - start);
-            each(&mut |dst: &mut [f32]| be.encode_rows(&mut scratch, &params.w, &params.b, cfg.encoder, &data, start, n, dst), start, n)?;
-            start += n;
-        }
-        be.check()
+    each_block(be, model, ds, scaler, EvalNoise::none(), Output::Codes, out, |be, ws, p, n| {
+        encode(be, cfg, p, &ws.xt, &mut ws.h, n);
+        &ws.h
     })
 }
 
@@ -176,7 +155,7 @@ pub fn reconstruct_each<B: Backend>(
     out: impl FnMut(&mut [f32]) -> Result<()> + Send,
 ) -> Result<()> {
     let cfg = &model.config;
-    each_block(be, model, ds, scaler, noise, false, cfg.inputs, out, |be, ws, p, n| {
+    each_block(be, model, ds, scaler, noise, Output::Reconstruction, out, |be, ws, p, n| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode(be, cfg, p, &ws.h, &mut ws.a, n);
         &ws.a
@@ -210,8 +189,8 @@ pub fn score_each<B: Backend>(
 ) -> Result<()> {
     let cfg = &model.config;
     let d = cfg.inputs;
-    let (output, width) = if per_feature { (LossOutput::Elements, d) } else { (LossOutput::Rows, 1) };
-    each_block(be, model, ds, scaler, noise, true, width, out, |be, ws, p, n| {
+    let output = if per_feature { LossOutput::Elements } else { LossOutput::Rows };
+    each_block(be, model, ds, scaler, noise, Output::Loss { per_feature }, out, |be, ws, p, n| {
         encode(be, cfg, p, &ws.xt, &mut ws.h, n);
         decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
         let spec = loss_spec(cfg, n, output);
@@ -224,8 +203,10 @@ pub fn score_each<B: Backend>(
     })
 }
 
-/// Runs `compute` on every chunk (see [`for_each_chunk`]) and hands `out` the first
-/// `n × width` values of the buffer it returns, copied to the host.
+/// Hands `out` the results `what` of every row, a chunk at a time: on the CPU by
+/// [`Evaluator`], in one pass per block of rows; elsewhere by running `compute` on every chunk
+/// (see [`for_each_chunk`]) and copying the first n × width values of the buffer it returns to
+/// the host. The two give the same values.
 #[allow(clippy::too_many_arguments)]
 fn each_block<B: Backend>(
     be: &B,
@@ -233,12 +214,29 @@ fn each_block<B: Backend>(
     ds: &Dataset,
     scaler: &Scaler,
     noise: EvalNoise,
-    need_clean: bool,
-    width: usize,
+    what: Output,
     mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
     compute: impl for<'w> Fn(&B, &'w mut DaeWorkspace<B>, &DaeParams<B>, usize) -> &'w B::Buf + Send + Sync,
 ) -> Result<()> {
     let mut host = Vec::new();
+    if let Some(cpu) = be.as_cpu() {
+        ds.check_width(model.config.inputs, "the model")?;
+        let eval = Evaluator::new(model, what, noise);
+        let chunk = be.chunk_rows().max(1);
+        for start in (0..ds.rows).step_by(chunk) {
+            let n = chunk.min(ds.rows - start);
+            host.resize(n * eval.width(), 0.0);
+            eval.run(cpu, ds, scaler, start, n, &mut host);
+            out(&mut host)?;
+        }
+        return Ok(());
+    }
+    let width = match what {
+        Output::Codes => model.config.hidden,
+        Output::Reconstruction | Output::Loss { per_feature: true } => model.config.inputs,
+        Output::Loss { per_feature: false } => 1,
+    };
+    let need_clean = matches!(what, Output::Loss { .. });
     for_each_chunk(be, model, ds, scaler, noise, need_clean, |be, ws, p, n, _| {
         let result = compute(be, ws, p, n);
         host.resize(n * width, 0.0);
@@ -263,48 +261,57 @@ mod tests {
     use crate::backend::cpu::Cpu;
     use crate::config::DaeConfig;
 
-    /// The CPU's one-pass encoder (rows gathered block by block inside the product, the
-    /// activation applied in cache) gives exactly what the operations one after another give:
-    /// gather, product, bias and activation, chunk by chunk. Shapes cut tiles (6 rows, 16
-    /// columns), depth blocks (256) and chunks (1024 rows) part-way; bytes and scaled floats;
-    /// every activation; one to three threads. The reference products agree to rounding.
+    /// The CPU's one-pass evaluation (rows gathered block by block inside the products, the
+    /// activation and loss applied in cache) gives exactly what the operations one after
+    /// another give, chunk by chunk: codes, reconstructions, scores and per-feature scores.
+    /// Shapes cut tiles (6 rows, 16 columns), depth blocks (256) and chunks (1024 rows)
+    /// part-way; bytes and scaled floats; every activation and both losses; tied and untied;
+    /// with and without noise and emphasis; one to three threads. The reference products
+    /// agree to rounding.
     #[test]
-    fn one_pass_encoding_equals_the_operations_in_turn() {
-        use crate::backend::Trans;
-        use crate::config::{Activation, ScaleKind};
+    fn one_pass_evaluation_equals_the_operations_in_turn() {
+        use crate::config::{Activation, Corruption, Emphasis, Loss, ScaleKind};
         use crate::data::Values;
-        let (rows, d, k) = (2100, 600, 37);
+        let (rows, d, k) = (2100, 300, 37);
         let bytes: Vec<u8> = (0..rows * d).map(|i| ((i * 7919 + i / 13) % 256) as u8).collect();
         let floats: Vec<f32> = (0..rows * d).map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0).collect();
         let u8_ds = Dataset { values: Values::U8(bytes), ..Dataset::from_f32(rows, d, vec![0.0; rows * d]) };
         let f32_ds = Dataset::from_f32(rows, d, floats);
-        for (ds, scaling) in [(&u8_ds, ScaleKind::None), (&f32_ds, ScaleKind::Standardize)] {
+        let cases = [
+            (&u8_ds, ScaleKind::None, Activation::Sigmoid, Loss::CrossEntropy, true, None, Corruption::None),
+            (&u8_ds, ScaleKind::None, Activation::Tanh, Loss::CrossEntropy, false, Some(Emphasis { corrupted: 1.0, clean: 0.3 }), Corruption::Masking { level: 0.4 }),
+            (&f32_ds, ScaleKind::Standardize, Activation::Relu, Loss::SquaredError, true, None, Corruption::Gaussian { sigma: 0.2 }),
+            (&f32_ds, ScaleKind::Minmax, Activation::Identity, Loss::SquaredError, false, Some(Emphasis { corrupted: 0.5, clean: 1.0 }), Corruption::SaltAndPepper { level: 0.2 }),
+        ];
+        for (ds, scaling, act, loss, tied, emphasis, noise) in cases {
             let scaler = Scaler::fit(scaling, ds, None);
-            for act in Activation::ALL {
-                let mut cfg = DaeConfig::new(d, k);
-                cfg.encoder = act;
-                let model = Dae::init(&cfg, 5);
-                // The operations in turn, on one thread.
-                let one = Cpu::new(Some(1)).unwrap();
-                let p = DaeParams::upload(&one, &model).unwrap();
-                let mut want = vec![0f32; rows * k];
-                for start in (0..rows).step_by(1024) {
-                    let n = 1024.min(rows - start);
-                    let mut x = vec![0f32; n * d];
-                    let mut h = vec![0f32; n * k];
-                    ds.gather_range(start, n, &scaler, &mut x);
-                    one.matmul(&mut h, &x, Trans::N, &p.w, Trans::N, n, k, d, false);
-                    one.bias_act(&mut h, &p.b, act, n, k);
-                    want[start * k..(start + n) * k].copy_from_slice(&h);
+            let mut cfg = DaeConfig::new(d, k);
+            (cfg.encoder, cfg.loss, cfg.tied, cfg.emphasis) = (act, loss, tied, emphasis);
+            if loss == Loss::SquaredError {
+                cfg.decoder = Activation::Identity;
+            }
+            let model = Dae::init(&cfg, 5);
+            let noise = EvalNoise { noise, seed: 11 };
+            let all = |be: &Cpu| {
+                vec![
+                    encode_all(be, &model, ds, &scaler).unwrap(),
+                    reconstruct_all(be, &model, ds, &scaler, noise).unwrap(),
+                    score_all(be, &model, ds, &scaler, noise, false).unwrap(),
+                    score_all(be, &model, ds, &scaler, noise, true).unwrap(),
+                ]
+            };
+            let what = ["codes", "reconstructions", "scores", "per-feature scores"];
+            let want = all(&Cpu::new(Some(1)).unwrap().operation_by_operation());
+            for threads in 1..=3 {
+                for ((got, want), what) in all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want).zip(what) {
+                    assert_eq!(got.len(), want.len());
+                    let differ = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits());
+                    assert_eq!(differ, None, "{what}, {act:?}, {loss:?}, {noise:?}, {threads} threads: value {differ:?} differs");
                 }
-                for threads in 1..=3 {
-                    let got = encode_all(&Cpu::new(Some(threads)).unwrap(), &model, ds, &scaler).unwrap();
-                    let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
-                    assert_eq!(differ, None, "{act:?}, {scaling:?}, {threads} threads: value {differ:?} differs");
-                }
-                let reference = encode_all(&Cpu::reference(Some(2)).unwrap(), &model, ds, &scaler).unwrap();
-                let worst = reference.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(worst < 1e-4, "{act:?}, {scaling:?}: the reference differs by {worst}");
+            }
+            for ((got, want), what) in all(&Cpu::reference(Some(2)).unwrap()).iter().zip(&want).zip(what) {
+                let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0f32, f32::max);
+                assert!(worst < 1e-4, "{what}, {act:?}: the reference differs by {worst}");
             }
         }
     }

@@ -155,41 +155,6 @@ pub fn eval_chunk<B: Backend>(be: &B, rows: usize, row_floats: usize) -> usize {
     be.chunk_rows().min(BUDGET / row_floats.max(1)).min(rows).max(1)
 }
 
-/// [`Backend::encode_rows`] step by step, for any backend: the rows gathered into `x`, the
-/// product into `h`, the activation, and `h` copied to the host.
-pub struct StagedEncode<B: Backend> {
-    x: B::Buf,
-    h: B::Buf,
-    rows: Vec<u32>,
-    d: usize,
-    k: usize,
-}
-
-impl<B: Backend> StagedEncode<B> {
-    /// Buffers for chunks of up to `chunk` rows of an encoder d→k.
-    pub fn new(be: &B, d: usize, k: usize, chunk: usize) -> Result<StagedEncode<B>> {
-        Ok(StagedEncode {
-            x: be.alloc(chunk * d)?,
-            h: be.alloc(chunk * k)?,
-            rows: Vec::with_capacity(chunk),
-            d,
-            k,
-        })
-    }
-
-    /// As [`Backend::encode_rows`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(&mut self, be: &B, w: &B::Buf, b: &B::Buf, act: Activation, data: &B::Data<'_>, start: usize, n: usize, out: &mut [f32]) {
-        let (d, k) = (self.d, self.k);
-        self.rows.clear();
-        self.rows.extend(start as u32..(start + n) as u32);
-        be.gather(&mut self.x, data, &self.rows);
-        be.matmul(&mut self.h, &self.x, Trans::N, w, Trans::N, n, k, d, false);
-        be.bias_act(&mut self.h, b, act, n, k);
-        be.download(&self.h, &mut out[..n * k]);
-    }
-}
-
 /// The operations a model needs from a compute device.
 pub trait Backend: Sync {
     /// A vector of f32 on the device.
@@ -198,9 +163,6 @@ pub trait Backend: Sync {
     type Data<'a>
     where
         Self: 'a;
-    /// What [`Backend::encode_rows`] keeps between its calls for one encoder: buffers, and on
-    /// the CPU the weights laid out for its products.
-    type EncodeScratch: Send;
 
     /// A short description ("cpu (2 threads)").
     fn describe(&self) -> String;
@@ -263,6 +225,12 @@ pub trait Backend: Sync {
     fn chunk_rows(&self) -> usize {
         1024
     }
+    /// The CPU backend itself, which applies a trained model to a dataset in one pass over
+    /// each block of rows ([`cpu::eval`]) instead of operation by operation; `None` on other
+    /// devices (and for the CPU's reference products, which stay the arbiter).
+    fn as_cpu(&self) -> Option<&cpu::Cpu> {
+        None
+    }
 
     /// Prepares `ds` (scaled by `scaler`) for gathering batches.
     fn data<'a>(&'a self, ds: &'a Dataset, scaler: &'a Scaler) -> Result<Self::Data<'a>>;
@@ -272,26 +240,6 @@ pub trait Backend: Sync {
     /// before the scaling (see [`crate::augment`]): row i by its draw for position
     /// `key.row0 + i`. `data` must hold images.
     fn gather_augmented(&self, dst: &mut Self::Buf, data: &Self::Data<'_>, rows: &[u32], aug: &Augment, key: &NoiseKey);
-
-    /// Prepares [`Backend::encode_rows`] for the encoder with weights `w` (d×k), for chunks of
-    /// at most `chunk` rows. `w` must not change while the scratch is in use.
-    fn encode_scratch(&self, w: &Self::Buf, d: usize, k: usize, chunk: usize) -> Result<Self::EncodeScratch>;
-    /// `out` (n×k values, on the host) = act(x·`w` + `b`) for the rows `start..start + n` of
-    /// `data`: the codes of an encoder, without corruption, the same as [`Backend::gather`],
-    /// [`Backend::matmul`] and [`Backend::bias_act`] give. A device may do it in one pass (the
-    /// CPU does: no gathered copy of the rows, no separate pass for the activation).
-    #[allow(clippy::too_many_arguments)]
-    fn encode_rows(
-        &self,
-        scratch: &mut Self::EncodeScratch,
-        w: &Self::Buf,
-        b: &Self::Buf,
-        act: Activation,
-        data: &Self::Data<'_>,
-        start: usize,
-        n: usize,
-        out: &mut [f32],
-    );
 
     /// `c[m×n]` = β·`c` + α·Σ op(aᵢ)·op(bᵢ) over the `terms`. With β = 0 the old `c` is not
     /// read. A sum of products is one pass over `c`: the two gradient terms of tied weights, or

@@ -196,9 +196,9 @@ pub fn gemm(team: &Team, m: usize, n: usize, terms: &[Term<'_>], alpha: f32, bet
     }
 }
 
-/// A k×n row-major matrix B packed once for many products A·B: the KC-deep blocks of depth in
-/// order, each cut into NR-column panels (zero-padded), as [`packed_block`] packs B for one
-/// product. A product through it sums every element over the same blocks in the same order as
+/// A k×n matrix B packed once for many products A·B: the KC-deep blocks of depth in order,
+/// each cut into NR-column panels (zero-padded), as [`packed_block`] packs B for one product.
+/// [`block_product`] through it sums every element over the same blocks in the same order as
 /// [`gemm`]'s packed path, so the results are the same to the bit.
 pub struct PackedB {
     data: Vec<f32>,
@@ -207,9 +207,9 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// Packs `b` (k×n, row-major).
-    pub fn new(b: &[f32], k: usize, n: usize) -> PackedB {
-        let op = Operand::new(b, k, n, false);
+    /// Packs B = `b` (k×n, row-major) or, when `transposed`, B = `b`ᵀ (`b` n×k, row-major).
+    pub fn new(b: &[f32], k: usize, n: usize, transposed: bool) -> PackedB {
+        let op = if transposed { Operand::new(b, n, k, true) } else { Operand::new(b, k, n, false) };
         let width = n.div_ceil(NR) * NR;
         let mut data = vec![0f32; k * width];
         for pc in (0..k).step_by(KC) {
@@ -219,113 +219,91 @@ impl PackedB {
         PackedB { data, k, n }
     }
 
+    /// The rows of B (the depth of the products).
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
     /// The columns of B (of the products' results).
     pub fn cols(&self) -> usize {
         self.n
     }
 }
 
-/// `c` (m×n, row-major) = A·B for A given a block of rows at a time, then `finish` on every
-/// block of rows of C, on the threads of `team`. `fill(i0, rows, buf)` writes rows
-/// i0..i0+rows of A (m×k, row-major) into `buf`; `finish(i0, block)` gets those rows of C once
-/// their sums are complete, while they are still in cache (a bias and activation, say). Each
-/// thread takes whole blocks of rows: A is read once, C is written where it lies, and nothing
-/// is gathered, copied or waited for between the steps. Every element equals [`gemm`]'s packed
-/// path to the bit.
-pub fn product_rows(
-    team: &Team,
-    m: usize,
-    b: &PackedB,
-    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
-    c: &mut [f32],
-) {
-    let (k, n) = (b.k, b.n);
-    assert!(c.len() >= m * n, "C of {m}×{n} does not fit in {} values", c.len());
-    if m == 0 || n == 0 {
+/// Runs `f` on blocks of `block` rows of `0..m` (the last may be shorter), on the threads of
+/// `team` when the work (`fmas` multiply-adds in all) is worth it. Blocks are handed out as
+/// threads come for them, so a thread slowed down (by another process on its core, say) takes
+/// fewer: `f` must give each row the same result whichever thread runs it.
+pub fn for_blocks(team: &Team, m: usize, block: usize, fmas: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    let block = block.max(1);
+    if fmas < PAR_MIN_FMAS || m <= block || team.size() == 1 {
+        for i0 in (0..m).step_by(block) {
+            f(i0..(i0 + block).min(m));
+        }
         return;
     }
-    let mr = tile_rows(m);
-    let parts = if m * n * k < PAR_MIN_FMAS { 1 } else { team.size() };
-    let ptr = SharedC(c.as_mut_ptr());
-    // Blocks of rows are handed out as threads come for them: a thread slowed down (by another
-    // process on its core, say) takes fewer. Each row's result is the same whoever computes it.
-    let block = MC / mr * mr;
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = |_: usize| loop {
+    team.run(&|_| loop {
         let i0 = next.fetch_add(block, std::sync::atomic::Ordering::Relaxed);
         if i0 >= m {
             break;
         }
-        let rows = i0..(i0 + block).min(m);
-        // SAFETY: each block of rows of C, which holds m×n values, is handed to one thread.
-        unsafe {
-            match mr {
-                4 => rows_block::<4>(rows, k, n, b, fill, finish, ptr),
-                5 => rows_block::<5>(rows, k, n, b, fill, finish, ptr),
-                _ => rows_block::<6>(rows, k, n, b, fill, finish, ptr),
-            }
+        f(i0..(i0 + block).min(m));
+    });
+}
+
+/// Rows of A that [`block_product`] takes at a time, as [`gemm`]'s packed path does: 96, a
+/// whole number of tiles of every height.
+pub const BLOCK_ROWS: usize = MC;
+
+/// `c` (m×n, row-major) = A·B on this thread, for a small block of rows of A (m×k, row-major),
+/// as [`gemm`]'s packed path computes it (the same to the bit): A is packed whole, then
+/// multiplied a block of depth at a time into C, which stays in cache between the blocks.
+pub fn block_product(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert!(a.len() >= m * k && c.len() >= m * n, "block_product: A or C too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the operands were checked above.
+    unsafe {
+        match tile_rows(m) {
+            4 => block_product_mr::<4>(a, m, b, c),
+            5 => block_product_mr::<5>(a, m, b, c),
+            _ => block_product_mr::<6>(a, m, b, c),
         }
-    };
-    if parts == 1 {
-        work(0);
-    } else {
-        team.run(&work);
     }
 }
 
-/// [`product_rows`] for the rows `rows`, on this thread: a block of rows of A at a time is
-/// filled and packed whole, then multiplied block of depth by block of depth into its rows of
-/// C (which stay in cache between the blocks), then finished.
+/// [`block_product`] with tiles of MR rows.
 ///
 /// # Safety
-/// `c` must hold the m×n result and no other thread may touch these rows of it.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_block<const MR: usize>(
-    rows: std::ops::Range<usize>,
-    k: usize,
-    n: usize,
-    b: &PackedB,
-    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-    finish: &(dyn Fn(usize, &mut [f32]) + Sync),
-    c: SharedC,
-) {
-    if rows.is_empty() {
-        return;
-    }
+/// `a` must hold m×k values and `c` m×n.
+unsafe fn block_product_mr<const MR: usize>(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
     let avx = has_avx2_fma();
-    let mc_max = MC / MR * MR;
     let width = n.div_ceil(NR) * NR;
+    let a = Operand::new(&a[..m * k], m, k, false);
+    let mp = m.div_ceil(MR) * MR;
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let (apack, abuf) = &mut *s;
-        grow(abuf, mc_max * k);
-        grow(apack, mc_max * k);
-        for ic in rows.clone().step_by(mc_max) {
-            let mc = mc_max.min(rows.end - ic);
-            fill(ic, mc, &mut abuf[..mc * k]);
-            let a = Operand::new(&abuf[..mc * k], mc, k, false);
-            // Every block of depth of these rows, one after another: the panels of block pc
-            // start at mc_pad·pc.
-            let mc_pad = mc.div_ceil(MR) * MR;
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                pack_a::<MR>(&mut apack[mc_pad * pc..], &a, 0, mc, pc, kc, kc, 0);
-            }
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                let beta = if pc == 0 { 0.0 } else { 1.0 };
-                let (ab, bb) = (apack.as_ptr().add(mc_pad * pc), b.data.as_ptr().add(pc * width));
-                for jr in (0..n).step_by(NR) {
-                    let nr = NR.min(n - jr);
-                    let bp = bb.add(jr * kc);
-                    for ir in (0..mc).step_by(MR) {
-                        let cp = c.0.add((ic + ir) * n + jr);
-                        micro::<MR>(avx, kc, ab.add(ir * kc), bp, NR, cp, n, 1.0, beta, MR.min(mc - ir), nr);
-                    }
+        let apack = &mut s.0;
+        grow(apack, mp * k);
+        // Every block of depth, one after another: the panels of block pc start at mp·pc.
+        for pc in (0..k).step_by(KC) {
+            pack_a::<MR>(&mut apack[mp * pc..], &a, 0, m, pc, KC.min(k - pc), KC.min(k - pc), 0);
+        }
+        let cp = c.as_mut_ptr();
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let beta = if pc == 0 { 0.0 } else { 1.0 };
+            let (ab, bb) = (apack.as_ptr().add(mp * pc), b.data.as_ptr().add(pc * width));
+            for jr in (0..n).step_by(NR) {
+                let bp = bb.add(jr * kc);
+                for ir in (0..m).step_by(MR) {
+                    micro::<MR>(avx, kc, ab.add(ir * kc), bp, NR, cp.add(ir * n + jr), n, 1.0, beta, MR.min(m - ir), NR.min(n - jr));
                 }
             }
-            finish(ic, std::slice::from_raw_parts_mut(c.0.add(ic * n), mc * n));
         }
     });
 }

@@ -5,13 +5,14 @@
 //! by the thread's index, and no sum is split across threads, so the results depend only on the
 //! shapes and the thread count, never on timing.
 
+pub mod eval;
 pub mod gemm;
 pub mod team;
 pub mod vmath;
 
 pub use gemm::has_avx2_fma;
 
-use super::{Backend, LossOutput, LossSpec, OptState, Product, StagedEncode, StepSpec, Trans};
+use super::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
 use crate::augment::Augment;
 use crate::config::{Activation, Corruption};
 use crate::corrupt::{corrupt_row, dropout_mask_row, NoiseKey};
@@ -33,6 +34,9 @@ pub struct Cpu {
     /// [`Backend::steps_per_launch`] (tests: the training loop's grouping of steps, as a GPU
     /// uses it, on the CPU).
     steps_per_launch: usize,
+    /// Models are applied to datasets by [`eval`], a block of rows at a time (false: operation
+    /// by operation, as other devices do; tests compare the two).
+    one_pass_eval: bool,
 }
 
 /// A mutable buffer shared by the team's threads, each of which touches a disjoint part.
@@ -72,6 +76,7 @@ impl Cpu {
             team,
             reference_matmul: false,
             steps_per_launch: 1,
+            one_pass_eval: true,
         })
     }
 
@@ -80,6 +85,13 @@ impl Cpu {
     /// check on the CPU.
     pub fn with_steps_per_launch(self, k: usize) -> Cpu {
         Cpu { steps_per_launch: k.max(1), ..self }
+    }
+
+    /// The same backend applying models to datasets operation by operation (gather, product,
+    /// activation, loss, each over a whole chunk), as other devices do, instead of by [`eval`]
+    /// (tests: the two give the same values).
+    pub fn operation_by_operation(self) -> Cpu {
+        Cpu { one_pass_eval: false, ..self }
     }
 
     /// A backend whose matrix products are the plain reference loops: slow, and the arbiter
@@ -112,13 +124,6 @@ impl Cpu {
     }
 }
 
-/// What [`Backend::encode_rows`] keeps on the CPU: the weights packed once for
-/// [`gemm::product_rows`], or for the reference backend the step-by-step buffers.
-pub enum CpuEncode {
-    Fused(gemm::PackedB),
-    Staged(StagedEncode<Cpu>),
-}
-
 /// A dataset on the CPU: the host copy itself.
 pub struct CpuData<'a> {
     ds: &'a Dataset,
@@ -128,7 +133,6 @@ pub struct CpuData<'a> {
 impl Backend for Cpu {
     type Buf = Vec<f32>;
     type Data<'a> = CpuData<'a>;
-    type EncodeScratch = CpuEncode;
 
     fn describe(&self) -> String {
         let t = self.threads();
@@ -138,6 +142,10 @@ impl Backend for Cpu {
 
     fn steps_per_launch(&self) -> usize {
         self.steps_per_launch
+    }
+
+    fn as_cpu(&self) -> Option<&Cpu> {
+        (self.one_pass_eval && !self.reference_matmul).then_some(self)
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
@@ -190,47 +198,6 @@ impl Backend for Cpu {
             let o = unsafe { out.part(r.start * d..r.end * d) };
             data.ds.gather_augmented(&rows[r.clone()], data.scaler, o, aug, key, r.start as u32);
         });
-    }
-
-    fn encode_scratch(&self, w: &Vec<f32>, d: usize, k: usize, chunk: usize) -> Result<CpuEncode> {
-        Ok(if self.reference_matmul {
-            CpuEncode::Staged(StagedEncode::new(self, d, k, chunk)?)
-        } else {
-            CpuEncode::Fused(gemm::PackedB::new(&w[..d * k], d, k))
-        })
-    }
-
-    fn encode_rows(
-        &self,
-        scratch: &mut CpuEncode,
-        w: &Vec<f32>,
-        b: &Vec<f32>,
-        act: Activation,
-        data: &CpuData<'_>,
-        start: usize,
-        n: usize,
-        out: &mut [f32],
-    ) {
-        let packed = match scratch {
-            CpuEncode::Fused(p) => p,
-            CpuEncode::Staged(s) => return s.run(self, w, b, act, data, start, n, out),
-        };
-        // Each thread gathers a block of its rows into its own buffer, multiplies it into its
-        // rows of `out` and applies the activation there, while those rows are in cache.
-        let k = packed.cols();
-        let bias = &b[..k];
-        gemm::product_rows(
-            &self.team,
-            n,
-            packed,
-            &|i0, rows, buf| data.ds.gather_range(start + i0, rows, data.scaler, buf),
-            &|_, block| {
-                for row in block.chunks_exact_mut(k) {
-                    vmath::bias_act_row(row, bias, act);
-                }
-            },
-            &mut out[..n * k],
-        );
     }
 
     fn gemm(&self, c: &mut Vec<f32>, m: usize, n: usize, terms: &[Product<'_, Self>], alpha: f32, beta: f32) {

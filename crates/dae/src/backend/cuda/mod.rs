@@ -8,7 +8,7 @@
 //! host waits only when it reads a result back. Noise is drawn on the device from the same
 //! Philox counters as on the CPU, so a seed gives the same masks on both.
 
-use super::{Backend, LossOutput, LossSpec, OptState, Precision, Product, StagedEncode, StepSpec, Trans};
+use super::{Backend, LossOutput, LossSpec, OptState, Precision, Product, StepSpec, Trans};
 use crate::augment::Augment;
 use crate::config::{Activation, Corruption, Loss, Optimizer};
 use crate::corrupt::NoiseKey;
@@ -549,7 +549,6 @@ fn output_code(o: LossOutput) -> i32 {
 impl Backend for Cuda {
     type Buf = CudaBuf;
     type Data<'a> = CudaData;
-    type EncodeScratch = StagedEncode<Cuda>;
 
     fn describe(&self) -> String {
         match self.precision {
@@ -690,24 +689,6 @@ impl Backend for Cuda {
         } else {
             launch!(self, "gather_f32", n.0 * d; &*dst, data.values.ptr, ip, n.0 as u32, n.1, o, f);
         }
-    }
-
-    fn encode_scratch(&self, _w: &CudaBuf, d: usize, k: usize, chunk: usize) -> Result<StagedEncode<Cuda>> {
-        StagedEncode::new(self, d, k, chunk)
-    }
-
-    fn encode_rows(
-        &self,
-        scratch: &mut StagedEncode<Cuda>,
-        w: &CudaBuf,
-        b: &CudaBuf,
-        act: Activation,
-        data: &CudaData,
-        start: usize,
-        n: usize,
-        out: &mut [f32],
-    ) {
-        scratch.run(self, w, b, act, data, start, n, out)
     }
 
     fn gather_augmented(&self, dst: &mut CudaBuf, data: &CudaData, rows: &[u32], aug: &Augment, key: &NoiseKey) {

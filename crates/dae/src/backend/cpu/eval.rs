@@ -1,0 +1,158 @@
+//! A trained autoencoder applied to a dataset on the CPU, a block of rows at a time: each
+//! thread takes a block of rows, gathers it (and corrupts it, when asked), computes the code,
+//! the reconstruction or the loss while the block is in cache, and writes its rows of the
+//! result where they go.
+//!
+//! These are the operations of the step-by-step path in [`crate::infer`] (gather, corrupt,
+//! products, activations, loss), on the same values in the same order, so every result is the
+//! same to the bit (tested there); what goes is the traffic between them: no full-size
+//! intermediate matrix, no separate pass for an activation, B packed once per run rather than
+//! once per product, and no thread waiting for another between operations.
+
+use super::gemm::{block_product, for_blocks, PackedB, BLOCK_ROWS};
+use super::vmath;
+use super::Cpu;
+use crate::backend::{LossOutput, LossSpec};
+use crate::corrupt::corrupt_row;
+use crate::dae::Dae;
+use crate::data::{Dataset, Scaler};
+use crate::infer::EvalNoise;
+use std::cell::RefCell;
+
+/// What [`Evaluator::run`] writes for each row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The hidden code (k values).
+    Codes,
+    /// The reconstruction (d values).
+    Reconstruction,
+    /// The model's loss: one value, or with `per_feature` each input's term (d values).
+    Loss { per_feature: bool },
+}
+
+/// A model made ready to evaluate: its weights packed for [`block_product`].
+pub struct Evaluator<'m> {
+    model: &'m Dae,
+    output: Output,
+    noise: EvalNoise,
+    encoder: PackedB,
+    decoder: Option<PackedB>,
+}
+
+thread_local! {
+    /// A thread's buffers for its block of rows.
+    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<'m> Evaluator<'m> {
+    pub fn new(model: &'m Dae, output: Output, noise: EvalNoise) -> Evaluator<'m> {
+        let (d, k) = (model.config.inputs, model.config.hidden);
+        let decoder = (output != Output::Codes).then(|| match &model.v {
+            Some(v) => PackedB::new(v, k, d, false),
+            None => PackedB::new(&model.w, k, d, true),
+        });
+        Evaluator {
+            model,
+            output,
+            noise,
+            encoder: PackedB::new(&model.w, d, k, false),
+            decoder,
+        }
+    }
+
+    /// Values written per row.
+    pub fn width(&self) -> usize {
+        let cfg = &self.model.config;
+        match self.output {
+            Output::Codes => cfg.hidden,
+            Output::Reconstruction | Output::Loss { per_feature: true } => cfg.inputs,
+            Output::Loss { per_feature: false } => 1,
+        }
+    }
+
+    /// `out` (n × [`Evaluator::width`] values) = the results for rows `start..start + n` of
+    /// `ds` (scaled by `scaler`; its width checked by the caller).
+    pub fn run(&self, cpu: &Cpu, ds: &Dataset, scaler: &Scaler, start: usize, n: usize, out: &mut [f32]) {
+        let cfg = &self.model.config;
+        let (d, k, width) = (cfg.inputs, cfg.hidden, self.width());
+        let out = &mut out[..n * width];
+        let shared = super::Shared::new(out);
+        let corrupt = !self.noise.noise.is_none();
+        let masked = corrupt && cfg.emphasis.is_some();
+        let products = if self.decoder.is_some() { 2 } else { 1 };
+        let key = self.noise.key(0);
+        for_blocks(&cpu.team, n, BLOCK_ROWS, n * d * k * products, &|rows| {
+            let m = rows.len();
+            // SAFETY: each block of rows goes to one thread, which writes only its rows.
+            let out = unsafe { shared.part(rows.start * width..rows.end * width) };
+            BLOCK.with(|b| {
+                let mut b = b.borrow_mut();
+                // x, then x̃ and its mask where there is noise, then h and the decoder's output
+                // where they are not written straight into `out`.
+                let own_h = self.output != Output::Codes;
+                let own_z = self.output == Output::Loss { per_feature: false };
+                let len = m * d * (1 + corrupt as usize + masked as usize) + m * k * own_h as usize + m * d * own_z as usize;
+                if b.len() < len {
+                    b.resize(len, 0.0);
+                }
+                let (x, rest) = b.split_at_mut(m * d);
+                let (xt, rest) = rest.split_at_mut(if corrupt { m * d } else { 0 });
+                let (mask, rest) = rest.split_at_mut(if masked { m * d } else { 0 });
+                let (h_own, z_own) = rest.split_at_mut(if own_h { m * k } else { 0 });
+                ds.gather_range(start + rows.start, m, scaler, x);
+                if corrupt {
+                    for i in 0..m {
+                        let span = i * d..(i + 1) * d;
+                        let mk = masked.then(|| &mut mask[span.clone()]);
+                        corrupt_row(self.noise.noise, &key, (start + rows.start + i) as u32, &x[span.clone()], &mut xt[span], mk);
+                    }
+                }
+                let input: &[f32] = if corrupt { xt } else { x };
+                let encode = |h: &mut [f32]| {
+                    block_product(input, m, &self.encoder, h);
+                    for row in h.chunks_exact_mut(k) {
+                        vmath::bias_act_row(row, &self.model.b, cfg.encoder);
+                    }
+                };
+                let Some(decoder) = &self.decoder else {
+                    // The codes, straight into `out`.
+                    return encode(out);
+                };
+                let h = &mut h_own[..m * k];
+                encode(h);
+                let spec = |output| LossSpec {
+                    loss: cfg.loss,
+                    decoder: cfg.decoder,
+                    emphasis: cfg.emphasis,
+                    grad_scale: 1.0,
+                    output,
+                };
+                let mask_of = |i: usize| masked.then(|| &mask[i * d..(i + 1) * d]);
+                match self.output {
+                    Output::Codes => unreachable!("codes need no decoder"),
+                    Output::Reconstruction => {
+                        block_product(h, m, decoder, out);
+                        for row in out.chunks_exact_mut(d) {
+                            vmath::bias_act_row(row, &self.model.c, cfg.decoder);
+                        }
+                    }
+                    Output::Loss { per_feature: true } => {
+                        block_product(h, m, decoder, out);
+                        let spec = spec(LossOutput::Elements);
+                        for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                            vmath::loss_grad_row(row, &self.model.c, &x[i * d..(i + 1) * d], mask_of(i), &spec);
+                        }
+                    }
+                    Output::Loss { per_feature: false } => {
+                        let z = &mut z_own[..m * d];
+                        block_product(h, m, decoder, z);
+                        let spec = spec(LossOutput::Rows);
+                        for (i, (row, loss)) in z.chunks_exact_mut(d).zip(out.iter_mut()).enumerate() {
+                            *loss = vmath::loss_grad_row(row, &self.model.c, &x[i * d..(i + 1) * d], mask_of(i), &spec);
+                        }
+                    }
+                }
+            })
+        });
+    }
+}
