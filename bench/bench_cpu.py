@@ -4,13 +4,15 @@ Workloads (Fashion-MNIST, 60,000 training rows; 784→500, tied, sigmoid/sigmoid
 masking 0.3, plain SGD lr 0.1; one epoch = 5 products of 60000×784×500 = 235 GFLOP):
 - training at each batch size: median seconds per epoch (the first epoch of each run is
   dropped as warm-up), effective GFLOP/s, and peak resident memory of the whole process;
-- encode: the hidden code of all 70,000 images (train + test), forward pass only.
+- encode: the hidden code of all 70,000 images (train + test), forward pass only;
+- score: each of those images' loss (the anomaly score of `dae score`): code, reconstruction and
+  cross-entropy, two products per row.
 
 Run through scripts/bench-cpu.sh, which builds dae first.
 
     python3 bench/bench_cpu.py [--reps 3] [--epochs 3] [--batches 128,20] [--threads 2]
 
-`--batches ""` runs the encode row alone.
+`--batches ""` runs the encode and score rows alone.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, threading, time
 
@@ -117,19 +119,20 @@ def main():
             tt, tm = statistics.median(theirs[best]["t"]), max(theirs[best]["m"])
             print(f"| train, batch {batch} (s/epoch; PyTorch {best}) | {ot:.2f} s | {tt:.2f} s | {tt / ot:.2f}× | "
                   f"{GFLOP_PER_EPOCH / ot:.0f} | {GFLOP_PER_EPOCH / tt:.0f} | {om:.0f} MB | {tm:.0f} MB |", flush=True)
-        ours, theirs = [], []
-        for rep in range(a.reps):
-            pair = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
-            for who in pair:
-                if who == "dae":
-                    out, _ = child([ENCODE, a.data, str(a.threads)])
-                    ours.append(json.loads(out)["seconds"])
-                else:
-                    out, _ = child([sys.executable, os.path.join(PEERS, "torch_encode.py"), a.data, "--threads", str(a.threads)])
-                    theirs.append(json.loads(out)["seconds"])
-        ot, tt = statistics.median(ours), statistics.median(theirs)
-        gflop = 2 * 70000 * 784 * 500 / 1e9
-        print(f"| encode 70,000 rows (s) | {ot:.3f} s | {tt:.3f} s | {tt / ot:.2f}× | {gflop / ot:.0f} | {gflop / tt:.0f} | | |")
+        for what, flag, products in [("encode", [], 1), ("score", ["--score"], 2)]:
+            ours, theirs = [], []
+            for rep in range(a.reps):
+                pair = ["dae", "torch"] if rep % 2 == 0 else ["torch", "dae"]
+                for who in pair:
+                    if who == "dae":
+                        out, _ = child([ENCODE, a.data, str(a.threads)] + flag)
+                        ours.append(json.loads(out)["seconds"])
+                    else:
+                        out, _ = child([sys.executable, os.path.join(PEERS, "torch_encode.py"), a.data, "--threads", str(a.threads)] + flag)
+                        theirs.append(json.loads(out)["seconds"])
+            ot, tt = statistics.median(ours), statistics.median(theirs)
+            gflop = products * 2 * 70000 * 784 * 500 / 1e9
+            print(f"| {what} 70,000 rows (s) | {ot:.3f} s | {tt:.3f} s | {tt / ot:.2f}× | {gflop / ot:.0f} | {gflop / tt:.0f} | | |", flush=True)
 
 
 if __name__ == "__main__":

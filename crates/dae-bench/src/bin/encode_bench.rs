@@ -2,7 +2,10 @@
 //! hidden code of a 784→500 sigmoid autoencoder, timed without reading or writing files (as the
 //! PyTorch peer, bench/peers/torch_encode.py, is). Prints {"seconds": …, "rows": …}.
 //!
-//!     cargo run --release -p dae-bench --bin encode_bench -- DATA_DIR [THREADS | cuda]
+//!     cargo run --release -p dae-bench --bin encode_bench -- DATA_DIR [THREADS | cuda] [--score]
+//!
+//! With `--score` (the CPU only) it times `dae score` instead: each row's loss (cross-entropy
+//! summed over the inputs) between the image and its reconstruction, two products per row.
 //!
 //! On the CPU the codes go into one buffer kept across the warm-up and the timed pass, as the
 //! peer's go into one tensor. With `cuda`, "seconds" is `encode_all` on the GPU, copies of the
@@ -13,13 +16,14 @@
 //! GPU is done).
 
 use dae::data::{read_idx, Values};
-use dae::infer::{encode_all, encode_each, encode_into};
+use dae::infer::{encode_all, encode_each, encode_into, score_all, EvalNoise};
 use dae::{Cpu, Dae, DaeConfig, Dataset, Scaler};
 use std::path::Path;
 use std::time::Instant;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let score = std::env::args().any(|a| a == "--score");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--score");
     let dir = args.next().unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
     let which = args.next();
     let threads: Option<usize> = which.as_deref().and_then(|s| s.parse().ok());
@@ -32,9 +36,21 @@ fn main() {
     let model = Dae::init(&DaeConfig::new(784, 500), 1);
     let scaler = Scaler::identity(784);
     if which.as_deref() == Some("cuda") {
+        assert!(!score, "--score is for the CPU");
         return gpu(&model, &ds, &scaler);
     }
     let cpu = Cpu::new(threads).expect("threads");
+    if score {
+        let mut seconds = 0.0;
+        for _ in 0..2 {
+            let t = Instant::now();
+            let scores = score_all(&cpu, &model, &ds, &scaler, EvalNoise::none(), false).expect("score");
+            seconds = t.elapsed().as_secs_f64();
+            assert_eq!(scores.len(), rows);
+        }
+        println!("{{\"seconds\": {seconds}, \"rows\": {rows}}}");
+        return;
+    }
     let mut seconds = 0.0;
     // The codes go into one buffer, as the PyTorch peer's go into one tensor allocated before
     // its passes: the timed pass writes memory the warm-up has already touched.
