@@ -55,6 +55,80 @@ impl Stack {
         Ok(all.pop().expect("at least one layer"))
     }
 
+    /// The codes of every row of `ds` (scaled by `scaler` first), a block of whole rows at a
+    /// time: `out` gets, for the next rows in order, the codes of layer `upto` (1-based) or,
+    /// with `all_layers`, those of layers 1..=`upto` side by side (each row: layer 1's codes,
+    /// then layer 2's, …), in a buffer it may change. On the CPU a chunk of rows goes through
+    /// every layer before the next, so no layer's codes are ever all in memory; elsewhere each
+    /// layer is encoded whole and handed on in blocks. The values are those of
+    /// [`Stack::encode_layers`]. An error from `out` stops the work.
+    pub fn encode_each<B: Backend>(
+        &self,
+        be: &B,
+        ds: &Dataset,
+        scaler: &Scaler,
+        upto: usize,
+        all_layers: bool,
+        mut out: impl FnMut(&mut [f32]) -> Result<()>,
+    ) -> Result<()> {
+        let layers = &self.layers[..upto];
+        let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
+        let total: usize = widths.iter().sum();
+        let chunk = be.chunk_rows().max(1);
+        // Each row's codes of every layer, side by side.
+        let side_by_side = |blocks: &[&[f32]], n: usize, row: &mut Vec<f32>| {
+            row.clear();
+            for r in 0..n {
+                for (b, &w) in blocks.iter().zip(&widths) {
+                    row.extend_from_slice(&b[r * w..(r + 1) * w]);
+                }
+            }
+        };
+        let mut joined = Vec::new();
+        let Some(cpu) = be.as_cpu() else {
+            let all = self.encode_layers(be, ds, scaler, upto)?;
+            for start in (0..ds.rows).step_by(chunk) {
+                let n = chunk.min(ds.rows - start);
+                if all_layers {
+                    let blocks: Vec<&[f32]> = all.iter().zip(&widths).map(|(c, &w)| &c[start * w..(start + n) * w]).collect();
+                    side_by_side(&blocks, n, &mut joined);
+                } else {
+                    let w = widths[upto - 1];
+                    joined.clear();
+                    joined.extend_from_slice(&all[upto - 1][start * w..(start + n) * w]);
+                }
+                out(&mut joined)?;
+            }
+            return Ok(());
+        };
+        use crate::backend::cpu::eval::{Evaluator, Output};
+        ds.check_width(layers[0].config.inputs, "the model")?;
+        let evals: Vec<Evaluator> = layers.iter().map(|l| Evaluator::new(l, Output::Codes, crate::infer::EvalNoise::none())).collect();
+        let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto];
+        for start in (0..ds.rows).step_by(chunk) {
+            let n = chunk.min(ds.rows - start);
+            codes[0].resize(n * widths[0], 0.0);
+            evals[0].run(cpu, ds, scaler, start, n, &mut codes[0]);
+            for i in 1..upto {
+                // The layer below's codes as this layer's data, lent and taken back.
+                let input = Dataset::from_f32(n, widths[i - 1], std::mem::take(&mut codes[i - 1]));
+                codes[i].resize(n * widths[i], 0.0);
+                evals[i].run(cpu, &input, &Scaler::identity(input.cols), 0, n, &mut codes[i]);
+                let crate::data::Values::F32(lent) = input.values else { unreachable!("made from floats") };
+                codes[i - 1] = lent;
+            }
+            if all_layers {
+                let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+                side_by_side(&blocks, n, &mut joined);
+                debug_assert_eq!(joined.len(), n * total);
+                out(&mut joined)?;
+            } else {
+                out(&mut codes[upto - 1])?;
+            }
+        }
+        Ok(())
+    }
+
     /// The codes of layers 1..=`upto` for every row of `ds`.
     pub fn encode_layers<B: Backend>(&self, be: &B, ds: &Dataset, scaler: &Scaler, upto: usize) -> Result<Vec<Vec<f32>>> {
         let mut out: Vec<Vec<f32>> = Vec::with_capacity(upto);

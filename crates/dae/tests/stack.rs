@@ -52,6 +52,40 @@ fn each_layer_is_trained_on_the_clean_codes_of_the_layer_below() {
     assert!(p.histories[1].last().unwrap().train_loss < p.histories[1][0].train_loss);
 }
 
+/// A stack's codes handed out a block of rows at a time (on the CPU, each chunk through every
+/// layer) are those of the layers encoded whole: the last layer's, or every layer's side by
+/// side; on 1 to 3 threads, and operation by operation as other devices do.
+#[test]
+fn stack_codes_streamed_by_chunks_are_the_codes_of_whole_layers() {
+    use dae::stack::Stack;
+    use dae::Dae;
+    let (rows, sizes) = (2500, [30, 17, 40, 9]);
+    let (ds, _) = labelled(rows, sizes[0], 4);
+    let scaler = Scaler::identity(sizes[0]);
+    let layers = (0..3).map(|i| Dae::init(&DaeConfig::new(sizes[i], sizes[i + 1]), i as u64)).collect();
+    let stack = Stack { layers };
+    let whole = stack.encode_layers(&Cpu::new(Some(1)).unwrap(), &ds, &scaler, 3).unwrap();
+    for be in [Cpu::new(Some(1)).unwrap(), Cpu::new(Some(3)).unwrap(), Cpu::new(Some(2)).unwrap().operation_by_operation()] {
+        for (upto, all_layers) in [(3, false), (2, false), (3, true), (2, true)] {
+            let (mut got, mut blocks) = (Vec::new(), 0);
+            stack
+                .encode_each(&be, &ds, &scaler, upto, all_layers, |b| {
+                    got.extend_from_slice(b);
+                    blocks += 1;
+                    Ok(())
+                })
+                .unwrap();
+            let want: Vec<f32> = if all_layers {
+                (0..rows).flat_map(|r| (0..upto).flat_map(|l| whole[l][r * sizes[l + 1]..(r + 1) * sizes[l + 1]].to_vec()).collect::<Vec<f32>>()).collect()
+            } else {
+                whole[upto - 1].clone()
+            };
+            assert!(blocks > 1, "in more than one block");
+            assert!(got == want, "{} threads, layer {upto}, all layers {all_layers}", be.threads());
+        }
+    }
+}
+
 #[test]
 fn finetuned_classifier_learns_and_dropout_is_reproducible() {
     let (ds, y) = labelled(400, 30, 2);

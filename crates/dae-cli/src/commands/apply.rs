@@ -104,9 +104,21 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
         done(&a.run, &a.output, ds.rows, k);
         return Ok(());
     }
+    if let AnyModel::Stack(m) = &model {
+        // As they are computed too: on the CPU, a chunk of rows through every layer at a time.
+        let width = if a.all_layers { sizes[1..].iter().sum() } else { sizes[layer] };
+        let stop = interruptible(&a.output);
+        let mut w = MatrixWriter::create(&a.output, ds.rows, width, io_threads())?;
+        crate::on_engine!(&engine, |be| m.stack.encode_each(be, &ds, scaler, upto, a.all_layers, |block| {
+            stop()?;
+            w.write_rows(block)
+        }))?;
+        w.finish()?;
+        done(&a.run, &a.output, ds.rows, width);
+        return Ok(());
+    }
     let blocks: Vec<Vec<f32>> = match &model {
-        AnyModel::Autoencoder(_) => unreachable!("written above, as it was computed"),
-        AnyModel::Stack(m) => crate::on_engine!(&engine, |be| m.stack.encode_layers(be, &ds, scaler, upto))?,
+        AnyModel::Autoencoder(_) | AnyModel::Stack(_) => unreachable!("written above, as they were computed"),
         AnyModel::Network(m) => (0..upto)
             .map(|l| crate::on_engine!(&engine, |be| hidden_all(be, &m.network, &ds, scaler, l)))
             .collect::<Result<Vec<_>>>()?,
