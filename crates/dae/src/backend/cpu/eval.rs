@@ -45,6 +45,7 @@ thread_local! {
 }
 
 impl<'m> Evaluator<'m> {
+    /// `model` made ready to give `output` for rows corrupted by `noise` (none: the clean rows).
     pub fn new(model: &'m Dae, output: Output, noise: EvalNoise) -> Evaluator<'m> {
         let (d, k) = (model.config.inputs, model.config.hidden);
         let decoder = (output != Output::Codes).then(|| match &model.v {
@@ -81,7 +82,11 @@ impl<'m> Evaluator<'m> {
         let masked = corrupt && cfg.emphasis.is_some();
         let products = if self.decoder.is_some() { 2 } else { 1 };
         let key = self.noise.key(0);
-        for_blocks(&cpu.team, n, BLOCK_ROWS, n * d * k * products, &|rows| {
+        // A thread's block (its rows, their packed copy, the code and the decoder's output) in
+        // at most 2^24 values (64 MB), for very wide rows.
+        let row_values = d * (3 + corrupt as usize + masked as usize) + k;
+        let block = BLOCK_ROWS.min((1 << 24) / row_values).max(1);
+        for_blocks(&cpu.team, n, block, n * d * k * products, &|rows| {
             let m = rows.len();
             // SAFETY: each block of rows goes to one thread, which writes only its rows.
             let out = unsafe { shared.part(rows.start * width..rows.end * width) };
