@@ -34,9 +34,10 @@ impl Sink {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Writes `current` (and the finished layers) to the checkpoint path, atomically.
-    pub fn save(&self, current: Option<&Checkpoint>) -> Result<String> {
-        write(&self.path, self.command, &self.identity, &self.done, current)?;
+    /// Writes `current` (and the finished layers) to the checkpoint path, atomically, with the
+    /// length of the run's `--log-json` file at this point, if it has one.
+    pub fn save(&self, current: Option<&Checkpoint>, log_bytes: Option<u64>) -> Result<String> {
+        write(&self.path, self.command, &self.identity, &self.done, current, log_bytes)?;
         Ok(self.path.display().to_string())
     }
 }
@@ -73,12 +74,15 @@ pub fn train_identity(tc: &dae::TrainConfig) -> Value {
     v
 }
 
-fn write(path: &Path, command: &str, identity: &Value, done: &[DoneLayer], current: Option<&Checkpoint>) -> Result<()> {
+fn write(path: &Path, command: &str, identity: &Value, done: &[DoneLayer], current: Option<&Checkpoint>, log_bytes: Option<u64>) -> Result<()> {
     let mut tensors = Vec::new();
     let names: Vec<String>;
     let mut meta = common_metadata("checkpoint", &Scaler::identity(0), &DataInfo::default());
     meta.insert("command".into(), command.to_string());
     meta.insert("identity".into(), identity.to_string());
+    if let Some(n) = log_bytes {
+        meta.insert("log_bytes".into(), n.to_string());
+    }
     let mut counts = json!(null);
     if let Some(c) = current {
         let best = c.best.as_deref().unwrap_or(&[]);
@@ -114,6 +118,8 @@ fn write(path: &Path, command: &str, identity: &Value, done: &[DoneLayer], curre
 pub struct Loaded {
     pub done: Vec<DoneLayer>,
     pub current: Option<Checkpoint>,
+    /// The length of the run's `--log-json` file when the checkpoint was written.
+    pub log_bytes: Option<u64>,
 }
 
 impl Loaded {
@@ -176,7 +182,8 @@ pub fn read(path: &Path, command: &str, identity: &Value) -> Result<Loaded> {
             best_epoch: serde_json::from_value(d["best_epoch"].clone()).map_err(bad)?,
         });
     }
-    Ok(Loaded { done, current })
+    let log_bytes = f.metadata.get("log_bytes").and_then(|v| v.parse().ok());
+    Ok(Loaded { done, current, log_bytes })
 }
 
 /// The first setting that differs between two identities, described for a person.

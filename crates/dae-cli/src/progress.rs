@@ -15,6 +15,8 @@ pub struct Progress {
     log: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
     /// Checkpoints and the Ctrl-C flag.
     sink: Option<crate::checkpoint::Sink>,
+    /// Lines to drop from the log before the first epoch of a resumed run.
+    trim: Option<LogTrim>,
 }
 
 impl Progress {
@@ -28,6 +30,7 @@ impl Progress {
             drawn: false,
             log: None,
             sink: None,
+            trim: None,
         }
     }
 
@@ -35,6 +38,39 @@ impl Progress {
     pub fn with_checkpoints(mut self, sink: crate::checkpoint::Sink) -> Progress {
         self.sink = Some(sink);
         self
+    }
+
+    /// Before the first epoch it logs, drops the lines `trim` finds stale (a resumed run).
+    pub fn with_trim(mut self, trim: Option<LogTrim>) -> Progress {
+        self.trim = trim;
+        self
+    }
+
+    /// Drops the stale lines from the log, in place (the file keeps its name, permissions and
+    /// readers), and says so; a log that cannot be read or cut is left as it is, with a
+    /// warning.
+    fn trim_log(&mut self, trim: &LogTrim) {
+        let Some((path, log)) = self.log.as_mut() else { return };
+        let dropped = match std::fs::read(&*path) {
+            Ok(text) => trim.lines_to_drop(&text),
+            Err(_) => None,
+        };
+        let Some(n) = dropped else { return };
+        if let Err(e) = log.flush().and_then(|()| log.get_ref().set_len(trim.bytes)) {
+            errln!("warning: cannot drop the stale end of {}: {}", path.display(), dae::Error::io(&*path, "writing", e));
+            return;
+        }
+        if self.lines {
+            let (what, again) = if n == 1 { ("the epoch".to_string(), "it runs") } else { (format!("the {n} epochs"), "they run") };
+            errln!("{}: dropped {what} logged after the checkpoint was written ({again} again)", path.display());
+        }
+    }
+
+    /// The length of the log now (every line is flushed as it is written).
+    fn log_bytes(&mut self) -> Option<u64> {
+        let (_, log) = self.log.as_mut()?;
+        log.flush().ok()?;
+        log.get_ref().metadata().ok().map(|m| m.len())
     }
 
     /// Also appends one JSON object per epoch to `path` (created if missing).
@@ -67,60 +103,67 @@ impl Progress {
     }
 }
 
-/// On resuming from `resume`, drops from the `--log-json` file at `path` the lines of the
-/// epochs after the last one the checkpoint holds. Those epochs ran after the checkpoint was
-/// written (a run that crashed between checkpoints of `--checkpoint-every` above 1); the
-/// resumed run discards their results, runs them again and logs them again. Lines before that
-/// epoch's line, other runs' included, stay. Nothing is dropped unless the lines after it are
-/// the run's own next epochs in order (a last, half-written line aside), so a log of another
-/// run is left alone. `layers` is true for pretraining, whose lines name their layer.
-/// Returns the number of lines dropped.
-pub fn trim_log(path: &std::path::Path, layers: bool, resume: &crate::checkpoint::Loaded) -> dae::Result<usize> {
-    use serde_json::Value;
-    // (layer, epoch) of the checkpoint's last whole epoch.
-    let last = match &resume.current {
-        Some(c) if c.position.epochs_done > 0 => Some((resume.done.len(), c.position.epochs_done)),
-        _ => resume.done.last().map(|d| (resume.done.len() - 1, d.history.len())),
-    };
-    let Some(last) = last.filter(|&(_, e)| e > 0) else { return Ok(0) };
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(dae::Error::io(path, "reading", e)),
-    };
-    // The (layer, epoch) a line logs, if it is a line of this kind of run.
-    let position = |line: &[u8]| -> Option<(usize, usize)> {
-        let v: Value = serde_json::from_slice(line).ok()?;
-        let epoch = v.get("epoch")?.as_u64()? as usize;
-        let layer = match v.get("stage")? {
-            Value::Null if !layers => 0,
-            Value::String(s) if layers => s.strip_prefix("layer ")?.split('/').next()?.parse::<usize>().ok()?.checked_sub(1)?,
-            _ => return None,
+/// What a resumed run drops from its `--log-json` file before it logs its first epoch: the
+/// lines after `bytes`, the length of the log when its checkpoint was written, which log the
+/// epochs that ran after the checkpoint (a run that crashed between checkpoints of
+/// `--checkpoint-every` above 1); the resumed run runs them again and logs them again.
+#[derive(Clone, Copy, Debug)]
+pub struct LogTrim {
+    pub bytes: u64,
+    /// (layer, epoch) of the checkpoint's last whole epoch: the line that must end at `bytes`.
+    pub last: (usize, usize),
+    /// The lines name their layer (pretraining).
+    pub layers: bool,
+}
+
+impl LogTrim {
+    /// The trim for resuming from `resume`, if its checkpoint recorded the log's length.
+    pub fn of(resume: &crate::checkpoint::Loaded, layers: bool) -> Option<LogTrim> {
+        let last = match &resume.current {
+            Some(c) if c.position.epochs_done > 0 => Some((resume.done.len(), c.position.epochs_done)),
+            _ => resume.done.last().map(|d| (resume.done.len() - 1, d.history.len())),
         };
-        Some((layer, epoch))
-    };
-    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
-    let Some(keep) = lines.iter().rposition(|l| position(l) == Some(last)) else { return Ok(0) };
-    let after = &lines[keep + 1..];
-    let mut at = last;
-    for (i, line) in after.iter().enumerate() {
-        match position(line) {
-            Some(p) if p == (at.0, at.1 + 1) || (layers && p == (at.0 + 1, 1)) => at = p,
-            // A line cut short by the crash can only be the last.
-            None if i + 1 == after.len() && !line.ends_with(b"\n") => {}
-            _ => return Ok(0),
-        }
+        Some(LogTrim { bytes: resume.log_bytes?, last: last.filter(|&(_, e)| e > 0)?, layers })
     }
-    if after.is_empty() {
-        return Ok(0);
-    }
-    dae::atomic::write_atomic(path, |w| {
-        for l in &lines[..=keep] {
-            w.write_all(l).map_err(|e| dae::Error::io(path, "writing", e))?;
+
+    /// The number of whole or half-written lines of `log` after `bytes` to drop. None, and the
+    /// log is left alone, unless the line that ends at `bytes` is the checkpoint's last epoch
+    /// and every line after it the run's own next epoch (the same stage's next epoch, or the
+    /// next layer's first), a last half-written line aside: another run's lines, or a log
+    /// that is not the one the checkpoint saw, stay.
+    pub fn lines_to_drop(&self, log: &[u8]) -> Option<usize> {
+        use serde_json::Value;
+        let bytes = usize::try_from(self.bytes).ok()?;
+        if bytes > log.len() || (bytes > 0 && log[bytes - 1] != b'\n') {
+            return None;
         }
-        Ok(())
-    })?;
-    Ok(after.len())
+        // The (layer, epoch) a line logs, if it is a line of this kind of run.
+        let position = |line: &[u8]| -> Option<(usize, usize)> {
+            let v: Value = serde_json::from_slice(line).ok()?;
+            let epoch = v.get("epoch")?.as_u64()? as usize;
+            let layer = match v.get("stage")? {
+                Value::Null if !self.layers => 0,
+                Value::String(s) if self.layers => s.strip_prefix("layer ")?.split('/').next()?.parse::<usize>().ok()?.checked_sub(1)?,
+                _ => return None,
+            };
+            Some((layer, epoch))
+        };
+        let before = &log[..bytes];
+        let anchor = before[..bytes.saturating_sub(1)].rsplit(|&b| b == b'\n').next()?;
+        if position(anchor) != Some(self.last) {
+            return None;
+        }
+        let after: Vec<&[u8]> = log[bytes..].split_inclusive(|&b| b == b'\n').collect();
+        let mut at = self.last;
+        for (i, line) in after.iter().enumerate() {
+            match position(line) {
+                Some(p) if p == (at.0, at.1 + 1) || (self.layers && p == (at.0 + 1, 1)) => at = p,
+                None if i + 1 == after.len() && !line.ends_with(b"\n") => {}
+                _ => return None,
+            }
+        }
+        (!after.is_empty()).then_some(after.len())
+    }
 }
 
 /// 125 → "2:05".
@@ -144,8 +187,9 @@ impl Observer for Progress {
 
     fn checkpoint(&mut self, checkpoint: &dae::train::Checkpoint) -> dae::Result<String> {
         self.clear();
+        let log_bytes = self.log_bytes();
         match &self.sink {
-            Some(s) => s.save(Some(checkpoint)),
+            Some(s) => s.save(Some(checkpoint), log_bytes),
             None => Err(dae::Error::Runtime("no checkpoint path".into())),
         }
     }
@@ -196,6 +240,9 @@ impl Observer for Progress {
 
     fn epoch(&mut self, r: &EpochRecord) {
         self.clear();
+        if let Some(trim) = self.trim.take() {
+            self.trim_log(&trim);
+        }
         if let Some((path, log)) = self.log.as_mut() {
             let line = serde_json::json!({
                 "stage": if self.label.is_empty() { None } else { Some(&self.label) },
@@ -251,6 +298,37 @@ pub fn loss(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// What a resumed run cuts off its log: only its own epochs after the point its
+    /// checkpoint recorded, a half-written last line among them.
+    #[test]
+    fn a_log_loses_only_the_runs_own_epochs_after_the_checkpoint() {
+        use super::LogTrim;
+        let line = |stage: Option<&str>, epoch: u64| format!("{}\n", serde_json::json!({"stage": stage, "epoch": epoch, "train_loss": 1.5}));
+        let join = |lines: &[String]| lines.concat().into_bytes();
+        let head = [line(Some("layer 1/3"), 1), line(None, 1), line(None, 2)];
+        let bytes = join(&head).len() as u64;
+        let t = LogTrim { bytes, last: (0, 2), layers: false };
+        assert_eq!(t.lines_to_drop(&join(&head)), None, "nothing after the checkpoint");
+        assert_eq!(t.lines_to_drop(&join(&[&head[..], &[line(None, 3), line(None, 4)]].concat())), Some(2));
+        let mut half = join(&[&head[..], &[line(None, 3)]].concat());
+        half.extend_from_slice(b"{\"stage\":null,\"ep");
+        assert_eq!(t.lines_to_drop(&half), Some(2), "a half-written last line goes too");
+        // Another run's epochs after the run's own, a gap, or another kind of line: kept.
+        assert_eq!(t.lines_to_drop(&join(&[&head[..], &[line(None, 3), line(None, 1)]].concat())), None);
+        assert_eq!(t.lines_to_drop(&join(&[&head[..], &[line(None, 4)]].concat())), None);
+        assert_eq!(t.lines_to_drop(&join(&[&head[..], &[line(Some("layer 1/2"), 3)]].concat())), None);
+        // The point recorded is not the end of the checkpoint's epoch line: another log.
+        for bad in [LogTrim { bytes: bytes - 1, ..t }, LogTrim { bytes: bytes + 1000, ..t }, LogTrim { last: (0, 1), ..t }] {
+            assert_eq!(bad.lines_to_drop(&join(&[&head[..], &[line(None, 3)]].concat())), None);
+        }
+        // Pretraining: on into the next layer's first epoch.
+        let stack = [line(Some("layer 1/2"), 1), line(Some("layer 1/2"), 2)];
+        let t = LogTrim { bytes: join(&stack).len() as u64, last: (0, 2), layers: true };
+        let after = [line(Some("layer 1/2"), 3), line(Some("layer 2/2"), 1), line(Some("layer 2/2"), 2)];
+        assert_eq!(t.lines_to_drop(&join(&[&stack[..], &after[..]].concat())), Some(3));
+        assert_eq!(t.lines_to_drop(&join(&[&stack[..], &[line(None, 3)]].concat())), None);
+    }
+
     #[test]
     fn losses_read_at_any_size() {
         use super::loss;

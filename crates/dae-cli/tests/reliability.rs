@@ -123,9 +123,9 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
 /// A run that stopped between checkpoints (a crash with --checkpoint-every above 1) has logged
 /// epochs that the resumed run runs again. Here the stand-in for that is resuming twice from
 /// the same checkpoint of epoch 2 with --epochs raised to 3: the second resume finds epoch 3
-/// in the log. Resuming drops those lines, so the log holds every epoch once; an earlier run's
-/// lines in the same log stay, and a log whose later lines are not the run's own next epochs
-/// is left alone.
+/// in the log after the point the checkpoint recorded. Resuming drops those lines (and says
+/// so), so the log holds every epoch once; an earlier run's lines in the same log stay, and
+/// when another run has logged after them, nothing is dropped.
 #[test]
 fn resuming_drops_the_log_lines_of_epochs_after_the_checkpoint() {
     let s = Scratch::new("log-resume");
@@ -141,16 +141,16 @@ fn resuming_drops_the_log_lines_of_epochs_after_the_checkpoint() {
             })
             .collect()
     };
-    let other = "{\"stage\":\"layer 9/9\",\"epoch\":1,\"train_loss\":1.0}\n";
+    let earlier = "{\"stage\":\"layer 9/9\",\"epoch\":1,\"train_loss\":1.0}\n";
     for (command, shape, (before, after), stages) in [
         ("train", ["--hidden", "8"], ("2", "3"), vec![(None, 3)]),
         ("pretrain", ["--layers", "8,4"], ("3,2", "3,3"), vec![(Some("layer 1/2"), 3), (Some("layer 2/2"), 3)]),
     ] {
         let (out, ck, log) = (s.path(&format!("{command}.safetensors")), s.path(&format!("{command}.ckpt")), s.path(&format!("{command}.jsonl")));
         let saved = s.path(&format!("{command}-2.ckpt"));
-        std::fs::write(&log, other).unwrap();
-        let run = |epochs: &str, from: Option<&Path>| {
-            let mut args = vec![command, x, "-o", out.to_str().unwrap(), shape[0], shape[1], "--epochs", epochs, "--batch", "20", "-q"];
+        std::fs::write(&log, earlier).unwrap();
+        let run = |epochs: &str, from: Option<&Path>, output: &Path| {
+            let mut args = vec![command, x, "-o", output.to_str().unwrap(), shape[0], shape[1], "--epochs", epochs, "--batch", "20"];
             args.extend(["--checkpoint", ck.to_str().unwrap(), "--checkpoint-every", "2", "--log-json", log.to_str().unwrap()]);
             if let Some(from) = from {
                 args.extend(["--resume", from.to_str().unwrap()]);
@@ -160,27 +160,31 @@ fn resuming_drops_the_log_lines_of_epochs_after_the_checkpoint() {
             String::from_utf8_lossy(&o.stderr).to_string()
         };
         // Epoch 2 of the last stage, checkpointed and kept; then that checkpoint resumed to 3.
-        run(before, None);
+        run(before, None, &out);
         std::fs::copy(&ck, &saved).unwrap();
-        run(after, Some(&saved));
-        let every: Vec<(Option<String>, u64)> = std::iter::once((Some("layer 9/9".to_string()), 1))
-            .chain(stages.iter().flat_map(|&(st, n)| (1..=n).map(move |e| (st.map(str::to_string), e))))
-            .collect();
+        let err = run(after, Some(&saved), &out);
+        assert!(!err.contains("dropped"), "{command}: nothing to drop yet: {err}");
+        let mut every: Vec<(Option<String>, u64)> = vec![(Some("layer 9/9".to_string()), 1)];
+        for &(st, n) in &stages {
+            every.extend((1..=n).map(|e| (st.map(str::to_string), e)));
+        }
         assert_eq!(read(&log), every, "{command}: the first runs");
         // Resumed from the same checkpoint again: epoch 3 of the last stage is dropped from the
-        // log, runs again and is logged once. The run says so (without -q).
-        let mut text = run(after, Some(&saved));
+        // log, runs again and is logged once.
+        let err = run(after, Some(&saved), &out);
+        assert!(err.contains(&format!("{}: dropped the epoch logged after the checkpoint was written (it runs again)", log.display())), "{command}: {err}");
         assert_eq!(read(&log), every, "{command}: after resuming from the older checkpoint");
-        assert!(text.is_empty(), "{text}");
-        // Another run's line after the run's own: nothing is dropped.
-        text = std::fs::read_to_string(&log).unwrap();
-        text.push_str(other);
-        std::fs::write(&log, &text).unwrap();
-        run(after, Some(&saved));
-        let mut kept = every.clone();
-        kept.push((Some("layer 9/9".to_string()), 1));
+        // Another run logs to the same file after epoch 3; then the old checkpoint is resumed
+        // once more: nothing is dropped (its epoch 3 is logged again, after the other run's).
+        let other = s.path(&format!("{command}-other.safetensors"));
+        assert_ok(&dae([command, x, "-o", other.to_str().unwrap(), shape[0], shape[1], "--epochs", before, "--batch", "20", "-q", "--log-json", log.to_str().unwrap()]));
+        let with_other = read(&log);
+        assert!(with_other.len() > every.len());
+        let err = run(after, Some(&saved), &out);
+        assert!(!err.contains("dropped"), "{command}: {err}");
+        let mut kept = with_other.clone();
         kept.push(every.last().unwrap().clone());
-        assert_eq!(read(&log), kept, "{command}: a log with another run's line after");
+        assert_eq!(read(&log), kept, "{command}: a log with another run's lines after");
     }
 }
 

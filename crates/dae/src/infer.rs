@@ -206,7 +206,8 @@ pub fn score_each<B: Backend>(
 /// Hands `out` the results `what` of every row, a chunk at a time: on the CPU by
 /// [`Evaluator`], in one pass per block of rows; elsewhere by running `compute` on every chunk
 /// (see [`for_each_chunk`]) and copying the first n × width values of the buffer it returns to
-/// the host. The two give the same values.
+/// the host. The two compute the same values in the same way (see [`Evaluator`] for where the
+/// last bits may differ).
 #[allow(clippy::too_many_arguments)]
 fn each_block<B: Backend>(
     be: &B,
@@ -222,7 +223,7 @@ fn each_block<B: Backend>(
     if let Some(cpu) = be.as_cpu() {
         ds.check_width(model.config.inputs, "the model")?;
         let eval = Evaluator::new(model, what, noise);
-        let chunk = be.chunk_rows().max(1);
+        let chunk = crate::backend::eval_chunk(be, ds.rows, eval.width());
         for start in (0..ds.rows).step_by(chunk) {
             let n = chunk.min(ds.rows - start);
             host.resize(n * eval.width(), 0.0);
@@ -263,7 +264,8 @@ mod tests {
 
     /// The CPU's one-pass evaluation (rows gathered block by block inside the products, the
     /// activation and loss applied in cache) gives exactly what the operations one after
-    /// another give, chunk by chunk: codes, reconstructions, scores and per-feature scores.
+    /// another give, chunk by chunk, where those take the packed product (dense rows, chunks
+    /// of more than 32 rows): codes, reconstructions, scores and per-feature scores.
     /// Shapes cut tiles (6 rows, 16 columns), depth blocks (256) and chunks (1024 rows)
     /// part-way; bytes and scaled floats; every activation and both losses; tied and untied;
     /// with and without noise and emphasis; one to three threads. The reference products

@@ -74,7 +74,8 @@ impl Stack {
         let layers = &self.layers[..upto];
         let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
         let total: usize = widths.iter().sum();
-        let chunk = be.chunk_rows().max(1);
+        // Each layer's codes of a chunk, and the chunk's rows side by side.
+        let chunk = crate::backend::eval_chunk(be, ds.rows, 2 * total);
         // Each row's codes of every layer, side by side.
         let side_by_side = |blocks: &[&[f32]], n: usize, row: &mut Vec<f32>| {
             row.clear();

@@ -238,13 +238,6 @@ pub fn progress(
         Some(p) => Some(checkpoint::read(p, command, &identity)?),
         None => None,
     };
-    if let (Some(log), Some(r)) = (&extra.log_json, &resume) {
-        let dropped = crate::progress::trim_log(log, command == "pretrain", r)?;
-        if dropped > 0 && !run.quiet {
-            let (what, again) = if dropped == 1 { ("the epoch".to_string(), "it runs") } else { (format!("the {dropped} epochs"), "they run") };
-            errln!("{}: dropped {what} logged after the checkpoint was written ({again} again)", log.display());
-        }
-    }
     let sink = checkpoint::Sink {
         path,
         every: if ck.checkpoint.is_some() { ck.checkpoint_every } else { 0 },
@@ -253,7 +246,9 @@ pub fn progress(
         done: Vec::new(),
         stop: checkpoint::stop_on_ctrl_c(),
     };
-    let p = Progress::new(run.quiet, "").with_log(extra.log_json.as_deref())?.with_checkpoints(sink);
+    // A resumed run drops the epochs its log holds after the checkpoint, as it logs its first.
+    let trim = resume.as_ref().and_then(|r| crate::progress::LogTrim::of(r, command == "pretrain"));
+    let p = Progress::new(run.quiet, "").with_log(extra.log_json.as_deref())?.with_checkpoints(sink).with_trim(trim);
     Ok((p, resume))
 }
 
