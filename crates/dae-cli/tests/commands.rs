@@ -249,4 +249,26 @@ fn data_from_standard_input() {
     assert_fails(&o, 2, &["standard input: line 2, column 2", "'abc' is not a number"]);
     let o = with_stdin(&["train", "-", "-o", s.path("x.safetensors").to_str().unwrap()], b"0.1,0.2\n0.3,7\n".to_vec());
     assert_fails(&o, 2, &["standard input: row 2, column 2", "outside [0, 1]"]);
+
+    // Labels from standard input too: the same accuracy as from the file; a bad label is
+    // named by its row; data and labels cannot both come from standard input.
+    let labels: String = (0..50).map(|i| format!("{}\n", i % 3)).collect();
+    let y = s.write("y.csv", &labels);
+    let clf = s.path("clf.safetensors");
+    let stack = s.path("stack.safetensors");
+    assert_ok(&dae(["pretrain", data.to_str().unwrap(), "--layers", "4", "--epochs", "1", "-o", stack.to_str().unwrap(), "-q"]));
+    let (mp, dp, cp, yp) = (stack.to_str().unwrap(), data.to_str().unwrap(), clf.to_str().unwrap(), y.to_str().unwrap());
+    let ft = |labels: &'static str| vec!["finetune", mp, dp, "--labels", labels, "-o", cp, "--epochs", "2", "-q"];
+    assert_ok(&dae(["finetune", mp, dp, "--labels", yp, "-o", cp, "--epochs", "2", "-q"]));
+    let eval = |labels: &'static str| vec!["evaluate", cp, dp, "--labels", labels];
+    let from_file = dae(["evaluate", cp, dp, "--labels", yp]);
+    assert_ok(&from_file);
+    let from_pipe = with_stdin(&eval("-"), labels.clone().into_bytes());
+    assert_ok(&from_pipe);
+    assert_eq!(from_file.stdout, from_pipe.stdout);
+    assert_ok(&with_stdin(&ft("-"), labels.clone().into_bytes()));
+    let bad = labels.replacen("2\n", "-2\n", 1);
+    assert_fails(&with_stdin(&eval("-"), bad.into_bytes()), 2, &["standard input: row 3", "label -2 is negative"]);
+    let both = with_stdin(&["evaluate", cp, "-", "--labels", "-"], text.clone().into_bytes());
+    assert_fails(&both, 2, &["--labels", "standard input already holds the data"]);
 }

@@ -23,6 +23,9 @@ pub fn features_and_targets(
 ) -> Result<(Dataset, Targets)> {
     match (labels, column) {
         (Some(p), col) => {
+            if p.as_os_str() == "-" && ds.source.as_os_str() == "standard input" {
+                return Err(Error::usage("--labels", "standard input already holds the data: give the labels as a file or another pipe"));
+            }
             let t = read_targets(p, opts, col)?;
             t.check_rows(ds.rows, &ds.source)?;
             Ok((ds, t))

@@ -109,6 +109,11 @@ pub(crate) fn read_idx_array(path: &Path) -> Result<IdxArray> {
     read_idx_from(path, &mut r, len)
 }
 
+/// An IDX array from plain bytes in memory; `name` stands for the file in errors.
+pub(crate) fn read_idx_array_bytes(name: &str, bytes: &[u8]) -> Result<IdxArray> {
+    read_idx_from(Path::new(name), &mut &bytes[..], Some(bytes.len() as u64))
+}
+
 /// Reads an IDX array from `r`, which holds `len` bytes when known; `path` names it in errors.
 fn read_idx_from(path: &Path, r: &mut dyn Read, len: Option<u64>) -> Result<IdxArray> {
     let mut r = r;

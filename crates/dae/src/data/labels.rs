@@ -1,8 +1,8 @@
 //! Labels and targets for fine-tuning: IDX label files, NPY arrays, or a CSV column.
 
-use super::idx::read_idx_array;
-use super::npy::read_npy_array;
-use super::{read_csv, Dataset, InputFormat, ReadOptions, Values};
+use super::idx::{read_idx_array, read_idx_array_bytes};
+use super::npy::{read_npy_array, read_npy_array_bytes};
+use super::{is_stream, read_csv, read_csv_bytes, read_whole, Dataset, InputFormat, ReadOptions, Values};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -91,9 +91,24 @@ pub fn class_dataset(classes: &[u32], source: &Path) -> Dataset {
 /// Reads targets from `path`: an IDX file (values as stored, not scaled), an NPY array, or a CSV
 /// file; for CSV `column` picks a column by header name or 1-based number.
 pub fn read_targets(path: &Path, opts: &ReadOptions, column: Option<&str>) -> Result<Targets> {
-    let (rows, cols, values, line_offset) = match InputFormat::detect(path)? {
+    // A pipe or standard input is read whole first, and its rows are named by number in errors
+    // (it cannot be read again to find a line).
+    let stream = if is_stream(path) { Some(read_whole(path)?) } else { None };
+    let format = match &stream {
+        Some((_, _, f)) => *f,
+        None => InputFormat::detect(path)?,
+    };
+    let source = match &stream {
+        Some((name, _, _)) => PathBuf::from(name),
+        None => path.to_path_buf(),
+    };
+    let path = source.as_path();
+    let (rows, cols, values, line_offset) = match format {
         InputFormat::Idx => {
-            let a = read_idx_array(path)?;
+            let a = match &stream {
+                Some((name, bytes, _)) => read_idx_array_bytes(name, bytes)?,
+                None => read_idx_array(path)?,
+            };
             let rows = a.dims[0];
             let cols = a.dims[1..].iter().product::<usize>().max(1);
             let values = match a.values {
@@ -103,13 +118,19 @@ pub fn read_targets(path: &Path, opts: &ReadOptions, column: Option<&str>) -> Re
             (rows, cols, values, None)
         }
         InputFormat::Npy => {
-            let a = read_npy_array(path)?;
+            let a = match &stream {
+                Some((name, bytes, _)) => read_npy_array_bytes(name, bytes)?,
+                None => read_npy_array(path)?,
+            };
             let rows = a.shape.first().copied().unwrap_or(0);
             let cols = if a.shape.len() <= 1 { 1 } else { a.shape[1..].iter().product() };
             (rows, cols, a.to_f64().into_iter().map(|v| v as f32).collect(), None)
         }
         InputFormat::Csv => {
-            let ds = read_csv(path, opts)?;
+            let ds = match &stream {
+                Some((name, bytes, _)) => read_csv_bytes(name, bytes, opts)?,
+                None => read_csv(path, opts)?,
+            };
             let offset = if ds.column_names.is_some() { 2 } else { 1 };
             match column {
                 Some(name) => {
@@ -123,7 +144,8 @@ pub fn read_targets(path: &Path, opts: &ReadOptions, column: Option<&str>) -> Re
             }
         }
     };
-    if column.is_some() && InputFormat::detect(path)? != InputFormat::Csv {
+    let line_offset = line_offset.filter(|_| stream.is_none());
+    if column.is_some() && format != InputFormat::Csv {
         return Err(Error::usage("--label-column", format!("{} is not a CSV file with named columns", path.display())));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {

@@ -167,13 +167,13 @@ pub fn read_data(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
 }
 
 /// Whether `path` can be read only once: `-` (standard input), a pipe, a terminal.
-fn is_stream(path: &Path) -> bool {
+pub(crate) fn is_stream(path: &Path) -> bool {
     path.as_os_str() == "-" || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
-/// Reads data from a stream (see [`is_stream`]) whole, then as the file it holds: gzip is
-/// unpacked first, and the format is told by the name, else by the first bytes.
-fn read_stream(path: &Path, opts: &ReadOptions) -> Result<(Dataset, InputFormat)> {
+/// Reads a stream (see [`is_stream`]) whole, unpacking gzip: its name for errors ("standard
+/// input" for `-`), its bytes, and their format, told by the name, else by the first bytes.
+pub(crate) fn read_whole(path: &Path) -> Result<(String, Vec<u8>, InputFormat)> {
     use std::io::Read;
     let stdin = path.as_os_str() == "-";
     let name = if stdin { "standard input".to_string() } else { path.display().to_string() };
@@ -192,6 +192,12 @@ fn read_stream(path: &Path, opts: &ReadOptions) -> Result<(Dataset, InputFormat)
         bytes = plain;
     }
     let format = InputFormat::from_name(path).unwrap_or_else(|| InputFormat::from_head(&bytes));
+    Ok((name, bytes, format))
+}
+
+/// Reads data from a stream (see [`is_stream`]) whole, then as the file it holds.
+fn read_stream(path: &Path, opts: &ReadOptions) -> Result<(Dataset, InputFormat)> {
+    let (name, bytes, format) = read_whole(path)?;
     let ds = match format {
         InputFormat::Idx => read_idx_bytes(&name, &bytes)?,
         InputFormat::Npy => read_npy_bytes(&name, &bytes)?,

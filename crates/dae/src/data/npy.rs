@@ -130,6 +130,11 @@ pub(crate) fn read_npy_array(path: &Path) -> Result<NpyArray> {
     read_npy_from(path, &mut r, len)
 }
 
+/// An NPY array from plain bytes in memory; `name` stands for the file in errors.
+pub(crate) fn read_npy_array_bytes(name: &str, bytes: &[u8]) -> Result<NpyArray> {
+    read_npy_from(Path::new(name), &mut &bytes[..], Some(bytes.len() as u64))
+}
+
 /// Reads an NPY array from `r`, which holds `len` bytes when known; `path` names it in errors.
 fn read_npy_from(path: &Path, r: &mut dyn std::io::Read, len: Option<u64>) -> Result<NpyArray> {
     let mut r = r;
