@@ -13,6 +13,7 @@
 //! ```
 
 use crate::augment::Augment;
+use crate::backend::cpu::eval::{NetEvaluator, NetOutput};
 use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
 use crate::dae::GradSink;
 use crate::config::{init_range, Activation, Loss, Optimizer, TrainConfig};
@@ -681,6 +682,12 @@ pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Sca
     let cfg = &net.config;
     let c = cfg.task.outputs();
     let mut out = vec![0f32; ds.rows * c];
+    if let Some(cpu) = be.as_cpu() {
+        // Every row in one pass, each thread taking its blocks of rows through every layer.
+        ds.check_width(cfg.sizes[0], "the network")?;
+        NetEvaluator::new(net, NetOutput::Outputs).run(cpu, ds, scaler, 0, ds.rows, &mut out);
+        return Ok(out);
+    }
     for_each_chunk(be, net, ds, scaler, |be, ws, params, n, start| {
         match cfg.task {
             Task::Classification { .. } => loss(be, cfg, params, ws, n, LossOutput::Elements),
@@ -697,6 +704,11 @@ pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Sca
 pub fn hidden_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler, layer: usize) -> Result<Vec<f32>> {
     let width = net.config.sizes[layer + 1];
     let mut out = vec![0f32; ds.rows * width];
+    if let Some(cpu) = be.as_cpu() {
+        ds.check_width(net.config.sizes[0], "the network")?;
+        NetEvaluator::new(net, NetOutput::Hidden(layer)).run(cpu, ds, scaler, 0, ds.rows, &mut out);
+        return Ok(out);
+    }
     for_each_chunk(be, net, ds, scaler, |be, ws, _, n, start| {
         be.download(&ws.act.h[layer], &mut out[start * width..(start + n) * width]);
     })?;

@@ -86,6 +86,30 @@ fn stack_codes_streamed_by_chunks_are_the_codes_of_whole_layers() {
     }
 }
 
+/// A network applied on the CPU in one pass per block of rows (every layer in cache) gives
+/// exactly what its operations in turn give, chunk by chunk: class probabilities, predicted
+/// values and each hidden layer's activations; on 1 to 3 threads.
+#[test]
+fn one_pass_network_outputs_equal_the_operations_in_turn() {
+    use dae::network::hidden_all;
+    use dae::Activation;
+    let (ds, _) = labelled(2100, 40, 6);
+    let scaler = Scaler::fit(dae::ScaleKind::Standardize, &ds, None);
+    for (task, act) in [(Task::Classification { classes: 7 }, Activation::Sigmoid), (Task::Regression { outputs: 3 }, Activation::Relu), (Task::Classification { classes: 2 }, Activation::Tanh)] {
+        let config = NetworkConfig { sizes: vec![40, 300, 17], activation: act, task, dropout: 0.2, input_dropout: 0.1 };
+        let net = Network::init(config, 9).unwrap();
+        let all = |be: &Cpu| vec![predict_all(be, &net, &ds, &scaler).unwrap(), hidden_all(be, &net, &ds, &scaler, 0).unwrap(), hidden_all(be, &net, &ds, &scaler, 1).unwrap()];
+        let want = all(&Cpu::new(Some(1)).unwrap().operation_by_operation());
+        for threads in 1..=3 {
+            for (what, (got, want)) in ["outputs", "layer 1", "layer 2"].iter().zip(all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want)) {
+                assert_eq!(got.len(), want.len());
+                let differ = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits());
+                assert_eq!(differ, None, "{what}, {task:?}, {threads} threads: value {differ:?} differs");
+            }
+        }
+    }
+}
+
 #[test]
 fn finetuned_classifier_learns_and_dropout_is_reproducible() {
     let (ds, y) = labelled(400, 30, 2);

@@ -22,6 +22,7 @@ use crate::corrupt::corrupt_row;
 use crate::dae::Dae;
 use crate::data::{Dataset, Scaler};
 use crate::infer::EvalNoise;
+use crate::network::{Network, Task};
 use std::cell::RefCell;
 
 /// What [`Evaluator::run`] writes for each row.
@@ -164,6 +165,112 @@ impl<'m> Evaluator<'m> {
                             *loss = vmath::loss_grad_row(row, &self.model.c, &x[i * d..(i + 1) * d], mask_of(i), &spec);
                         }
                     }
+                }
+            })
+        });
+    }
+}
+
+/// What [`NetEvaluator::run`] writes for each row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetOutput {
+    /// The network's outputs: class probabilities, or predicted values.
+    Outputs,
+    /// The activations of hidden layer `l` (0-based).
+    Hidden(usize),
+}
+
+/// A fine-tuning network made ready to apply to a dataset on the CPU a block of rows at a
+/// time, as [`Evaluator`] applies an autoencoder: each thread takes its block through every
+/// layer while it is in cache (no dropout).
+pub struct NetEvaluator<'n> {
+    net: &'n Network,
+    output: NetOutput,
+    layers: Vec<PackedB>,
+}
+
+impl<'n> NetEvaluator<'n> {
+    /// `net` made ready to give `output`: the weights of the layers it needs, packed.
+    pub fn new(net: &'n Network, output: NetOutput) -> NetEvaluator<'n> {
+        let cfg = &net.config;
+        let needed = match output {
+            NetOutput::Outputs => cfg.hidden_layers() + 1,
+            NetOutput::Hidden(l) => l + 1,
+        };
+        let layers = (0..needed)
+            .map(|l| {
+                let (fin, fout) = cfg.layer_shape(l);
+                PackedB::new(&net.weights[l], fin, fout, false)
+            })
+            .collect();
+        NetEvaluator { net, output, layers }
+    }
+
+    /// Values written per row.
+    pub fn width(&self) -> usize {
+        match self.output {
+            NetOutput::Outputs => self.net.config.task.outputs(),
+            NetOutput::Hidden(l) => self.net.config.sizes[l + 1],
+        }
+    }
+
+    /// `out` (n × [`NetEvaluator::width`] values) = the results for rows `start..start + n` of
+    /// `ds` (scaled by `scaler`).
+    pub fn run(&self, cpu: &Cpu, ds: &Dataset, scaler: &Scaler, start: usize, n: usize, out: &mut [f32]) {
+        let cfg = &self.net.config;
+        let d = cfg.sizes[0];
+        let width = self.width();
+        assert_eq!(ds.cols, d, "NetEvaluator::run: the data has {} columns, the network {d} inputs", ds.cols);
+        assert!(start + n <= ds.rows, "NetEvaluator::run: rows {start}..{} of {}", start + n, ds.rows);
+        let out = &mut out[..n * width];
+        let shared = super::Shared::new(out);
+        // A thread's block: its rows and two layers' activations, in at most 2^24 values.
+        let widest = cfg.sizes.iter().copied().chain([cfg.task.outputs()]).max().unwrap_or(1);
+        let block = BLOCK_ROWS.min((1 << 24) / (d + 3 * widest)).max(1);
+        let fmas: usize = self.layers.iter().map(|p| p.rows() * p.cols()).sum::<usize>() * n;
+        for_blocks(&cpu.team, n, block, fmas, &|rows| {
+            let m = rows.len();
+            // SAFETY: each block of rows goes to one thread, which writes only its rows.
+            let out = unsafe { shared.part(rows.start * width..rows.end * width) };
+            BLOCK.with(|b| {
+                let mut b = b.borrow_mut();
+                let len = m * (d + 2 * widest);
+                if b.len() < len {
+                    b.resize(len, 0.0);
+                }
+                let (x, rest) = b.split_at_mut(m * d);
+                let (mut prev, mut next) = rest.split_at_mut(m * widest);
+                ds.gather_range(start + rows.start, m, scaler, x);
+                let mut input: &mut [f32] = x;
+                for (l, packed) in self.layers.iter().enumerate() {
+                    let fout = packed.cols();
+                    let last = l + 1 == self.layers.len();
+                    let dst: &mut [f32] = if last { &mut out[..] } else { &mut next[..m * fout] };
+                    block_product(input, m, packed, dst);
+                    let bias = &self.net.biases[l];
+                    if l < cfg.hidden_layers() {
+                        for row in dst.chunks_exact_mut(fout) {
+                            vmath::bias_act_row(row, bias, cfg.activation);
+                        }
+                    } else {
+                        match cfg.task {
+                            Task::Classification { .. } => {
+                                for z in dst.chunks_exact_mut(fout) {
+                                    crate::kernels::softmax_xent_row(z, bias, 0, LossOutput::Elements, 1.0);
+                                }
+                            }
+                            Task::Regression { .. } => {
+                                for row in dst.chunks_exact_mut(fout) {
+                                    vmath::bias_act_row(row, bias, crate::config::Activation::Identity);
+                                }
+                            }
+                        }
+                    }
+                    if last {
+                        break;
+                    }
+                    std::mem::swap(&mut prev, &mut next);
+                    input = &mut prev[..m * fout];
                 }
             })
         });
