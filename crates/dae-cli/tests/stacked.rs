@@ -108,6 +108,12 @@ fn pretrain_finetune_predict_evaluate_encode() {
     let out = s.path("h.npy");
     assert_ok(&dae(["encode", clf.to_str().unwrap(), x.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layer", "1", "-q"]));
     assert_eq!(read_f32_npy(&out).0, vec![240, 12]);
+    // All its layers side by side: layer 1's columns first, as --layer 1 gives them.
+    let both = s.path("hh.npy");
+    assert_ok(&dae(["encode", clf.to_str().unwrap(), x.to_str().unwrap(), "-o", both.to_str().unwrap(), "--all-layers", "-q"]));
+    let ((shape, all), (_, first)) = (read_f32_npy(&both), read_f32_npy(&out));
+    assert_eq!(shape, vec![240, 20]);
+    assert!((0..240).all(|r| all[r * 20..r * 20 + 12] == first[r * 12..(r + 1) * 12]));
     let o = dae(["encode", stack.to_str().unwrap(), x.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layer", "3"]);
     assert_fails(&o, 2, &["--layer", "layers 1 to 2"]);
 }

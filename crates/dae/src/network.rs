@@ -700,13 +700,59 @@ pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Sca
     Ok(out)
 }
 
+/// The activations of every row of `ds`, a block of whole rows at a time: `out` gets, for the
+/// next rows in order, those of hidden layer `upto` (1-based) or, with `all_layers`, those of
+/// layers 1..=`upto` side by side, in a buffer it may change. On the CPU a chunk of rows goes
+/// through the layers once, and no layer's activations are ever all in memory; elsewhere each
+/// layer is computed whole ([`hidden_all`]) and handed on in blocks. An error from `out` stops
+/// the work.
+pub fn hidden_each<B: Backend>(
+    be: &B,
+    net: &Network,
+    ds: &Dataset,
+    scaler: &Scaler,
+    upto: usize,
+    all_layers: bool,
+    mut out: impl FnMut(&mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let sizes = &net.config.sizes;
+    let widths: Vec<usize> = if all_layers { sizes[1..=upto].to_vec() } else { vec![sizes[upto]] };
+    let width: usize = widths.iter().sum();
+    let chunk = crate::backend::eval_chunk(be, ds.rows, width);
+    let mut block = Vec::new();
+    if let Some(cpu) = be.as_cpu() {
+        ds.check_width(sizes[0], "the network")?;
+        let eval = NetEvaluator::new(net, NetOutput::Hidden { upto, all_layers });
+        for start in (0..ds.rows).step_by(chunk) {
+            let n = chunk.min(ds.rows - start);
+            block.resize(n * width, 0.0);
+            eval.run(cpu, ds, scaler, start, n, &mut block);
+            out(&mut block)?;
+        }
+        return Ok(());
+    }
+    let first = if all_layers { 0 } else { upto - 1 };
+    let layers = (first..upto).map(|l| hidden_all(be, net, ds, scaler, l)).collect::<Result<Vec<_>>>()?;
+    for start in (0..ds.rows).step_by(chunk) {
+        let n = chunk.min(ds.rows - start);
+        block.clear();
+        for r in start..start + n {
+            for (h, &w) in layers.iter().zip(&widths) {
+                block.extend_from_slice(&h[r * w..(r + 1) * w]);
+            }
+        }
+        out(&mut block)?;
+    }
+    Ok(())
+}
+
 /// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.
 pub fn hidden_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scaler, layer: usize) -> Result<Vec<f32>> {
     let width = net.config.sizes[layer + 1];
     let mut out = vec![0f32; ds.rows * width];
     if let Some(cpu) = be.as_cpu() {
         ds.check_width(net.config.sizes[0], "the network")?;
-        NetEvaluator::new(net, NetOutput::Hidden(layer)).run(cpu, ds, scaler, 0, ds.rows, &mut out);
+        NetEvaluator::new(net, NetOutput::Hidden { upto: layer + 1, all_layers: false }).run(cpu, ds, scaler, 0, ds.rows, &mut out);
         return Ok(out);
     }
     for_each_chunk(be, net, ds, scaler, |be, ws, _, n, start| {

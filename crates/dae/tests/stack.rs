@@ -91,17 +91,38 @@ fn stack_codes_streamed_by_chunks_are_the_codes_of_whole_layers() {
 /// values and each hidden layer's activations; on 1 to 3 threads.
 #[test]
 fn one_pass_network_outputs_equal_the_operations_in_turn() {
-    use dae::network::hidden_all;
+    use dae::network::{hidden_all, hidden_each};
     use dae::Activation;
     let (ds, _) = labelled(2100, 40, 6);
     let scaler = Scaler::fit(dae::ScaleKind::Standardize, &ds, None);
     for (task, act) in [(Task::Classification { classes: 7 }, Activation::Sigmoid), (Task::Regression { outputs: 3 }, Activation::Relu), (Task::Classification { classes: 2 }, Activation::Tanh)] {
         let config = NetworkConfig { sizes: vec![40, 300, 17], activation: act, task, dropout: 0.2, input_dropout: 0.1 };
         let net = Network::init(config, 9).unwrap();
-        let all = |be: &Cpu| vec![predict_all(be, &net, &ds, &scaler).unwrap(), hidden_all(be, &net, &ds, &scaler, 0).unwrap(), hidden_all(be, &net, &ds, &scaler, 1).unwrap()];
+        // Also streamed: layer 2 alone, and layers 1 and 2 side by side.
+        let streamed = |be: &Cpu, all_layers: bool| {
+            let mut v = Vec::new();
+            hidden_each(be, &net, &ds, &scaler, 2, all_layers, |b| {
+                v.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        let all = |be: &Cpu| {
+            vec![
+                predict_all(be, &net, &ds, &scaler).unwrap(),
+                hidden_all(be, &net, &ds, &scaler, 0).unwrap(),
+                hidden_all(be, &net, &ds, &scaler, 1).unwrap(),
+                streamed(be, false),
+                streamed(be, true),
+            ]
+        };
         let want = all(&Cpu::new(Some(1)).unwrap().operation_by_operation());
+        assert_eq!(want[3], want[2]);
+        let side_by_side: Vec<f32> = (0..ds.rows).flat_map(|r| [&want[1][r * 300..(r + 1) * 300], &want[2][r * 17..(r + 1) * 17]].concat()).collect();
+        assert!(want[4] == side_by_side);
         for threads in 1..=3 {
-            for (what, (got, want)) in ["outputs", "layer 1", "layer 2"].iter().zip(all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want)) {
+            for (what, (got, want)) in ["outputs", "layer 1", "layer 2", "layer 2, streamed", "layers 1 and 2, streamed"].iter().zip(all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want)) {
                 assert_eq!(got.len(), want.len());
                 let differ = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits());
                 assert_eq!(differ, None, "{what}, {task:?}, {threads} threads: value {differ:?} differs");

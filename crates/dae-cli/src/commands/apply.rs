@@ -2,9 +2,9 @@
 
 use super::{check_output, read_options};
 use crate::args::{DataOpts, DeviceOpts, EncodeArgs, ReconstructArgs, RunOpts, ScoreArgs};
-use dae::data::{io_threads, write_matrix, write_vector, MatrixWriter, OutputFormat};
+use dae::data::{io_threads, write_vector, MatrixWriter, OutputFormat};
 use dae::infer::{encode_each, reconstruct_each, score_all, score_each, EvalNoise};
-use dae::network::hidden_all;
+use dae::network::hidden_each;
 use dae::{read_data, AnyModel, Dataset, Error, Result, SavedDae};
 use crate::progress::loss;
 use std::path::Path;
@@ -51,18 +51,6 @@ fn done(run: &RunOpts, output: &Path, rows: usize, cols: usize) {
     }
 }
 
-/// Lays the blocks (rows × widths[i] each) side by side: rows × Σ widths.
-fn concatenate(blocks: &[Vec<f32>], widths: &[usize], rows: usize) -> Vec<f32> {
-    let total: usize = widths.iter().sum();
-    let mut out = Vec::with_capacity(rows * total);
-    for r in 0..rows {
-        for (b, &w) in blocks.iter().zip(widths) {
-            out.extend_from_slice(&b[r * w..(r + 1) * w]);
-        }
-    }
-    out
-}
-
 pub fn encode(a: EncodeArgs) -> Result<()> {
     OutputFormat::from_path(&a.output)?;
     check_output(&a.output, "--output")?;
@@ -104,32 +92,20 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
         done(&a.run, &a.output, ds.rows, k);
         return Ok(());
     }
-    if let AnyModel::Stack(m) = &model {
-        // As they are computed too: on the CPU, a chunk of rows through every layer at a time.
-        let width = if a.all_layers { sizes[1..].iter().sum() } else { sizes[layer] };
-        let stop = interruptible(&a.output);
-        let mut w = MatrixWriter::create(&a.output, ds.rows, width, io_threads())?;
-        crate::on_engine!(&engine, |be| m.stack.encode_each(be, &ds, scaler, upto, a.all_layers, |block| {
-            stop()?;
-            w.write_rows(block)
-        }))?;
-        w.finish()?;
-        done(&a.run, &a.output, ds.rows, width);
-        return Ok(());
+    // As they are computed too: on the CPU, a chunk of rows through every layer at a time.
+    let width = if a.all_layers { sizes[1..].iter().sum() } else { sizes[layer] };
+    let stop = interruptible(&a.output);
+    let mut w = MatrixWriter::create(&a.output, ds.rows, width, io_threads())?;
+    let write = |block: &mut [f32]| {
+        stop()?;
+        w.write_rows(block)
+    };
+    match &model {
+        AnyModel::Autoencoder(_) => unreachable!("written above"),
+        AnyModel::Stack(m) => crate::on_engine!(&engine, |be| m.stack.encode_each(be, &ds, scaler, upto, a.all_layers, write))?,
+        AnyModel::Network(m) => crate::on_engine!(&engine, |be| hidden_each(be, &m.network, &ds, scaler, upto, a.all_layers, write))?,
     }
-    let blocks: Vec<Vec<f32>> = match &model {
-        AnyModel::Autoencoder(_) | AnyModel::Stack(_) => unreachable!("written above, as they were computed"),
-        AnyModel::Network(m) => (0..upto)
-            .map(|l| crate::on_engine!(&engine, |be| hidden_all(be, &m.network, &ds, scaler, l)))
-            .collect::<Result<Vec<_>>>()?,
-    };
-    let (codes, width) = if a.all_layers {
-        let widths = &sizes[1..];
-        (concatenate(&blocks, widths, ds.rows), widths.iter().sum())
-    } else {
-        (blocks.into_iter().last().expect("at least one layer"), sizes[layer])
-    };
-    write_matrix(&a.output, ds.rows, width, &codes)?;
+    w.finish()?;
     done(&a.run, &a.output, ds.rows, width);
     Ok(())
 }

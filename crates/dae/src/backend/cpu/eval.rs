@@ -176,8 +176,9 @@ impl<'m> Evaluator<'m> {
 pub enum NetOutput {
     /// The network's outputs: class probabilities, or predicted values.
     Outputs,
-    /// The activations of hidden layer `l` (0-based).
-    Hidden(usize),
+    /// The activations of hidden layer `upto` (1-based) or, with `all_layers`, those of
+    /// layers 1..=`upto` side by side (each row: layer 1's, then layer 2's, …).
+    Hidden { upto: usize, all_layers: bool },
 }
 
 /// A fine-tuning network made ready to apply to a dataset on the CPU a block of rows at a
@@ -195,7 +196,7 @@ impl<'n> NetEvaluator<'n> {
         let cfg = &net.config;
         let needed = match output {
             NetOutput::Outputs => cfg.hidden_layers() + 1,
-            NetOutput::Hidden(l) => l + 1,
+            NetOutput::Hidden { upto, .. } => upto,
         };
         let layers = (0..needed)
             .map(|l| {
@@ -210,7 +211,8 @@ impl<'n> NetEvaluator<'n> {
     pub fn width(&self) -> usize {
         match self.output {
             NetOutput::Outputs => self.net.config.task.outputs(),
-            NetOutput::Hidden(l) => self.net.config.sizes[l + 1],
+            NetOutput::Hidden { upto, all_layers: false } => self.net.config.sizes[upto],
+            NetOutput::Hidden { upto, all_layers: true } => self.net.config.sizes[1..=upto].iter().sum(),
         }
     }
 
@@ -242,29 +244,22 @@ impl<'n> NetEvaluator<'n> {
                 let (mut prev, mut next) = rest.split_at_mut(m * widest);
                 ds.gather_range(start + rows.start, m, scaler, x);
                 let mut input: &mut [f32] = x;
+                // Every layer's activations go to `out` side by side, from this column.
+                let all_layers = matches!(self.output, NetOutput::Hidden { all_layers: true, .. });
+                let mut column = 0;
                 for (l, packed) in self.layers.iter().enumerate() {
                     let fout = packed.cols();
                     let last = l + 1 == self.layers.len();
-                    let dst: &mut [f32] = if last { &mut out[..] } else { &mut next[..m * fout] };
-                    block_product(input, m, packed, dst);
-                    let bias = &self.net.biases[l];
-                    if l < cfg.hidden_layers() {
-                        for row in dst.chunks_exact_mut(fout) {
-                            vmath::bias_act_row(row, bias, cfg.activation);
+                    if last && !all_layers {
+                        self.layer(l, input, m, out);
+                        break;
+                    }
+                    self.layer(l, input, m, &mut next[..m * fout]);
+                    if all_layers {
+                        for (o, h) in out.chunks_exact_mut(width).zip(next.chunks_exact(fout)) {
+                            o[column..column + fout].copy_from_slice(h);
                         }
-                    } else {
-                        match cfg.task {
-                            Task::Classification { .. } => {
-                                for z in dst.chunks_exact_mut(fout) {
-                                    crate::kernels::softmax_xent_row(z, bias, 0, LossOutput::Elements, 1.0);
-                                }
-                            }
-                            Task::Regression { .. } => {
-                                for row in dst.chunks_exact_mut(fout) {
-                                    vmath::bias_act_row(row, bias, crate::config::Activation::Identity);
-                                }
-                            }
-                        }
+                        column += fout;
                     }
                     if last {
                         break;
@@ -274,5 +269,34 @@ impl<'n> NetEvaluator<'n> {
                 }
             })
         });
+    }
+
+    /// `dst` (m × layer l's width) = layer `l` applied to `input` (m rows): the product, then
+    /// the activation, or for the output layer the softmax or the identity, with the bias.
+    fn layer(&self, l: usize, input: &[f32], m: usize, dst: &mut [f32]) {
+        let cfg = &self.net.config;
+        let packed = &self.layers[l];
+        let fout = packed.cols();
+        let dst = &mut dst[..m * fout];
+        block_product(input, m, packed, dst);
+        let bias = &self.net.biases[l];
+        if l < cfg.hidden_layers() {
+            for row in dst.chunks_exact_mut(fout) {
+                vmath::bias_act_row(row, bias, cfg.activation);
+            }
+            return;
+        }
+        match cfg.task {
+            Task::Classification { .. } => {
+                for z in dst.chunks_exact_mut(fout) {
+                    crate::kernels::softmax_xent_row(z, bias, 0, LossOutput::Elements, 1.0);
+                }
+            }
+            Task::Regression { .. } => {
+                for row in dst.chunks_exact_mut(fout) {
+                    vmath::bias_act_row(row, bias, crate::config::Activation::Identity);
+                }
+            }
+        }
     }
 }
