@@ -266,9 +266,15 @@ fn data_from_standard_input() {
     let from_pipe = with_stdin(&eval("-"), labels.clone().into_bytes());
     assert_ok(&from_pipe);
     assert_eq!(from_file.stdout, from_pipe.stdout);
-    assert_ok(&with_stdin(&ft("-"), labels.clone().into_bytes()));
+    // Trained from labels gzipped through standard input: the same classifier.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(labels.as_bytes()).unwrap();
+    assert_ok(&with_stdin(&ft("-"), gz.finish().unwrap()));
+    assert_eq!(dae(["evaluate", cp, dp, "--labels", yp]).stdout, from_file.stdout);
     let bad = labels.replacen("2\n", "-2\n", 1);
     assert_fails(&with_stdin(&eval("-"), bad.into_bytes()), 2, &["standard input: row 3", "label -2 is negative"]);
     let both = with_stdin(&["evaluate", cp, "-", "--labels", "-"], text.clone().into_bytes());
-    assert_fails(&both, 2, &["--labels", "standard input already holds the data"]);
+    assert_fails(&both, 2, &["--labels", "standard input is already DATA"]);
+    let both = with_stdin(&["finetune", mp, dp, "--labels", "-", "--val", dp, "--val-labels", "-", "-o", cp], labels.clone().into_bytes());
+    assert_fails(&both, 2, &["--val-labels", "standard input is already --labels"]);
 }

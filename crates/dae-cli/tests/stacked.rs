@@ -114,6 +114,10 @@ fn pretrain_finetune_predict_evaluate_encode() {
     let ((shape, all), (_, first)) = (read_f32_npy(&both), read_f32_npy(&out));
     assert_eq!(shape, vec![240, 20]);
     assert!((0..240).all(|r| all[r * 20..r * 20 + 12] == first[r * 12..(r + 1) * 12]));
+    let second_path = s.path("h2.npy");
+    assert_ok(&dae(["encode", clf.to_str().unwrap(), x.to_str().unwrap(), "-o", second_path.to_str().unwrap(), "--layer", "2", "-q"]));
+    let (_, second) = read_f32_npy(&second_path);
+    assert!((0..240).all(|r| all[r * 20 + 12..(r + 1) * 20] == second[r * 8..(r + 1) * 8]));
     let o = dae(["encode", stack.to_str().unwrap(), x.to_str().unwrap(), "-o", out.to_str().unwrap(), "--layer", "3"]);
     assert_fails(&o, 2, &["--layer", "layers 1 to 2"]);
 }

@@ -716,6 +716,9 @@ pub fn hidden_each<B: Backend>(
     mut out: impl FnMut(&mut [f32]) -> Result<()>,
 ) -> Result<()> {
     let sizes = &net.config.sizes;
+    if upto == 0 || upto >= sizes.len() {
+        return Err(Error::usage("--layer", format!("{upto} is not a layer of this network: it has layers 1 to {}", sizes.len() - 1)));
+    }
     let widths: Vec<usize> = if all_layers { sizes[1..=upto].to_vec() } else { vec![sizes[upto]] };
     let width: usize = widths.iter().sum();
     let chunk = crate::backend::eval_chunk(be, ds.rows, width);

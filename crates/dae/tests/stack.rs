@@ -95,9 +95,19 @@ fn one_pass_network_outputs_equal_the_operations_in_turn() {
     use dae::Activation;
     let (ds, _) = labelled(2100, 40, 6);
     let scaler = Scaler::fit(dae::ScaleKind::Standardize, &ds, None);
-    for (task, act) in [(Task::Classification { classes: 7 }, Activation::Sigmoid), (Task::Regression { outputs: 3 }, Activation::Relu), (Task::Classification { classes: 2 }, Activation::Tanh)] {
-        let config = NetworkConfig { sizes: vec![40, 300, 17], activation: act, task, dropout: 0.2, input_dropout: 0.1 };
-        let net = Network::init(config, 9).unwrap();
+    let cases = [
+        (vec![40, 300, 17], Task::Classification { classes: 7 }, Activation::Sigmoid),
+        (vec![40, 300, 17], Task::Regression { outputs: 3 }, Activation::Relu),
+        (vec![40, 30, 17, 9], Task::Classification { classes: 350 }, Activation::Tanh),
+    ];
+    for (sizes, task, act) in cases {
+        let config = NetworkConfig { sizes: sizes.clone(), activation: act, task, dropout: 0.2, input_dropout: 0.1 };
+        let mut net = Network::init(config, 9).unwrap();
+        // The output layer and the biases start at zero: give every one of them values.
+        let mut rng = Rng::new(3, 1);
+        for v in net.weights.iter_mut().chain(net.biases.iter_mut()).flatten() {
+            *v += rng.next_f32() - 0.5;
+        }
         // Also streamed: layer 2 alone, and layers 1 and 2 side by side.
         let streamed = |be: &Cpu, all_layers: bool| {
             let mut v = Vec::new();
@@ -119,8 +129,10 @@ fn one_pass_network_outputs_equal_the_operations_in_turn() {
         };
         let want = all(&Cpu::new(Some(1)).unwrap().operation_by_operation());
         assert_eq!(want[3], want[2]);
-        let side_by_side: Vec<f32> = (0..ds.rows).flat_map(|r| [&want[1][r * 300..(r + 1) * 300], &want[2][r * 17..(r + 1) * 17]].concat()).collect();
+        let (w1, w2) = (sizes[1], sizes[2]);
+        let side_by_side: Vec<f32> = (0..ds.rows).flat_map(|r| [&want[1][r * w1..(r + 1) * w1], &want[2][r * w2..(r + 1) * w2]].concat()).collect();
         assert!(want[4] == side_by_side);
+        assert!(hidden_each(&Cpu::new(Some(1)).unwrap(), &net, &ds, &scaler, sizes.len(), false, |_| Ok(())).is_err(), "no such layer");
         for threads in 1..=3 {
             for (what, (got, want)) in ["outputs", "layer 1", "layer 2", "layer 2, streamed", "layers 1 and 2, streamed"].iter().zip(all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want)) {
                 assert_eq!(got.len(), want.len());

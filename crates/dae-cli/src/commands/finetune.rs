@@ -23,9 +23,6 @@ pub fn features_and_targets(
 ) -> Result<(Dataset, Targets)> {
     match (labels, column) {
         (Some(p), col) => {
-            if p.as_os_str() == "-" && ds.source.as_os_str() == "standard input" {
-                return Err(Error::usage("--labels", "standard input already holds the data: give the labels as a file or another pipe"));
-            }
             let t = read_targets(p, opts, col)?;
             t.check_rows(ds.rows, &ds.source)?;
             Ok((ds, t))
@@ -76,6 +73,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     check_output(&a.output, "--output")?;
     let inputs: Vec<Option<&Path>> = a.inputs.iter().map(|p| Some(p.as_path())).chain([a.labels.as_deref(), a.val.as_deref(), a.val_labels.as_deref()]).collect();
     super::outputs_not_inputs(&a.output, &a.extra, &a.checkpoints, &inputs)?;
+    super::one_standard_input(&[("DATA", Some(data_path)), ("--labels", a.labels.as_deref()), ("--val", a.val.as_deref()), ("--val-labels", a.val_labels.as_deref())])?;
     let stack = stack_path.map(|p| SavedStack::load(p)).transpose()?;
     let opts = read_options(&a.data_opts);
     let raw = read_data(data_path, &opts)?;

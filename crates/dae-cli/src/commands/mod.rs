@@ -170,6 +170,16 @@ pub fn not_an_input(output: &Path, option: &str, inputs: &[Option<&Path>]) -> Re
     Ok(())
 }
 
+/// Refuses standard input (`-`) for more than one of `inputs` (each with the option that names
+/// it): it can be read only once.
+pub fn one_standard_input(inputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    let mut stdin = inputs.iter().filter(|(_, p)| p.is_some_and(|p| p.as_os_str() == "-")).map(|(name, _)| *name);
+    if let (Some(first), Some(second)) = (stdin.next(), stdin.next()) {
+        return Err(Error::usage(second, format!("standard input is already {first}: it can be read only once, so give this as a file or another pipe")));
+    }
+    Ok(())
+}
+
 /// [`not_an_input`] for a training command's output and its extra outputs (`--report`,
 /// `--log-json`, `--checkpoint`).
 pub fn outputs_not_inputs(output: &Path, extra: &ExtraOutputs, ck: &CheckpointOpts, inputs: &[Option<&Path>]) -> Result<()> {

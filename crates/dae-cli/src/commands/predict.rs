@@ -47,6 +47,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
         return Err(Error::input(&a.classifier, "this is a regressor; evaluate measures classifiers"));
     };
     let opts = read_options(&a.data_opts);
+    super::one_standard_input(&[("DATA", Some(&a.data)), ("--labels", a.labels.as_deref())])?;
     let raw = read_data(&a.data, &opts)?;
     let column = a.label_column.as_deref().or(if a.labels.is_none() { saved.label_column.as_deref() } else { None });
     let (ds, targets) = features_and_targets(raw, a.labels.as_deref(), column, &opts)?;
