@@ -232,11 +232,7 @@ fn each_block<B: Backend>(
         }
         return Ok(());
     }
-    let width = match what {
-        Output::Codes => model.config.hidden,
-        Output::Reconstruction | Output::Loss { per_feature: true } => model.config.inputs,
-        Output::Loss { per_feature: false } => 1,
-    };
+    let width = what.width(&model.config);
     let need_clean = matches!(what, Output::Loss { .. });
     for_each_chunk(be, model, ds, scaler, noise, need_clean, |be, ws, p, n, _| {
         let result = compute(be, ws, p, n);
@@ -244,6 +240,28 @@ fn each_block<B: Backend>(
         be.download(result, &mut host);
         out(&mut host)
     })
+}
+
+/// Appends to `dst`, for each of `rows`, its values in every one of `layers` side by side (row
+/// r of layer i is `layers[i][r·wᵢ..(r + 1)·wᵢ]`, wᵢ = `widths[i]`).
+pub(crate) fn side_by_side(layers: &[&[f32]], widths: &[usize], rows: std::ops::Range<usize>, dst: &mut Vec<f32>) {
+    for r in rows {
+        for (h, &w) in layers.iter().zip(widths) {
+            dst.extend_from_slice(&h[r * w..(r + 1) * w]);
+        }
+    }
+}
+
+/// Hands `out` the `rows` rows of `layers` (computed whole) side by side, `chunk` rows at a
+/// time, in order: how a device without a one-pass path streams a stack's or a network's codes.
+pub(crate) fn hand_out_whole(layers: &[&[f32]], widths: &[usize], rows: usize, chunk: usize, mut out: impl FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
+    let mut block = Vec::new();
+    for start in (0..rows).step_by(chunk.max(1)) {
+        block.clear();
+        side_by_side(layers, widths, start..(start + chunk).min(rows), &mut block);
+        out(&mut block)?;
+    }
+    Ok(())
 }
 
 /// The `len` values that `each` hands its argument, block by block, in one vector.

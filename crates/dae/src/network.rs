@@ -722,10 +722,10 @@ pub fn hidden_each<B: Backend>(
     let widths: Vec<usize> = if all_layers { sizes[1..=upto].to_vec() } else { vec![sizes[upto]] };
     let width: usize = widths.iter().sum();
     let chunk = crate::backend::eval_chunk(be, ds.rows, width);
-    let mut block = Vec::new();
     if let Some(cpu) = be.as_cpu() {
         ds.check_width(sizes[0], "the network")?;
         let eval = NetEvaluator::new(net, NetOutput::Hidden { upto, all_layers });
+        let mut block = Vec::new();
         for start in (0..ds.rows).step_by(chunk) {
             let n = chunk.min(ds.rows - start);
             block.resize(n * width, 0.0);
@@ -736,17 +736,8 @@ pub fn hidden_each<B: Backend>(
     }
     let first = if all_layers { 0 } else { upto - 1 };
     let layers = (first..upto).map(|l| hidden_all(be, net, ds, scaler, l)).collect::<Result<Vec<_>>>()?;
-    for start in (0..ds.rows).step_by(chunk) {
-        let n = chunk.min(ds.rows - start);
-        block.clear();
-        for r in start..start + n {
-            for (h, &w) in layers.iter().zip(&widths) {
-                block.extend_from_slice(&h[r * w..(r + 1) * w]);
-            }
-        }
-        out(&mut block)?;
-    }
-    Ok(())
+    let layers: Vec<&[f32]> = layers.iter().map(Vec::as_slice).collect();
+    crate::infer::hand_out_whole(&layers, &widths, ds.rows, chunk, out)
 }
 
 /// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.

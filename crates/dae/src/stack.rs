@@ -76,36 +76,17 @@ impl Stack {
         let total: usize = widths.iter().sum();
         // Each layer's codes of a chunk, and the chunk's rows side by side.
         let chunk = crate::backend::eval_chunk(be, ds.rows, 2 * total);
-        // Each row's codes of every layer, side by side.
-        let side_by_side = |blocks: &[&[f32]], n: usize, row: &mut Vec<f32>| {
-            row.clear();
-            for r in 0..n {
-                for (b, &w) in blocks.iter().zip(&widths) {
-                    row.extend_from_slice(&b[r * w..(r + 1) * w]);
-                }
-            }
-        };
-        let mut joined = Vec::new();
         let Some(cpu) = be.as_cpu() else {
             let all = self.encode_layers(be, ds, scaler, upto)?;
-            for start in (0..ds.rows).step_by(chunk) {
-                let n = chunk.min(ds.rows - start);
-                if all_layers {
-                    let blocks: Vec<&[f32]> = all.iter().zip(&widths).map(|(c, &w)| &c[start * w..(start + n) * w]).collect();
-                    side_by_side(&blocks, n, &mut joined);
-                } else {
-                    let w = widths[upto - 1];
-                    joined.clear();
-                    joined.extend_from_slice(&all[upto - 1][start * w..(start + n) * w]);
-                }
-                out(&mut joined)?;
-            }
-            return Ok(());
+            let first = if all_layers { 0 } else { upto - 1 };
+            let layers: Vec<&[f32]> = all[first..].iter().map(Vec::as_slice).collect();
+            return crate::infer::hand_out_whole(&layers, &widths[first..], ds.rows, chunk, out);
         };
         use crate::backend::cpu::eval::{Evaluator, Output};
         ds.check_width(layers[0].config.inputs, "the model")?;
         let evals: Vec<Evaluator> = layers.iter().map(|l| Evaluator::new(l, Output::Codes, crate::infer::EvalNoise::none())).collect();
         let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto];
+        let mut joined = Vec::new();
         for start in (0..ds.rows).step_by(chunk) {
             let n = chunk.min(ds.rows - start);
             codes[0].resize(n * widths[0], 0.0);
@@ -120,7 +101,8 @@ impl Stack {
             }
             if all_layers {
                 let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
-                side_by_side(&blocks, n, &mut joined);
+                joined.clear();
+                crate::infer::side_by_side(&blocks, &widths, 0..n, &mut joined);
                 debug_assert_eq!(joined.len(), n * total);
                 out(&mut joined)?;
             } else {

@@ -36,6 +36,17 @@ pub enum Output {
     Loss { per_feature: bool },
 }
 
+impl Output {
+    /// Values per row for a model of `cfg`.
+    pub fn width(self, cfg: &crate::config::DaeConfig) -> usize {
+        match self {
+            Output::Codes => cfg.hidden,
+            Output::Reconstruction | Output::Loss { per_feature: true } => cfg.inputs,
+            Output::Loss { per_feature: false } => 1,
+        }
+    }
+}
+
 /// A model made ready to evaluate: its weights packed for [`block_product`].
 pub struct Evaluator<'m> {
     model: &'m Dae,
@@ -69,12 +80,7 @@ impl<'m> Evaluator<'m> {
 
     /// Values written per row.
     pub fn width(&self) -> usize {
-        let cfg = &self.model.config;
-        match self.output {
-            Output::Codes => cfg.hidden,
-            Output::Reconstruction | Output::Loss { per_feature: true } => cfg.inputs,
-            Output::Loss { per_feature: false } => 1,
-        }
+        self.output.width(&self.model.config)
     }
 
     /// `out` (n × [`Evaluator::width`] values) = the results for rows `start..start + n` of
