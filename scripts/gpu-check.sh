@@ -7,7 +7,7 @@
 #       builds `dae` as it was at commit REV (.gpu/dae-base), to be timed beside this build
 #   scripts/gpu-check.sh run [ARGS]
 #       there: the GPU tests, then bench/bench_gpu.py ARGS (with --baseline .gpu/dae-base when
-#       prepared), what DAE_CUDA_TUNE chose for each product shape, the start-up time with
+#       prepared), what DAE_CUDA_TUNE chose for each product shape at batch 128, the start-up time with
 #       the kernel cache off, empty and filled, the GPU time of the step's products alone
 #       (bench/gemm_floor.py), and kernel profiles from Nsight Systems and Nsight Compute,
 #       where installed
@@ -83,7 +83,7 @@ run)
     echo
     echo "## Tuned products (DAE_CUDA_TUNE=report): each product shape of one epoch, timed"
     rm -f /tmp/dae-tune.safetensors
-    for args in "--batch 20" "--batch 128" "--batch 1024" "--batch 128 --precision tf32"; do
+    for args in "--batch 128"; do
         echo "### $args"
         # shellcheck disable=SC2086
         if DAE_CUDA_TUNE=report target/release/dae train "$DAE_FASHION_MNIST/train-images-idx3-ubyte.gz" \
@@ -108,6 +108,12 @@ run)
         echo "cache $run: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
     done
     ls /tmp/dae-kcache || failed=1
+    # The same command on the CPU: what of the start-up is not the GPU's.
+    t0=$(date +%s.%N)
+    target/release/dae encode /tmp/dae-tune.safetensors "$DAE_FASHION_MNIST/t10k-images-idx3-ubyte.gz" \
+        -o /tmp/dae-codes.npy --device cpu --quiet || failed=1
+    t1=$(date +%s.%N)
+    echo "on the CPU: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
     echo
     echo "## The step's matrix products alone (cuBLAS through PyTorch, GPU time from a CUDA graph)"
     python3 bench/gemm_floor.py || failed=1

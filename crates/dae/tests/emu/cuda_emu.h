@@ -29,6 +29,11 @@ static std::barrier<>* emu_barrier;
 #define __forceinline__ inline
 #define __shared__ static
 #define __restrict__
+#define __launch_bounds__(...)
+
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
 
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
 // A warp shuffle, emulated with the block's barrier: correct only where every live thread of
