@@ -4,10 +4,10 @@ alternating (dae, PyTorch, PyTorch, dae, …).
 Workload as in bench_cpu.py (Fashion-MNIST, 60,000 rows; 784→500, tied, sigmoid/sigmoid,
 cross-entropy, masking 0.3, plain SGD lr 0.1), seconds per epoch of the whole real step (noise,
 loss, gradients, update), the median over a run's epochs after the first, then the median over
-runs. dae runs as `dae train --device cuda` (8 steps a CUDA graph, batches of at most 32 rows
-through the small-batch kernels; "launches" is the same with DAE_CUDA_GRAPHS=0, "unfused" with
-DAE_CUDA_FUSE=0, "1 step a graph" with DAE_CUDA_STEPS=1, "operations one by one" with
-DAE_CUDA_SMALL=0, "tuned products" with DAE_CUDA_TUNE=1); PyTorch runs
+runs. dae runs as `dae train --device cuda` (8 steps a CUDA graph; W's update from batches of
+at most 32 rows by dae's own kernel; "launches" is the same with DAE_CUDA_GRAPHS=0, "unfused"
+with DAE_CUDA_FUSE=0, "1 step a graph" with DAE_CUDA_STEPS=1, "cuBLAS's W update" with
+DAE_CUDA_UPDATE=0, "tuned products" with DAE_CUDA_TUNE=1); PyTorch runs
 bench/peers/torch_dae.py --device cuda. Also: the loss of a GPU epoch beside the CPU engine's
 (same seed: the same noise and order), TF32's final training loss beside fp32's (its accuracy),
 and encoding all 70,000 images. With --baseline, another build of dae (scripts/gpu-check.sh
@@ -77,13 +77,13 @@ def main():
         rows.append(("train, batch 128, fp32, launches (no graphs)", 128, (), {"DAE_CUDA_GRAPHS": "0"}, None))
         rows.append(("train, batch 128, fp32, unfused kernels", 128, (), {"DAE_CUDA_FUSE": "0"}, None))
         rows.append(("train, batch 128, TF32 products", 128, ("--precision", "tf32"), None, None))
-        # Batches of at most 32 rows without the small-batch kernels (DAE_CUDA_SMALL=0: cuBLAS's
-        # products and the step's kernels one by one), at 8 steps a graph and at 1.
-        rows.append(("train, batch 20, fp32, operations one by one", 20, (), {"DAE_CUDA_SMALL": "0"}, None))
-        rows.append(("train, batch 20, fp32, operations one by one, 1 step a graph", 20, (), {"DAE_CUDA_SMALL": "0", "DAE_CUDA_STEPS": "1"}, None))
+        # W's update by cuBLAS (DAE_CUDA_UPDATE=0) where dae's kernel takes it (at most 32 rows),
+        # and one step a graph (DAE_CUDA_STEPS=1).
+        rows.append(("train, batch 20, fp32, cuBLAS's W update", 20, (), {"DAE_CUDA_UPDATE": "0"}, None))
         rows.append(("train, batch 20, fp32, 1 step a graph", 20, (), {"DAE_CUDA_STEPS": "1"}, None))
+        rows.append(("train, batch 20, fp32, cuBLAS's W update, 1 step a graph", 20, (), {"DAE_CUDA_UPDATE": "0", "DAE_CUDA_STEPS": "1"}, None))
         rows.append(("train, batch 32, fp32", 32, (), None, None))
-        rows.append(("train, batch 32, fp32, operations one by one", 32, (), {"DAE_CUDA_SMALL": "0"}, None))
+        rows.append(("train, batch 32, fp32, cuBLAS's W update", 32, (), {"DAE_CUDA_UPDATE": "0"}, None))
         rows.append(("train, batch 128, fp32, 1 step a graph", 128, (), {"DAE_CUDA_STEPS": "1"}, None))
         # Products tuned at start-up (DAE_CUDA_TUNE=1: cublasSgemm or cuBLASLt's fastest algorithm).
         rows.append(("train, batch 128, fp32, tuned products", 128, (), {"DAE_CUDA_TUNE": "1"}, None))
@@ -145,7 +145,7 @@ def main():
             print(e, file=sys.stderr)
             failures.append("loss after one epoch, GPU and CPU")
         try:
-            # Batches of 20 take the small-batch kernels on the GPU: the same loss as the CPU's.
+            # Batches of 20: W's update by dae's kernel on the GPU; the same loss as the CPU's.
             gpu = dae_epochs(a.data, 20, 1, tmp)[0]["train_loss"]
             cpu = dae_epochs(a.data, 20, 1, tmp, device="cpu")[0]["train_loss"]
             print(f"Loss after one epoch at batch 20 (same seed): GPU {gpu:.4f}, CPU engine {cpu:.4f}, "

@@ -8,7 +8,7 @@
 #   scripts/gpu-check.sh run [ARGS]
 #       there: the GPU tests, then bench/bench_gpu.py ARGS (with --baseline .gpu/dae-base when
 #       prepared), what DAE_CUDA_TUNE chose for each product shape at batch 128, the start-up time with
-#       the kernel cache off, empty and filled, the GPU time of the step's products alone
+#       the kernel cache off, empty and filled (and on the CPU), the GPU time of the step's products alone
 #       (bench/gemm_floor.py), and kernel profiles from Nsight Systems and Nsight Compute,
 #       where installed
 #

@@ -11,7 +11,7 @@
 //! L = (1/n) Σ_rows Σ_j w_j ℓ(z_j, x_j)       (w_j from emphasis, else 1)
 //! ```
 
-use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, SmallStep, StepSpec, Trans};
+use crate::backend::{Backend, LossOutput, LossSpec, OptState, Product, StepSpec, Trans};
 use crate::config::{Corruption, DaeConfig};
 use crate::corrupt::NoiseKey;
 use crate::error::Result;
@@ -291,72 +291,29 @@ pub fn forward_backward_to<B: Backend>(
     row_loss: Option<(&mut B::Buf, usize)>,
 ) {
     let (d, k) = (cfg.inputs, cfg.hidden);
-    let (alpha, beta) = sink.scales();
+    encode(be, cfg, p, &ws.xt, &mut ws.h, n);
+    decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
+    // ws.a becomes ∂L/∂a (n×d).
     let spec = loss_spec(cfg, n, LossOutput::Grad);
-    let mut row_loss = row_loss;
-    // A small batch in a few launches, where the backend has a way (a GPU).
-    let small = {
-        let (losses, offset) = match row_loss.as_mut() {
-            Some((buf, at)) => (&mut **buf, *at),
-            None => (&mut ws.row_loss, 0),
-        };
-        let g = &mut ws.grads;
-        let (b, b_out, c, c_out) = match sink {
-            GradSink::Buffers => (Some(&p.b), &mut g.b, Some(&p.c), &mut g.c),
-            GradSink::Sgd { .. } => (None, &mut p.b, None, &mut p.c),
-        };
-        be.small_step(SmallStep {
-            xt: &ws.xt,
-            target: &ws.x,
-            mask: ws.mask.as_ref(),
-            w: &p.w,
-            v: p.v.as_ref(),
-            b,
-            c,
-            b_out,
-            c_out,
-            h: &mut ws.h,
-            a: &mut ws.a,
-            dh: &mut ws.dh,
-            row_loss: losses,
-            offset,
-            spec,
-            encoder: cfg.encoder,
-            rows: n,
-            inputs: d,
-            hidden: k,
-            alpha,
-            beta,
-        })
-    };
-    if !small {
-        encode(be, cfg, p, &ws.xt, &mut ws.h, n);
-        decode_pre(be, cfg, p, &ws.h, &mut ws.a, n);
-        // ws.a becomes ∂L/∂a (n×d).
-        match row_loss {
-            Some((buf, at)) => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at),
-            None => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0),
-        }
-        // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
-        match &p.v {
-            None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
-            Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
-        }
-        // Every product below reads only activations and gradients: the parameters may change.
-        let g = &mut ws.grads;
-        let (b, c) = match sink {
-            GradSink::Buffers => (&mut g.b, &mut g.c),
-            GradSink::Sgd { .. } => (&mut p.b, &mut p.c),
-        };
-        // Through the encoder's activation (ws.dh becomes ∂L/∂(hidden pre-activation)); then
-        // ∂L/∂b = Σ_rows of it and ∂L/∂c = Σ_rows ∂L/∂a.
-        be.act_grad_col_sums(&mut ws.dh, &ws.h, cfg.encoder, n, k, b, alpha, beta, Some((c, &ws.a, d)));
+    match row_loss {
+        Some((buf, at)) => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, buf, at),
+        None => be.loss_grad(&mut ws.a, &p.c, &ws.x, ws.mask.as_ref(), &spec, n, d, &mut ws.row_loss, 0),
     }
+    // ∂L/∂h = ∂L/∂a · W (tied, n×k) or ∂L/∂a · Vᵀ; then through the encoder's activation.
+    match &p.v {
+        None => be.matmul(&mut ws.dh, &ws.a, Trans::N, &p.w, Trans::N, n, k, d, false),
+        Some(v) => be.matmul(&mut ws.dh, &ws.a, Trans::N, v, Trans::T, n, k, d, false),
+    }
+    // Every product below reads only activations and gradients: the parameters may change.
+    let (alpha, beta) = sink.scales();
     let g = &mut ws.grads;
-    let (w, v) = match sink {
-        GradSink::Buffers => (&mut g.w, g.v.as_mut()),
-        GradSink::Sgd { .. } => (&mut p.w, p.v.as_mut()),
+    let (w, b, c, v) = match sink {
+        GradSink::Buffers => (&mut g.w, &mut g.b, &mut g.c, g.v.as_mut()),
+        GradSink::Sgd { .. } => (&mut p.w, &mut p.b, &mut p.c, p.v.as_mut()),
     };
+    // Through the encoder's activation (ws.dh becomes ∂L/∂(hidden pre-activation)); then
+    // ∂L/∂b = Σ_rows of it and ∂L/∂c = Σ_rows ∂L/∂a.
+    be.act_grad_col_sums(&mut ws.dh, &ws.h, cfg.encoder, n, k, b, alpha, beta, Some((c, &ws.a, d)));
     // Encoder use of W: x̃ᵀ·∂L/∂(hidden pre-activation) (d×k); with tied weights the decoder
     // use (∂L/∂a)ᵀ·h adds to it, in the same pass.
     let encoder = Product { a: &ws.xt, ta: Trans::T, b: &ws.dh, tb: Trans::N, k: n };

@@ -364,8 +364,8 @@ fn cuda_tuned_products_agree_and_repeat() {
     let cfg = DaeConfig::new(120, 64);
     let tc = TrainConfig { epochs: 3, batch: 32, optimizer: Optimizer::sgd(), lr: 0.1, ..Default::default() };
     let on_gpu = || train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-    // cuBLAS's products for every step (batches of 32 would take the small-batch kernels).
-    gpu.set_small_rows(0);
+    // cuBLAS's products for every step (W's update from 32 rows would take rank_update).
+    gpu.set_rank_update(false);
     // Untuned whatever DAE_CUDA_TUNE says.
     gpu.set_tuning(Tuning::Off).unwrap();
     let plain = on_gpu();
@@ -467,16 +467,16 @@ fn cuda_fine_tuning_matches_the_cpu() {
     }
 }
 
-/// Batches of at most 32 rows train through the small-batch kernels (each product with the
-/// work after it, in three launches): the same losses and weights, to rounding, as the
-/// operations one by one, on every configuration they take; exactly the same on a second run
-/// and replayed from graphs; and larger batches do not take them.
+/// Weight updates from batches of at most 32 rows (a product aᵀ·b of depth at most 64) take
+/// the kernel rank_update instead of cuBLAS: the same losses and weights, to rounding, as
+/// cuBLAS's and the CPU's, on tied and untied weights, with SGD (in place) and Adam (gradient
+/// buffers); exactly the same on a second run and replayed from graphs; deeper products are
+/// cuBLAS's.
 #[test]
-fn cuda_small_batch_kernels_match_the_operations() {
-    let Some(gpu) = common::cuda("cuda_small_batch_kernels_match_the_operations") else { return };
-    // On whatever DAE_CUDA_SMALL and DAE_CUDA_SMALL_UPDATE say.
-    gpu.set_small_rows(32);
-    gpu.set_small_update(true);
+fn cuda_weight_update_kernel_matches_cublas() {
+    let Some(gpu) = common::cuda("cuda_weight_update_kernel_matches_cublas") else { return };
+    // On whatever DAE_CUDA_UPDATE says.
+    gpu.set_rank_update(true);
     let cpu = Cpu::new(Some(2)).unwrap();
     let ds = prototypes(600, 120);
     let scaler = Scaler::identity(ds.cols);
@@ -489,51 +489,38 @@ fn cuda_small_batch_kernels_match_the_operations() {
         let what = format!("batch {batch}, {cfg:?}, {opt:?}");
         let tc = TrainConfig { epochs: 3, batch, optimizer: opt, lr, ..Default::default() };
         let run = || train_dae(&gpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-        let (before, updates) = (gpu.small_steps(), gpu.small_updates());
-        let small = run();
-        let steps = 3 * 600usize.div_ceil(batch);
-        assert_eq!(gpu.small_steps() - before, steps, "{what}: every step takes the small-batch kernels");
-        // W's update (and V's, untied) from the batch too: tied, both terms as one product
-        // where they lie one after the other in memory, as in every full batch (a short last
-        // batch, 600 = 85·7 + 5, leaves a gap: two products, cuBLAS's).
-        let updates_per_epoch = if cfg.tied { 600 / batch } else { 2 * 600usize.div_ceil(batch) };
-        assert_eq!(gpu.small_updates() - updates, 3 * updates_per_epoch, "{what}: every weight update takes the small-batch kernel");
-        gpu.set_small_update(false);
-        let cublas_update = run();
-        gpu.set_small_update(true);
-        for (e, (s, o)) in small.history.iter().zip(&cublas_update.history).enumerate() {
-            let rel = (s.train_loss - o.train_loss).abs() / o.train_loss;
-            assert!(rel < 1e-4, "{what} epoch {}: loss {} vs {} with cuBLAS's weight update", e + 1, s.train_loss, o.train_loss);
-        }
-        let (before, updates) = (gpu.small_steps(), gpu.small_updates());
-        assert!(run().model == small.model, "{what}: two runs differ");
+        let before = gpu.rank_updates();
+        let ours = run();
+        // Tied, both terms of W's gradient are one product where they lie one after the other
+        // in memory, as in every full batch (a short last batch, 600 = 85·7 + 5, leaves a gap:
+        // two products, cuBLAS's); untied, W's and V's updates.
+        let per_epoch = if cfg.tied { 600 / batch } else { 2 * 600usize.div_ceil(batch) };
+        assert_eq!(gpu.rank_updates() - before, 3 * per_epoch, "{what}: every weight update takes the kernel");
+        assert!(run().model == ours.model, "{what}: two runs differ");
         gpu.set_graphs(false);
         let eager = run();
         gpu.set_graphs(true);
-        assert!(eager.model == small.model, "{what}: graph replay changed the weights");
-        gpu.set_small_rows(0);
-        let ops = run();
-        gpu.set_small_rows(32);
-        assert_eq!(gpu.small_steps() - before, 2 * steps, "{what}: with the small-batch kernels off, none ran");
-        assert_eq!(gpu.small_updates() - updates, 2 * 3 * updates_per_epoch, "{what}: with the small-batch kernels off, no small update ran");
+        assert!(eager.model == ours.model, "{what}: graph replay changed the weights");
+        gpu.set_rank_update(false);
+        let before = gpu.rank_updates();
+        let cublas = run();
+        gpu.set_rank_update(true);
+        assert_eq!(gpu.rank_updates(), before, "{what}: turned off, the kernel does not run");
         let on_cpu = train_dae(&cpu, Dae::init(&cfg, 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-        for (e, ((s, o), c)) in small.history.iter().zip(&ops.history).zip(&on_cpu.history).enumerate() {
+        for (e, ((s, o), c)) in ours.history.iter().zip(&cublas.history).zip(&on_cpu.history).enumerate() {
             let rel = (s.train_loss - o.train_loss).abs() / o.train_loss;
-            assert!(rel < 1e-4, "{what} epoch {}: small-batch loss {} vs the operations' {}", e + 1, s.train_loss, o.train_loss);
+            assert!(rel < 1e-4, "{what} epoch {}: loss {} vs {} with cuBLAS's update", e + 1, s.train_loss, o.train_loss);
             let rel = (s.train_loss - c.train_loss).abs() / c.train_loss;
-            assert!(rel < 1e-3, "{what} epoch {}: small-batch loss {} vs the CPU's {}", e + 1, s.train_loss, c.train_loss);
+            assert!(rel < 1e-3, "{what} epoch {}: loss {} vs the CPU's {}", e + 1, s.train_loss, c.train_loss);
         }
-        assert_close(&format!("{what}: W"), &small.model.w, &ops.model.w, 1e-3, 1e-4);
-        assert_close(&format!("{what}: b"), &small.model.b, &ops.model.b, 1e-3, 1e-4);
-        assert_close(&format!("{what}: c"), &small.model.c, &ops.model.c, 1e-3, 1e-4);
+        assert_close(&format!("{what}: W"), &ours.model.w, &cublas.model.w, 1e-3, 1e-4);
+        assert_close(&format!("{what}: b"), &ours.model.b, &cublas.model.b, 1e-3, 1e-4);
+        assert_close(&format!("{what}: c"), &ours.model.c, &cublas.model.c, 1e-3, 1e-4);
     }
-    // 33 rows: the operations one by one.
-    let (before, updates) = (gpu.small_steps(), gpu.small_updates());
+    // Batches of 33 rows: W's gradient has depth 66, and the short last batch (600 = 18·33 + 6)
+    // has two products with a gap between their operands: cuBLAS's, both.
+    let before = gpu.rank_updates();
     let tc = TrainConfig { epochs: 1, batch: 33, optimizer: Optimizer::sgd(), lr: 0.1, ..Default::default() };
     train_dae(&gpu, Dae::init(&DaeConfig::new(120, 64), 1), &scaler, &Split::all(&ds), None, &tc, stream::TRAIN_NOISE, &mut Silent, None).unwrap();
-    // 600 = 18·33 + 6: only the short last batch fits.
-    assert_eq!(gpu.small_steps() - before, 1, "batches of 33 rows do not take the small-batch kernels");
-    // W's update from 33 rows (depth 66) is cuBLAS's, and so is the short last batch's (two
-    // products with a gap between their operands).
-    assert_eq!(gpu.small_updates() - updates, 0, "W's update from 33 rows is cuBLAS's");
+    assert_eq!(gpu.rank_updates(), before, "W's updates from 33 rows are cuBLAS's");
 }

@@ -514,123 +514,11 @@ fn emulated_plain_gathering_and_dropout_masks_are_the_cpus() {
     assert!(want.contains(&0.0) && want.contains(&(1.0 / (1.0 - p))), "some units dropped, some kept");
 }
 
-/// The small-batch kernels (a step's three products, each with the work after it) against the
-/// CPU's operations one by one, as dae::dae::forward_backward runs them: tied and untied
-/// weights, the biases updated in place (an SGD step) or written apart (gradient buffers),
-/// both losses with emphasis, and batches of 1 to 32 rows.
-#[test]
-fn emulated_small_batch_kernels_match_the_cpu() {
-    let Some(emu) = emu("emulated_small_batch_kernels_match_the_cpu") else { return };
-    let cpu = Cpu::new(Some(1)).unwrap();
-    // Depths shorter than one round of a block's depth groups, and longer; a last block of
-    // columns that is not full (44 = 5·8 + 4 decoder columns, 7·4 hidden ones; 300 = 37·8 + 4);
-    // depths in more than one slab of shared memory (32 rows of 400: 88 chunks of 4 a slab, so
-    // 100 chunks take two; 1 row of 1,200: 256 chunks a slab, at most 4 a thread).
-    let cases = [
-        (5, 44, 28, true, true, Loss::CrossEntropy, Activation::Sigmoid, Activation::Sigmoid, None),
-        (32, 44, 28, false, false, Loss::SquaredError, Activation::Tanh, Activation::Identity, Some(Emphasis { corrupted: 0.8, clean: 0.2 })),
-        (32, 400, 400, true, true, Loss::CrossEntropy, Activation::Sigmoid, Activation::Sigmoid, None),
-        (1, 1200, 136, true, false, Loss::SquaredError, Activation::Relu, Activation::Sigmoid, None),
-        (20, 300, 136, false, true, Loss::CrossEntropy, Activation::Sigmoid, Activation::Sigmoid, Some(Emphasis { corrupted: 1.0, clean: 0.5 })),
-    ];
-    for (n, d, k, tied, in_place, loss, enc, dec, emphasis) in cases {
-        let what = format!("{n} rows, {d}→{k}, tied {tied}, in place {in_place}, {loss:?}, {enc:?}/{dec:?}, {emphasis:?}");
-        let xt = random(n * d, 11);
-        let mut target = random(n * d, 12);
-        target[0] = 1.25; // cross-entropy clips it
-        let mask: Vec<f32> = random(n * d, 13).into_iter().map(|v| (v < 0.3) as u32 as f32).collect();
-        let w = signed(d * k, 14).into_iter().map(|v| 0.3 * v).collect::<Vec<_>>();
-        let v = signed(k * d, 15).into_iter().map(|v| 0.3 * v).collect::<Vec<_>>();
-        let (b, c) = (signed(k, 16), signed(d, 17));
-        let (b_old, c_old) = (signed(k, 18), signed(d, 19));
-        let (alpha, beta) = if in_place { (-0.1f32, 0.99f32) } else { (1.0, 0.0) };
-        let spec = LossSpec { loss, decoder: dec, emphasis, grad_scale: 1.0 / n as f32, output: LossOutput::Grad };
-
-        // The CPU, operation by operation.
-        let (mut h, mut a, mut dh, mut losses) = (vec![0f32; n * k], vec![0f32; n * d], vec![0f32; n * k], vec![0f32; n]);
-        cpu.matmul(&mut h, &xt, Trans::N, &w, Trans::N, n, k, d, false);
-        cpu.bias_act(&mut h, &b, enc, n, k);
-        if tied {
-            cpu.matmul(&mut a, &h, Trans::N, &w, Trans::T, n, d, k, false);
-        } else {
-            cpu.matmul(&mut a, &h, Trans::N, &v, Trans::N, n, d, k, false);
-        }
-        cpu.loss_grad(&mut a, &c, &target, Some(&mask), &spec, n, d, &mut losses, 0);
-        if tied {
-            cpu.matmul(&mut dh, &a, Trans::N, &w, Trans::N, n, k, d, false);
-        } else {
-            cpu.matmul(&mut dh, &a, Trans::N, &v, Trans::T, n, k, d, false);
-        }
-        // In place, the step reads b and c and then updates them; apart, the old contents of
-        // the outputs are not read (β = 0).
-        let (mut want_b, mut want_c) = if in_place { (b.clone(), c.clone()) } else { (b_old.clone(), c_old.clone()) };
-        cpu.act_grad_col_sums(&mut dh, &h, enc, n, k, &mut want_b, alpha, beta, Some((&mut want_c, &a, d)));
-
-        // The kernels.
-        let (mut gh, mut ga, mut gdh) = (vec![0f32; n * k], vec![0f32; n * d], vec![0f32; n * k]);
-        // Row losses land at an offset of an epoch's buffer.
-        let mut glosses = vec![-1f32; n + 3];
-        let (mut gb, mut gc) = if in_place { (b.clone(), c.clone()) } else { (b_old.clone(), c_old.clone()) };
-        let (b_read, c_read) = if in_place { (mptr(&mut gb), mptr(&mut gc)) } else { (ptr(&b), ptr(&c)) };
-        let parts = d.div_ceil(8);
-        let mut loss_part = vec![0f64; parts * n];
-        let wdec = if tied { ptr(&w) } else { ptr(&v) };
-        emu.run("sb_encode", k.div_ceil(4) as u32, 256, &[mptr(&mut gh), ptr(&xt), ptr(&w), b_read, act_code(enc), n as u64, d as u64, k as u64]);
-        let [lo, de, e, wc, wl, gs] = loss_args(&spec);
-        let code = tied as u64 | lo << 1 | e << 2 | de << 3;
-        emu.run("sb_decode_loss", d.div_ceil(8) as u32, 256, &[
-            mptr(&mut ga),
-            mptr(&mut gh),
-            wdec,
-            c_read,
-            mptr(&mut gc),
-            f(alpha),
-            f(beta),
-            ptr(&target),
-            ptr(&mask),
-            code,
-            wc,
-            wl,
-            gs,
-            n as u64,
-            d as u64,
-            k as u64,
-            mptr(&mut loss_part),
-        ]);
-        emu.run("sb_encode_back", k.div_ceil(4) as u32, 256, &[
-            mptr(&mut gdh),
-            mptr(&mut ga),
-            wdec,
-            !tied as u64,
-            mptr(&mut gh),
-            act_code(enc),
-            mptr(&mut gb),
-            f(alpha),
-            f(beta),
-            n as u64,
-            d as u64,
-            k as u64,
-            mptr(&mut loss_part),
-            parts as u64,
-            mptr(&mut glosses[2..]),
-        ]);
-        // Sums of up to 1,200 products in another order: an absolute error of about 1e-5 where
-        // they cancel.
-        assert_close(&format!("{what}: h"), &gh, &h, 1e-5, 1e-5);
-        assert_close(&format!("{what}: ∂L/∂a"), &ga, &a, 1e-4, 1e-6);
-        assert_close(&format!("{what}: dh"), &gdh, &dh, 1e-4, 1e-6);
-        assert_close(&format!("{what}: b"), &gb, &want_b, 1e-4, 1e-6);
-        assert_close(&format!("{what}: c"), &gc, &want_c, 1e-4, 1e-6);
-        assert_close(&format!("{what}: row losses"), &glosses[2..n + 2], &losses, 1e-5, 1e-6);
-        assert_eq!((glosses[0], glosses[1], glosses[n + 2]), (-1.0, -1.0, -1.0), "{what}: a loss outside the batch's was written");
-    }
-}
-
-/// The small-batch weight update (C = β·C + α·aᵀ·b, depth at most 64) against the CPU's gemm:
+/// The weight update from a small batch (C = β·C + α·aᵀ·b, depth at most 64) against the CPU's gemm:
 /// tiles cut by both edges, depths of 1 to 64, with and without the old values.
 #[test]
-fn emulated_small_batch_weight_update_matches_the_cpu() {
-    let Some(emu) = emu("emulated_small_batch_weight_update_matches_the_cpu") else { return };
+fn emulated_weight_update_kernel_matches_the_cpu() {
+    let Some(emu) = emu("emulated_weight_update_kernel_matches_the_cpu") else { return };
     let cpu = Cpu::new(Some(1)).unwrap();
     for (m, n, depth, alpha, beta) in [(44, 28, 1, -0.1f32, 0.99f32), (300, 136, 64, 1.0, 0.0), (40, 260, 40, -0.05, 1.0)] {
         let a = signed(depth * m, 21);
@@ -640,7 +528,7 @@ fn emulated_small_batch_weight_update_matches_the_cpu() {
         cpu.gemm(&mut want, m, n, &[dae::backend::Product { a: &a, ta: Trans::T, b: &b, tb: Trans::N, k: depth }], alpha, beta);
         let mut got = if beta == 0.0 { vec![f32::NAN; m * n] } else { c0.clone() };
         let blocks = m.div_ceil(32) * n.div_ceil(128);
-        emu.run("sb_rank_update", blocks as u32, 256, &[mptr(&mut got), ptr(&a), ptr(&b), m as u64, n as u64, depth as u64, f(alpha), f(beta)]);
-        assert_close(&format!("sb_rank_update {m}×{n}, depth {depth}, β {beta}"), &got, &want, 1e-5, 1e-6);
+        emu.run("rank_update", blocks as u32, 256, &[mptr(&mut got), ptr(&a), ptr(&b), m as u64, n as u64, depth as u64, f(alpha), f(beta)]);
+        assert_close(&format!("rank_update {m}×{n}, depth {depth}, β {beta}"), &got, &want, 1e-5, 1e-6);
     }
 }

@@ -81,37 +81,6 @@ pub struct Product<'a, B: Backend + ?Sized> {
     pub k: usize,
 }
 
-/// The middle of an autoencoder's training step, from the corrupted batch to the gradients
-/// of the biases ([`Backend::small_step`]): for the first `rows` rows,
-/// h = enc(x̃·W + b); a = h·W′ (W′ = Wᵀ tied, else V); the loss of `target` as
-/// [`Backend::loss_grad`] (each row's loss to `row_loss[offset + r]`, ∂L/∂a to `a`);
-/// dh = (∂L/∂a·W′ᵀ) · enc′ (to `dh`); `b_out` = β·`b_out` + α·Σ_r dh[r, :] and `c_out` =
-/// β·`c_out` + α·Σ_r ∂L/∂a[r, :]. The biases read are `b` and `c`, or, where None, `b_out`
-/// and `c_out` themselves (a plain SGD step updates them in place).
-pub struct SmallStep<'a, B: Backend + ?Sized> {
-    pub xt: &'a B::Buf,
-    pub target: &'a B::Buf,
-    pub mask: Option<&'a B::Buf>,
-    pub w: &'a B::Buf,
-    pub v: Option<&'a B::Buf>,
-    pub b: Option<&'a B::Buf>,
-    pub c: Option<&'a B::Buf>,
-    pub b_out: &'a mut B::Buf,
-    pub c_out: &'a mut B::Buf,
-    pub h: &'a mut B::Buf,
-    pub a: &'a mut B::Buf,
-    pub dh: &'a mut B::Buf,
-    pub row_loss: &'a mut B::Buf,
-    pub offset: usize,
-    pub spec: LossSpec,
-    pub encoder: Activation,
-    pub rows: usize,
-    pub inputs: usize,
-    pub hidden: usize,
-    pub alpha: f32,
-    pub beta: f32,
-}
-
 /// What [`Backend::loss_grad`] computes.
 #[derive(Clone, Copy, Debug)]
 pub struct LossSpec {
@@ -409,14 +378,6 @@ pub trait Backend: Sync {
         also: Option<(&mut Self::Buf, &Self::Buf, usize)>,
     ) {
         act_grad_then_col_sums(self, delta, y, act, rows, cols, out, alpha, beta, also);
-    }
-
-    /// [`SmallStep`] in a few launches, where the device has a way for these sizes (a GPU, for
-    /// batches too small to fill it); false, having done nothing, where it has not: the
-    /// caller then runs the operations one by one. The results are those of the operations,
-    /// to rounding (products summed in another order).
-    fn small_step(&self, _step: SmallStep<'_, Self>) -> bool {
-        false
     }
 
     /// Σ `x[i]`² over i < `len`, summed in a fixed order (for gradient clipping and checks).

@@ -19,7 +19,7 @@ use cudarc::driver::sys as drv;
 use std::ffi::c_void;
 
 /// The most arguments a kernel takes.
-pub const MAX_SLOTS: usize = 17;
+pub const MAX_SLOTS: usize = 16;
 /// The most step shapes kept as graphs (full batches and a shorter last batch, per rate; with
 /// several steps a graph, also a shorter last group of steps).
 const CACHE: usize = 6;

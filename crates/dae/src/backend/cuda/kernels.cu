@@ -111,23 +111,6 @@ __device__ double block_sum(double v) {
 // (mod blockDim.x) in order, LOSS_BATCH at a time: every read of a batch before any write, so
 // that the reads wait on memory together rather than one after another.
 #define LOSS_BATCH 4
-
-// One element of kernels::loss_grad_row: the loss l and its gradient g with respect to the
-// decoder's pre-activation a, for target x.
-__device__ __forceinline__ void loss_elem(int loss, int decoder, float a, float x, float& l, float& g) {
-    if (loss == 0) {
-        x = fminf(fmaxf(x, 0.f), 1.f);  // as kernels::loss_grad_row
-        float e = expf(-fabsf(a));
-        l = fmaxf(a, 0.f) - a * x + log1pf(e);
-        float s = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
-        g = s - x;
-    } else {
-        float z = act_apply(decoder, a);
-        float d = z - x;
-        l = d * d;
-        g = 2.f * d * act_grad_out(decoder, z);
-    }
-}
 extern "C" __global__ void loss_grad(float* __restrict__ pre, const float* __restrict__ c,
                                      const float* __restrict__ target, const float* __restrict__ mask, int loss,
                                      int decoder, int emphasis, float w_corrupted, float w_clean, float grad_scale,
@@ -151,7 +134,18 @@ extern "C" __global__ void loss_grad(float* __restrict__ pre, const float* __res
             u32 j = j0 + u * blockDim.x;
             if (j >= cols) break;
             float l, g;
-            loss_elem(loss, decoder, a[u], x[u], l, g);
+            if (loss == 0) {
+                x[u] = fminf(fmaxf(x[u], 0.f), 1.f);  // as kernels::loss_grad_row
+                float e = expf(-fabsf(a[u]));
+                l = fmaxf(a[u], 0.f) - a[u] * x[u] + log1pf(e);
+                float s = a[u] >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+                g = s - x[u];
+            } else {
+                float z = act_apply(decoder, a[u]);
+                float d = z - x[u];
+                l = d * d;
+                g = 2.f * d * act_grad_out(decoder, z);
+            }
             total += (double)(w[u] * l);
             if (output == 1) pre[base + j] = grad_scale * w[u] * g;
             else if (output == 2) pre[base + j] = w[u] * l;
@@ -251,218 +245,19 @@ extern "C" __global__ void act_grad_col_sums(float* out, float* x, const float* 
     else col_sums_stripe(out2, (float*)x2, 0, 3, blockIdx.x - stripes, rows, cols2, alpha, beta);
 }
 
-// ---- Small batches: a training step's three products, each with the work after it ----
-//
-// For a batch of at most SB_ROWS rows, a step's products are too small to fill the GPU, and a
-// kernel's launch and memory latency cost more than its arithmetic. Each of these kernels
-// computes one product of the autoencoder's step for every row of the batch and a few columns
-// (a block's), over the whole depth, and then does what the step does next to those columns:
-// no product is split over blocks, so nothing is summed across blocks but the row losses, and
-// those in a fixed order. Three launches replace three cuBLAS products and three kernels
-// (bias_act, loss_grad, act_grad_col_sums). Every result is the same on every run.
-#define SB_ROWS 32
-#define SB_THREADS 256
-
-// Shared memory of a small-batch kernel's product: a slab of X (then the warps' partial sums).
-#define SB_SLAB_FLOAT4S 2816
-// The most depth chunks (of 4) a thread takes in one slab: its W values wait in registers.
-#define SB_CHUNKS 4
-
-// out = X·op(W) for all n rows and the C columns j0 .. j0 + C of this block, where X is
-// n × depth row-major (depth a multiple of 4, rows 16-byte aligned) and op(W)(q, j) is
-// W[q·ldw + j] (form 0: W is depth × columns) or W[j·ldw + q] (form 1: columns × depth, rows
-// 16-byte aligned). The depth goes in slabs: the block reads a slab of X into shared memory,
-// every thread's reads at once (and, before them, its own W values of the slab), so that a
-// slab costs about one wait on memory; then thread t sums, for column t % C and every row, the
-// chunks of 4 depths q ≡ t / C (mod SB_THREADS / C) of the slab. The depth groups of a warp
-// are added by a butterfly (every lane ends with the same sum), then the warps in order.
-// Returns the sum for row t / C, column j0 + t % C in threads t < n·C (0 elsewhere). Every
-// thread must call it.
-template <int C>
-__device__ __forceinline__ float sb_product(const float* __restrict__ x, u32 n, u32 depth,
-                                            const float* __restrict__ w, u32 ldw, int form, u32 j0, u32 cols) {
-    constexpr u32 GROUPS = SB_THREADS / C, WARPS = SB_THREADS / 32;
-    constexpr u32 LOADS = (SB_SLAB_FLOAT4S + SB_THREADS - 1) / SB_THREADS;
-    __shared__ float4 slab[SB_SLAB_FLOAT4S];
-    u32 t = threadIdx.x, c = t % C, g = t / C, j = j0 + c;
-    bool live = j < cols;
-    // Chunks a slab: as many as shared memory holds for n rows, at most SB_CHUNKS a thread.
-    u32 per = SB_SLAB_FLOAT4S / n;
-    if (per > SB_CHUNKS * GROUPS) per = SB_CHUNKS * GROUPS;
-    u32 chunks = depth / 4;
-    float acc[SB_ROWS];
-#pragma unroll
-    for (u32 r = 0; r < SB_ROWS; r++) acc[r] = 0.f;
-    for (u32 q0 = 0; q0 < chunks; q0 += per) {
-        u32 len = chunks - q0 < per ? chunks - q0 : per;
-        // This thread's W values of the slab.
-        float4 wv[SB_CHUNKS];
-#pragma unroll
-        for (u32 u = 0; u < SB_CHUNKS; u++) {
-            u32 q = q0 + g + u * GROUPS;
-            wv[u] = float4{0.f, 0.f, 0.f, 0.f};
-            if (live && g + u * GROUPS < len) {
-                if (form) {
-                    wv[u] = *(const float4*)(w + (u64)j * ldw + 4 * q);
-                } else {
-                    const float* p = w + (u64)(4 * q) * ldw + j;
-                    wv[u] = float4{p[0], p[ldw], p[2 * (u64)ldw], p[3 * (u64)ldw]};
-                }
-            }
-        }
-        // The slab of X: row r's chunks q0 .. q0 + len at slab[r·len ..].
-        u32 total = n * len;
-        float4 xv[LOADS];
-#pragma unroll
-        for (u32 u = 0; u < LOADS; u++) {
-            u32 e = t + u * SB_THREADS;
-            if (e < total) xv[u] = *(const float4*)(x + (u64)(e / len) * depth + 4 * (q0 + e % len));
-        }
-#pragma unroll
-        for (u32 u = 0; u < LOADS; u++) {
-            u32 e = t + u * SB_THREADS;
-            if (e < total) slab[e] = xv[u];
-        }
-        __syncthreads();
-#pragma unroll
-        for (u32 u = 0; u < SB_CHUNKS; u++) {
-            u32 q = g + u * GROUPS;
-            if (q < len) {
-#pragma unroll
-                for (u32 r = 0; r < SB_ROWS; r++) {
-                    if (r < n) {
-                        float4 a = slab[r * len + q];
-                        acc[r] += a.x * wv[u].x + a.y * wv[u].y + a.z * wv[u].z + a.w * wv[u].w;
-                    }
-                }
-            }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (u32 r = 0; r < SB_ROWS; r++) {
-        if (r < n) {
-            for (u32 o = C; o < 32; o *= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-        }
-    }
-    // The warps' sums, in the slab's memory (free again after the last barrier above).
-    float* part = (float*)slab;  // [warp][row][column]
-    if (t % 32 < C) {
-#pragma unroll
-        for (u32 r = 0; r < SB_ROWS; r++)
-            if (r < n) part[((t / 32) * SB_ROWS + r) * C + c] = acc[r];
-    }
-    __syncthreads();
-    float v = 0.f;
-    if (t < n * C) {
-        for (u32 wp = 0; wp < WARPS; wp++) v += part[(wp * SB_ROWS + t / C) * C + t % C];
-    }
-    return v;
-}
-
-// The sum over the n rows of this block's column t (t < C) of the values vals[r][t], in row
-// order; every thread must call it (the values: from threads r·C + c, 0 beyond n rows).
-template <int C>
-__device__ __forceinline__ float sb_col_sum(float v, u32 n) {
-    __shared__ float s[SB_ROWS][C];
-    u32 t = threadIdx.x;
-    if (t < n * C) s[t / C][t % C] = v;
-    __syncthreads();
-    float sum = 0.f;
-    if (t < C)
-        for (u32 r = 0; r < n; r++) sum += s[r][t];
-    return sum;
-}
-
-// The encoder, as gemm then bias_act: h (n × k) = act(xt·W + b), W d × k. A block per 4
-// columns of h.
-extern "C" __global__ void sb_encode(float* __restrict__ h, const float* __restrict__ xt,
-                                                                    const float* __restrict__ w,
-                                                                    const float* __restrict__ b, int act, u32 n, u32 d,
-                                                                    u32 k) {
-    u32 j0 = blockIdx.x * 4, t = threadIdx.x, r = t / 4, j = j0 + t % 4;
-    float v = sb_product<4>(xt, n, d, w, k, 0, j0, k);
-    if (t < n * 4 && j < k) h[(u64)r * k + j] = act_apply(act, v + b[j]);
-}
-
-// The decoder with the loss, as gemm, loss_grad (gradient output) and the c part of
-// act_grad_col_sums: ga (n × d) = the gradient of the batch-mean loss with respect to the
-// decoder's pre-activation h·op(W) + c, for `target` (emphasis through `mask` as loss_grad);
-// c_out = β·c_out + α·Σ_r ga[r, :] (β = 0: not read; c_out may be c itself: each block reads
-// only its own columns of c, before it writes them); loss_part[block, r] = the weighted loss of
-// row r over the block's columns. op(W) is Wᵀ for tied weights (W d × k, form 1), or V
-// (k × d, form 0). `code`: form | loss << 1 | emphasis << 2 | decoder << 3 (codes as
-// loss_grad's). A block per 8 columns of ga.
-extern "C" __global__ void sb_decode_loss(
-    float* __restrict__ ga, const float* __restrict__ h, const float* __restrict__ w, const float* c, float* c_out,
-    float alpha, float beta, const float* __restrict__ target, const float* __restrict__ mask, u32 code,
-    float w_corrupted, float w_clean, float grad_scale, u32 n, u32 d, u32 k, double* __restrict__ loss_part) {
-    int form = code & 1, loss = (code >> 1) & 1, emphasis = (code >> 2) & 1, decoder = (int)(code >> 3);
-    u32 i0 = blockIdx.x * 8, t = threadIdx.x, r = t / 8, i = i0 + t % 8;
-    float v = sb_product<8>(h, n, k, w, form ? k : d, form, i0, d);
-    float gv = 0.f;
-    double lv = 0.0;
-    if (t < n * 8 && i < d) {
-        u64 at = (u64)r * d + i;
-        float wt = 1.f;
-        if (emphasis) wt = (mask && mask[at] != 0.f) ? w_corrupted : w_clean;
-        float l, g;
-        loss_elem(loss, decoder, v + c[i], target[at], l, g);
-        gv = grad_scale * wt * g;
-        lv = (double)(wt * l);
-        ga[at] = gv;
-    }
-    // The row's loss over the block's 8 columns: lanes r·8 .. r·8 + 7 of a warp.
-    for (u32 o = 1; o < 8; o *= 2) lv += __shfl_xor_sync(0xffffffffu, lv, o);
-    if (t < n * 8 && t % 8 == 0) loss_part[(u64)blockIdx.x * n + r] = lv;
-    float sum = sb_col_sum<8>(gv, n);
-    if (t < 8 && i0 + t < d) {
-        u32 j = i0 + t;
-        c_out[j] = beta == 0.f ? alpha * sum : beta * c_out[j] + alpha * sum;
-    }
-}
-
-// The encoder's backward, as gemm then act_grad_col_sums (b part): dh (n × k) = (ga·op(W))
-// · act′ at h; b_out = β·b_out + α·Σ_r dh[r, :]. op(W) is W for tied weights (W d × k,
-// form 0), or Vᵀ (V k × d, form 1). Block 0 also adds up the row losses of sb_decode_loss
-// (`parts` blocks' worth), in block order: row_loss[r] = Σ_p loss_part[p, r]. A block per 4
-// columns of dh.
-extern "C" __global__ void sb_encode_back(
-    float* __restrict__ dh, const float* __restrict__ ga, const float* __restrict__ w, int form,
-    const float* __restrict__ h, int act, float* b_out, float alpha, float beta, u32 n, u32 d, u32 k,
-    const double* __restrict__ loss_part, u32 parts, float* __restrict__ row_loss) {
-    u32 j0 = blockIdx.x * 4, t = threadIdx.x, r = t / 4, j = j0 + t % 4;
-    float v = sb_product<4>(ga, n, d, w, form ? d : k, form, j0, k);
-    float dv = 0.f;
-    if (t < n * 4 && j < k) {
-        u64 at = (u64)r * k + j;
-        dv = act_grad_apply(act, v, h[at]);
-        dh[at] = dv;
-    }
-    float sum = sb_col_sum<4>(dv, n);
-    if (t < 4 && j0 + t < k) {
-        u32 jj = j0 + t;
-        b_out[jj] = beta == 0.f ? alpha * sum : beta * b_out[jj] + alpha * sum;
-    }
-    if (blockIdx.x == 0 && t < n) {
-        double s = 0.0;
-        for (u32 p = 0; p < parts; p++) s += loss_part[(u64)p * n + t];
-        row_loss[t] = (float)s;
-    }
-}
-
-// A weight update from a small batch, as gemm of one product aᵀ·b of depth kk ≤ SB_UPDATE_DEPTH:
+// A weight update from a small batch, as gemm of one product aᵀ·b of depth kk ≤ UPDATE_DEPTH:
 // out (m × n row-major) = β·out + α·Σ_t a[t, i]·b[t, j] (β = 0: out is not read), with a kk × m
-// and b kk × n row-major (m and n multiples of 4, rows 16-byte aligned). A block of 256 threads
-// takes a tile of 32 rows × 128 columns: it first reads the tile's slices of a and b into shared
-// memory (every read of a thread in flight at once), then thread (ty, tx) = (t / 32, t % 32) sums the 4 × 4
-// outputs at rows i0 + 4·ty .. + 3, columns j0 + 4·tx .. + 3, in order of t.
-#define SB_UPDATE_DEPTH 64
-extern "C" __global__ void sb_rank_update(float* __restrict__ out, const float* __restrict__ a,
-                                          const float* __restrict__ b, u32 m, u32 n, u32 kk, float alpha,
-                                          float beta) {
-    __shared__ float4 sa[SB_UPDATE_DEPTH][8];
-    __shared__ float4 sb[SB_UPDATE_DEPTH][32];
+// and b kk × n row-major (m and n multiples of 4, rows 16-byte aligned). For a batch of a few
+// dozen rows cuBLAS runs this as a general product; here a block of 256 threads takes a tile
+// of 32 rows × 128 columns: it first reads the tile's slices of a and b into shared memory
+// (every read of a thread in flight at once), then thread (ty, tx) = (t / 32, t % 32) sums the
+// 4 × 4 outputs at rows i0 + 4·ty .. + 3, columns j0 + 4·tx .. + 3, in order of t.
+#define UPDATE_DEPTH 64
+#define UPDATE_THREADS 256
+extern "C" __global__ void rank_update(float* __restrict__ out, const float* __restrict__ a,
+                                       const float* __restrict__ b, u32 m, u32 n, u32 kk, float alpha, float beta) {
+    __shared__ float4 sa[UPDATE_DEPTH][8];
+    __shared__ float4 sb[UPDATE_DEPTH][32];
     u32 tiles_n = (n + 127) / 128;
     u32 i0 = (blockIdx.x / tiles_n) * 32, j0 = (blockIdx.x % tiles_n) * 128;
     u32 t = threadIdx.x, ty = t / 32, tx = t % 32;
@@ -476,25 +271,25 @@ extern "C" __global__ void sb_rank_update(float* __restrict__ out, const float* 
             old[u] = i + u < m ? *(const float4*)(out + (u64)(i + u) * n + j) : float4{0.f, 0.f, 0.f, 0.f};
     }
     // Every read of the tile in flight at once: at most 2 of a and 8 of b a thread.
-    float4 av[SB_UPDATE_DEPTH * 8 / SB_THREADS], bv[SB_UPDATE_DEPTH * 32 / SB_THREADS];
+    float4 av[UPDATE_DEPTH * 8 / UPDATE_THREADS], bv[UPDATE_DEPTH * 32 / UPDATE_THREADS];
 #pragma unroll
-    for (u32 u = 0; u < SB_UPDATE_DEPTH * 8 / SB_THREADS; u++) {
-        u32 e = t + u * SB_THREADS, r = e / 8, ii = i0 + 4 * (e % 8);
+    for (u32 u = 0; u < UPDATE_DEPTH * 8 / UPDATE_THREADS; u++) {
+        u32 e = t + u * UPDATE_THREADS, r = e / 8, ii = i0 + 4 * (e % 8);
         av[u] = r < kk && ii < m ? *(const float4*)(a + (u64)r * m + ii) : float4{0.f, 0.f, 0.f, 0.f};
     }
 #pragma unroll
-    for (u32 u = 0; u < SB_UPDATE_DEPTH * 32 / SB_THREADS; u++) {
-        u32 e = t + u * SB_THREADS, r = e / 32, jj = j0 + 4 * (e % 32);
+    for (u32 u = 0; u < UPDATE_DEPTH * 32 / UPDATE_THREADS; u++) {
+        u32 e = t + u * UPDATE_THREADS, r = e / 32, jj = j0 + 4 * (e % 32);
         bv[u] = r < kk && jj < n ? *(const float4*)(b + (u64)r * n + jj) : float4{0.f, 0.f, 0.f, 0.f};
     }
 #pragma unroll
-    for (u32 u = 0; u < SB_UPDATE_DEPTH * 8 / SB_THREADS; u++) {
-        u32 e = t + u * SB_THREADS;
+    for (u32 u = 0; u < UPDATE_DEPTH * 8 / UPDATE_THREADS; u++) {
+        u32 e = t + u * UPDATE_THREADS;
         if (e / 8 < kk) sa[e / 8][e % 8] = av[u];
     }
 #pragma unroll
-    for (u32 u = 0; u < SB_UPDATE_DEPTH * 32 / SB_THREADS; u++) {
-        u32 e = t + u * SB_THREADS;
+    for (u32 u = 0; u < UPDATE_DEPTH * 32 / UPDATE_THREADS; u++) {
+        u32 e = t + u * UPDATE_THREADS;
         if (e / 32 < kk) sb[e / 32][e % 32] = bv[u];
     }
     __syncthreads();

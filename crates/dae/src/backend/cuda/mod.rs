@@ -8,7 +8,7 @@
 //! host waits only when it reads a result back. Noise is drawn on the device from the same
 //! Philox counters as on the CPU, so a seed gives the same masks on both.
 
-use super::{Backend, LossOutput, LossSpec, OptState, Precision, Product, SmallStep, StepSpec, Trans};
+use super::{Backend, LossOutput, LossSpec, OptState, Precision, Product, StepSpec, Trans};
 use crate::augment::Augment;
 use crate::config::{Activation, Corruption, Loss, Optimizer};
 use crate::corrupt::NoiseKey;
@@ -32,19 +32,15 @@ pub use tune::Tuning;
 pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`].
-pub const KERNEL_NAMES: [&str; 22] = [
+pub const KERNEL_NAMES: [&str; 19] = [
     "bias_act", "act_grad", "gather_u8", "gather_f32", "loss_grad", "softmax_xent", "col_sums", "mul",
     "mul_assign", "scale", "sum_squares", "update", "corrupt", "copy_f32", "fill", "act_grad_col_sums",
-    "gather_corrupt", "gather_augment", "sb_encode", "sb_decode_loss", "sb_encode_back", "sb_rank_update",
+    "gather_corrupt", "gather_augment", "rank_update",
 ];
 
-/// The most rows of a batch whose training steps can take the small-batch kernels
-/// ([`Backend::small_step`]; kernels.cu's SB_ROWS), and the threads of their blocks.
-pub const SMALL_MAX_ROWS: usize = 32;
-const SMALL_THREADS: u32 = 256;
-/// The deepest product aᵀ·b that the small-batch weight update takes (kernels.cu's
-/// SB_UPDATE_DEPTH): both terms of a tied autoencoder's W gradient at 32 rows.
-pub const SMALL_UPDATE_DEPTH: usize = 64;
+/// The deepest product aᵀ·b that the weight-update kernel takes (kernels.cu's UPDATE_DEPTH):
+/// both terms of a tied autoencoder's W gradient at 32 rows.
+pub const UPDATE_DEPTH: usize = 64;
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
@@ -164,19 +160,11 @@ pub struct Cuda {
     /// Training steps a graph (see [`Backend::steps_per_launch`]): [`STEPS_PER_GRAPH`] unless
     /// DAE_CUDA_STEPS says otherwise.
     steps: AtomicUsize,
-    /// The most rows of a batch whose training steps take the small-batch kernels
-    /// ([`Backend::small_step`]): DAE_CUDA_SMALL, [`SMALL_MAX_ROWS`] unless set (0: never).
-    small_rows: AtomicUsize,
-    /// The small-batch kernels' partial row losses: each buffer ever used (a few KiB), kept
-    /// while the backend lives since recorded steps may still refer to an older one.
-    small_scratch: Mutex<Vec<(Raw, usize)>>,
-    /// Training steps that took the small-batch kernels so far.
-    small_steps: AtomicUsize,
-    /// Whether weight updates aᵀ·b of depth at most [`SMALL_UPDATE_DEPTH`] take the small-batch
-    /// kernel `sb_rank_update` instead of cuBLAS: DAE_CUDA_SMALL_UPDATE, on unless 0.
-    small_update: AtomicBool,
-    /// Products that took `sb_rank_update` so far.
-    small_updates: AtomicUsize,
+    /// Whether weight updates aᵀ·b of depth at most [`UPDATE_DEPTH`] take the kernel
+    /// `rank_update` instead of cuBLAS: DAE_CUDA_UPDATE, on unless 0.
+    rank_update: AtomicBool,
+    /// Products that took `rank_update` so far.
+    rank_updates: AtomicUsize,
     /// cuBLAS's workspace (cuBLASLt's too, when tuning), set once so that its products can be
     /// captured in graphs.
     workspace: Raw,
@@ -348,13 +336,6 @@ impl Cuda {
                 _ => return Err(Error::usage("DAE_CUDA_STEPS", format!("'{v}' is not a number of steps from 1 to 64"))),
             },
         };
-        let small_rows = match std::env::var("DAE_CUDA_SMALL") {
-            Err(_) => SMALL_MAX_ROWS,
-            Ok(v) => match v.trim().parse::<usize>() {
-                Ok(r) if r <= SMALL_MAX_ROWS => r,
-                _ => return Err(Error::usage("DAE_CUDA_SMALL", format!("'{v}' is not a number of rows from 0 to {SMALL_MAX_ROWS}"))),
-            },
-        };
         Ok(Cuda {
             queue: Mutex::new(queue),
             precision,
@@ -364,11 +345,8 @@ impl Cuda {
             scalar,
             fused: AtomicBool::new(std::env::var_os("DAE_CUDA_FUSE").is_none_or(|v| v != "0")),
             steps: AtomicUsize::new(steps),
-            small_rows: AtomicUsize::new(small_rows),
-            small_scratch: Mutex::new(Vec::new()),
-            small_steps: AtomicUsize::new(0),
-            small_update: AtomicBool::new(std::env::var_os("DAE_CUDA_SMALL_UPDATE").is_none_or(|v| v != "0")),
-            small_updates: AtomicUsize::new(0),
+            rank_update: AtomicBool::new(std::env::var_os("DAE_CUDA_UPDATE").is_none_or(|v| v != "0")),
+            rank_updates: AtomicUsize::new(0),
             workspace,
             _functions: f,
             _module: module,
@@ -412,40 +390,26 @@ impl Cuda {
         self.steps.store(k.max(1), Ordering::Relaxed);
     }
 
-    /// Training steps of batches of at most `rows` rows (up to [`SMALL_MAX_ROWS`]) take the
-    /// small-batch kernels ([`Backend::small_step`]; 0: none). DAE_CUDA_SMALL sets it at start;
-    /// the default is [`SMALL_MAX_ROWS`]. They run in fp32 with the fused kernels on (not
-    /// with TF32 products, nor DAE_CUDA_FUSE=0). Results are the same to rounding either way.
-    pub fn set_small_rows(&self, rows: usize) {
-        self.small_rows.store(rows.min(SMALL_MAX_ROWS), Ordering::Relaxed);
-    }
-
-    /// How many training steps have taken the small-batch kernels.
-    pub fn small_steps(&self) -> usize {
-        self.small_steps.load(Ordering::Relaxed)
-    }
-
     /// Whether weight updates from small batches (products aᵀ·b of depth at most
-    /// [`SMALL_UPDATE_DEPTH`], with fp32 products, the fused kernels on and the small-batch
-    /// kernels not turned off by [`Cuda::set_small_rows`]`(0)`) take the kernel
-    /// `sb_rank_update` instead of cuBLAS (the default; DAE_CUDA_SMALL_UPDATE=0 turns it off).
-    /// Results are the same to rounding either way.
-    pub fn set_small_update(&self, on: bool) {
-        self.small_update.store(on, Ordering::Relaxed);
+    /// [`UPDATE_DEPTH`], with fp32 products and the fused kernels on) take the kernel
+    /// `rank_update` instead of cuBLAS (the default; DAE_CUDA_UPDATE=0 turns it off). Results
+    /// are the same to rounding either way.
+    pub fn set_rank_update(&self, on: bool) {
+        self.rank_update.store(on, Ordering::Relaxed);
     }
 
-    /// How many products have taken `sb_rank_update`.
-    pub fn small_updates(&self) -> usize {
-        self.small_updates.load(Ordering::Relaxed)
+    /// How many products have taken `rank_update`.
+    pub fn rank_updates(&self) -> usize {
+        self.rank_updates.load(Ordering::Relaxed)
     }
 
-    /// C (m × n) = β·C + α·aᵀ·b by `sb_rank_update`, a being depth × m and b depth × n, where it
+    /// C (m × n) = β·C + α·aᵀ·b by `rank_update`, a being depth × m and b depth × n, where it
     /// takes the product; false (nothing done) where it does not.
-    fn small_update(&self, c: &CudaBuf, m: usize, n: usize, a: u64, b: u64, depth: usize, alpha: f32, beta: f32) -> bool {
-        if !self.small_update.load(Ordering::Relaxed)
-            || self.small_rows.load(Ordering::Relaxed) == 0
+    #[allow(clippy::too_many_arguments)]
+    fn rank_update(&self, c: &CudaBuf, m: usize, n: usize, a: u64, b: u64, depth: usize, alpha: f32, beta: f32) -> bool {
+        if !self.rank_update.load(Ordering::Relaxed)
             || depth == 0
-            || depth > SMALL_UPDATE_DEPTH
+            || depth > UPDATE_DEPTH
             || m % 4 != 0
             || n % 4 != 0
             || self.precision != Precision::Fp32
@@ -455,25 +419,10 @@ impl Cuda {
             return false;
         }
         let blocks = m.div_ceil(32) * n.div_ceil(128);
-        self.kernel_block(const { k("sb_rank_update") }, blocks as u32, SMALL_THREADS,
+        self.kernel_block(const { k("rank_update") }, blocks as u32, 256,
             &[c.ptr, a, b, (m as u32).slot(), (n as u32).slot(), (depth as u32).slot(), alpha.slot(), beta.slot()]);
-        self.small_updates.fetch_add(1, Ordering::Relaxed);
+        self.rank_updates.fetch_add(1, Ordering::Relaxed);
         true
-    }
-
-    /// The partial row losses of the small-batch kernels: `bytes` bytes on the device.
-    fn small_scratch(&self, bytes: usize) -> Result<u64> {
-        let mut s = self.small_scratch.lock().unwrap_or_else(|p| p.into_inner());
-        match s.last() {
-            Some((r, len)) if *len >= bytes => Ok(r.ptr),
-            _ => {
-                let bytes = bytes.max(4096);
-                let r = raw(&self.stream, bytes)?;
-                let ptr = r.ptr;
-                s.push((r, bytes));
-                Ok(ptr)
-            }
-        }
     }
 
     /// Whether products are tuned (DAE_CUDA_TUNE; see the `tune` module): each new product
@@ -863,7 +812,7 @@ impl Backend for Cuda {
                 && after(t0.a, t1.a, t0.k * m)
                 && after(t0.b, t1.b, t0.k * n)
             {
-                if self.small_update(c, m, n, t0.a.ptr, t0.b.ptr, t0.k + t1.k, alpha, beta) {
+                if self.rank_update(c, m, n, t0.a.ptr, t0.b.ptr, t0.k + t1.k, alpha, beta) {
                     return;
                 }
                 self.queue().submit(Entry::Gemm(Gemm {
@@ -885,7 +834,7 @@ impl Backend for Cuda {
             }
         }
         if let [t] = terms {
-            if (t.ta, t.tb) == (Trans::T, Trans::N) && m > 0 && n > 0 && self.small_update(c, m, n, t.a.ptr, t.b.ptr, t.k, alpha, beta) {
+            if (t.ta, t.tb) == (Trans::T, Trans::N) && m > 0 && n > 0 && self.rank_update(c, m, n, t.a.ptr, t.b.ptr, t.k, alpha, beta) {
                 return;
             }
         }
@@ -1095,94 +1044,6 @@ impl Backend for Cuda {
             ];
             self.kernel_block(const { k("act_grad_col_sums") }, blocks as u32, col_sum_block(rows), &slots);
         }
-    }
-
-    fn small_step(&self, s: SmallStep<'_, Self>) -> bool {
-        let (n, d, hid) = (s.rows, s.inputs, s.hidden);
-        if n == 0
-            || n > self.small_rows.load(Ordering::Relaxed)
-            || d % 4 != 0
-            || hid % 4 != 0
-            || self.precision != Precision::Fp32
-            || !self.fused()
-        {
-            return false;
-        }
-        // The kernels read 16 bytes at a time from these.
-        let wdec = s.v.unwrap_or(s.w);
-        if [s.xt.ptr, s.w.ptr, wdec.ptr, s.h.ptr, s.a.ptr].iter().any(|p| p % 16 != 0) {
-            return false;
-        }
-        fits(s.xt, n * d, "small_step xt");
-        fits(s.target, n * d, "small_step target");
-        if let Some(m) = s.mask {
-            fits(m, n * d, "small_step mask");
-        }
-        fits(s.w, d * hid, "small_step W");
-        fits(wdec, d * hid, "small_step V");
-        fits(s.h, n * hid, "small_step h");
-        fits(s.a, n * d, "small_step a");
-        fits(s.dh, n * hid, "small_step dh");
-        fits(s.b_out, hid, "small_step b");
-        fits(s.c_out, d, "small_step c");
-        fits(s.row_loss, s.offset + n, "small_step losses");
-        let parts = d.div_ceil(8);
-        let Ok(loss_part) = self.small_scratch(parts * n * 8) else { return false };
-        let b = s.b.map_or(s.b_out.ptr, |b| b.ptr);
-        let c = s.c.map_or(s.c_out.ptr, |c| c.ptr);
-        let (n32, d32, k32) = (n as u32, d as u32, hid as u32);
-        let tied = s.v.is_none();
-        let enc = act_code(s.encoder);
-        self.kernel_block(const { k("sb_encode") }, hid.div_ceil(4) as u32, SMALL_THREADS,
-            &[s.h.ptr, s.xt.ptr, s.w.ptr, b, enc.slot(), n32.slot(), d32.slot(), k32.slot()]);
-        let spec = &s.spec;
-        let (emph, wc, wl) = match spec.emphasis {
-            Some(e) => (1u32, e.corrupted, e.clean),
-            None => (0, 1.0, 1.0),
-        };
-        let loss = match spec.loss {
-            Loss::CrossEntropy => 0u32,
-            Loss::SquaredError => 1,
-        };
-        let code = tied as u32 | loss << 1 | emph << 2 | (act_code(spec.decoder) as u32) << 3;
-        self.kernel_block(const { k("sb_decode_loss") }, d.div_ceil(8) as u32, SMALL_THREADS, &[
-            s.a.ptr,
-            s.h.ptr,
-            wdec.ptr,
-            c,
-            s.c_out.ptr,
-            s.alpha.slot(),
-            s.beta.slot(),
-            s.target.ptr,
-            s.mask.slot(),
-            code.slot(),
-            wc.slot(),
-            wl.slot(),
-            spec.grad_scale.slot(),
-            n32.slot(),
-            d32.slot(),
-            k32.slot(),
-            loss_part,
-        ]);
-        self.kernel_block(const { k("sb_encode_back") }, hid.div_ceil(4) as u32, SMALL_THREADS, &[
-            s.dh.ptr,
-            s.a.ptr,
-            wdec.ptr,
-            (!tied as i32).slot(),
-            s.h.ptr,
-            enc.slot(),
-            s.b_out.ptr,
-            s.alpha.slot(),
-            s.beta.slot(),
-            n32.slot(),
-            d32.slot(),
-            k32.slot(),
-            loss_part,
-            (parts as u32).slot(),
-            s.row_loss.ptr + 4 * s.offset as u64,
-        ]);
-        self.small_steps.fetch_add(1, Ordering::Relaxed);
-        true
     }
 
     fn sum_squares(&self, x: &CudaBuf, len: usize) -> f64 {
