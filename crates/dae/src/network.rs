@@ -703,9 +703,9 @@ pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Sca
 /// The activations of every row of `ds`, a block of whole rows at a time: `out` gets, for the
 /// next rows in order, those of hidden layer `upto` (1-based) or, with `all_layers`, those of
 /// layers 1..=`upto` side by side, in a buffer it may change. On the CPU a chunk of rows goes
-/// through the layers once, and no layer's activations are ever all in memory; elsewhere each
-/// layer is computed whole ([`hidden_all`]) and handed on in blocks. An error from `out` stops
-/// the work.
+/// through the layers once, and no layer's activations are ever all in memory; elsewhere the
+/// device's chunks of rows each go through every layer once, and are handed on chunk by chunk.
+/// An error from `out` stops the work.
 pub fn hidden_each<B: Backend>(
     be: &B,
     net: &Network,
@@ -713,7 +713,7 @@ pub fn hidden_each<B: Backend>(
     scaler: &Scaler,
     upto: usize,
     all_layers: bool,
-    mut out: impl FnMut(&mut [f32]) -> Result<()>,
+    mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
 ) -> Result<()> {
     let sizes = &net.config.sizes;
     if upto == 0 || upto >= sizes.len() {
@@ -734,10 +734,31 @@ pub fn hidden_each<B: Backend>(
         }
         return Ok(());
     }
+    // Elsewhere the device's chunks of rows, each through every layer once: the layers' codes
+    // of a chunk are read back and laid side by side.
     let first = if all_layers { 0 } else { upto - 1 };
-    let layers = (first..upto).map(|l| hidden_all(be, net, ds, scaler, l)).collect::<Result<Vec<_>>>()?;
-    let layers: Vec<&[f32]> = layers.iter().map(Vec::as_slice).collect();
-    crate::infer::hand_out_whole(&layers, &widths, ds.rows, chunk, out)
+    let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto - first];
+    let mut joined = Vec::new();
+    let mut failed = None;
+    for_each_chunk(be, net, ds, scaler, |be, ws, _, n, _| {
+        if failed.is_some() {
+            return;
+        }
+        for (l, c) in (first..upto).zip(codes.iter_mut()) {
+            c.resize(n * sizes[l + 1], 0.0);
+            be.download(&ws.act.h[l], c);
+        }
+        let r = if codes.len() == 1 {
+            out(&mut codes[0])
+        } else {
+            let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+            joined.clear();
+            crate::infer::side_by_side(&blocks, &widths, 0..n, &mut joined);
+            out(&mut joined)
+        };
+        failed = r.err();
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.

@@ -133,6 +133,17 @@ fn one_pass_network_outputs_equal_the_operations_in_turn() {
         let side_by_side: Vec<f32> = (0..ds.rows).flat_map(|r| [&want[1][r * w1..(r + 1) * w1], &want[2][r * w2..(r + 1) * w2]].concat()).collect();
         assert!(want[4] == side_by_side);
         assert!(hidden_each(&Cpu::new(Some(1)).unwrap(), &net, &ds, &scaler, sizes.len(), false, |_| Ok(())).is_err(), "no such layer");
+        // An error from `out` stops the work and is the result, on either path (2,100 rows are
+        // three chunks of the operations' 1,024).
+        for be in [Cpu::new(Some(1)).unwrap(), Cpu::new(Some(1)).unwrap().operation_by_operation()] {
+            let mut calls = 0;
+            let r = hidden_each(&be, &net, &ds, &scaler, 2, true, |_| {
+                calls += 1;
+                if calls == 2 { Err(dae::Error::Runtime("stop".into())) } else { Ok(()) }
+            });
+            assert!(matches!(r, Err(dae::Error::Runtime(ref m)) if m == "stop"), "{r:?}");
+            assert_eq!(calls, 2, "no block after the error");
+        }
         for threads in 1..=3 {
             for (what, (got, want)) in ["outputs", "layer 1", "layer 2", "layer 2, streamed", "layers 1 and 2, streamed"].iter().zip(all(&Cpu::new(Some(threads)).unwrap()).iter().zip(&want)) {
                 assert_eq!(got.len(), want.len());
