@@ -38,9 +38,11 @@ pub const KERNEL_NAMES: [&str; 19] = [
     "gather_corrupt", "gather_augment", "rank_update",
 ];
 
-/// The deepest product aᵀ·b that the weight-update kernel takes (kernels.cu's UPDATE_DEPTH):
-/// both terms of a tied autoencoder's W gradient at 32 rows.
+/// The deepest product that the weight-update kernel takes (kernels.cu's UPDATE_DEPTH): both
+/// terms of a tied autoencoder's W gradient at 32 rows; and its threads a block
+/// (UPDATE_THREADS).
 pub const UPDATE_DEPTH: usize = 64;
+const UPDATE_THREADS: u32 = 256;
 
 /// A buffer of f32 on the GPU.
 pub struct CudaBuf {
@@ -160,7 +162,7 @@ pub struct Cuda {
     /// Training steps a graph (see [`Backend::steps_per_launch`]): [`STEPS_PER_GRAPH`] unless
     /// DAE_CUDA_STEPS says otherwise.
     steps: AtomicUsize,
-    /// Whether weight updates aᵀ·b of depth at most [`UPDATE_DEPTH`] take the kernel
+    /// Whether a tied autoencoder's W updates of depth at most [`UPDATE_DEPTH`] take the kernel
     /// `rank_update` instead of cuBLAS: DAE_CUDA_UPDATE, on unless 0.
     rank_update: AtomicBool,
     /// Products that took `rank_update` so far.
@@ -178,7 +180,7 @@ pub struct Cuda {
 
 /// Training steps a graph by default (DAE_CUDA_STEPS): on an H200, 8 steps a graph took an
 /// epoch of 784→500 in 104.6 ms at batch 20 and 25.0 ms at 128, against 109.9 and 26.0 ms with
-/// one (each launch of a graph costs the GPU about 1.5 µs besides its kernels).
+/// one (each launch of a graph costs the GPU 1.5–1.6 µs besides its kernels).
 pub const STEPS_PER_GRAPH: usize = 8;
 
 /// Bytes of cuBLAS's workspace (cuBLASLt's too, when products are tuned).
@@ -390,10 +392,12 @@ impl Cuda {
         self.steps.store(k.max(1), Ordering::Relaxed);
     }
 
-    /// Whether weight updates from small batches (products aᵀ·b of depth at most
-    /// [`UPDATE_DEPTH`], with fp32 products and the fused kernels on) take the kernel
-    /// `rank_update` instead of cuBLAS (the default; DAE_CUDA_UPDATE=0 turns it off). Results
-    /// are the same to rounding either way.
+    /// Whether a tied autoencoder's W update from a small batch (both terms of its gradient
+    /// as one product of depth at most [`UPDATE_DEPTH`], that is at most 32 rows, with fp32
+    /// products and the fused kernels on) takes the kernel `rank_update` instead of cuBLAS
+    /// (the default; DAE_CUDA_UPDATE=0 turns it off). Other products stay cuBLAS's: the kernel
+    /// was measured only there (batch 20: 102.6 against 105.0 ms an epoch on an H200; batch
+    /// 32: 68.5 against 68.9). Results are the same to rounding either way.
     pub fn set_rank_update(&self, on: bool) {
         self.rank_update.store(on, Ordering::Relaxed);
     }
@@ -419,7 +423,7 @@ impl Cuda {
             return false;
         }
         let blocks = m.div_ceil(32) * n.div_ceil(128);
-        self.kernel_block(const { k("rank_update") }, blocks as u32, 256,
+        self.kernel_block(const { k("rank_update") }, blocks as u32, UPDATE_THREADS,
             &[c.ptr, a, b, (m as u32).slot(), (n as u32).slot(), (depth as u32).slot(), alpha.slot(), beta.slot()]);
         self.rank_updates.fetch_add(1, Ordering::Relaxed);
         true
@@ -833,11 +837,6 @@ impl Backend for Cuda {
                 return;
             }
         }
-        if let [t] = terms {
-            if (t.ta, t.tb) == (Trans::T, Trans::N) && m > 0 && n > 0 && self.rank_update(c, m, n, t.a.ptr, t.b.ptr, t.k, alpha, beta) {
-                return;
-            }
-        }
         for (i, t) in terms.iter().filter(|t| t.k > 0).enumerate() {
             let beta = if i == 0 { beta } else { 1.0 };
             let lda_b = if t.tb == Trans::N { n } else { t.k };
@@ -1103,5 +1102,12 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, KERNEL_NAMES.len(), "every kernel of KERNEL_NAMES is declared in kernels.cu");
+    }
+
+    /// The weight-update kernel's depth and block size are the host's.
+    #[test]
+    fn the_weight_update_kernel_has_the_hosts_depth_and_block() {
+        assert!(KERNELS.contains(&format!("#define UPDATE_DEPTH {UPDATE_DEPTH}\n")), "UPDATE_DEPTH differs from kernels.cu's");
+        assert!(KERNELS.contains(&format!("#define UPDATE_THREADS {UPDATE_THREADS}\n")), "UPDATE_THREADS differs from kernels.cu's");
     }
 }
