@@ -252,18 +252,6 @@ pub(crate) fn side_by_side(layers: &[&[f32]], widths: &[usize], rows: std::ops::
     }
 }
 
-/// Hands `out` the `rows` rows of `layers` (computed whole) side by side, `chunk` rows at a
-/// time, in order: how a device without a one-pass path streams a stack's or a network's codes.
-pub(crate) fn hand_out_whole(layers: &[&[f32]], widths: &[usize], rows: usize, chunk: usize, mut out: impl FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
-    let mut block = Vec::new();
-    for start in (0..rows).step_by(chunk.max(1)) {
-        block.clear();
-        side_by_side(layers, widths, start..(start + chunk).min(rows), &mut block);
-        out(&mut block)?;
-    }
-    Ok(())
-}
-
 /// The `len` values that `each` hands its argument, block by block, in one vector.
 fn collect(len: usize, each: impl FnOnce(&mut (dyn FnMut(&mut [f32]) -> Result<()> + Send)) -> Result<()>) -> Result<Vec<f32>> {
     let mut all = Vec::with_capacity(len);

@@ -3,7 +3,7 @@
 
 use crate::backend::Backend;
 use crate::config::{Loss, TrainConfig};
-use crate::dae::Dae;
+use crate::dae::{Dae, DaeParams, DaeWorkspace};
 use crate::config::DaeConfig;
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
@@ -58,9 +58,9 @@ impl Stack {
     /// The codes of every row of `ds` (scaled by `scaler` first), a block of whole rows at a
     /// time: `out` gets, for the next rows in order, the codes of layer `upto` (1-based) or,
     /// with `all_layers`, those of layers 1..=`upto` side by side (each row: layer 1's codes,
-    /// then layer 2's, …), in a buffer it may change. On the CPU a chunk of rows goes through
-    /// every layer before the next, so no layer's codes are ever all in memory; elsewhere each
-    /// layer is encoded whole and handed on in blocks. The values are those of
+    /// then layer 2's, …), in a buffer it may change. A chunk of rows goes through every layer
+    /// before the next (on the CPU in one pass per block of rows), so no layer's codes are ever
+    /// all in memory. The values are those of
     /// [`Stack::encode_layers`]. An error from `out` stops the work.
     pub fn encode_each<B: Backend>(
         &self,
@@ -69,19 +69,16 @@ impl Stack {
         scaler: &Scaler,
         upto: usize,
         all_layers: bool,
-        mut out: impl FnMut(&mut [f32]) -> Result<()>,
+        mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
     ) -> Result<()> {
         let layers = &self.layers[..upto];
         let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
         let total: usize = widths.iter().sum();
+        let Some(cpu) = be.as_cpu() else {
+            return self.encode_each_on_device(be, ds, scaler, upto, all_layers, out);
+        };
         // Each layer's codes of a chunk, and the chunk's rows side by side.
         let chunk = crate::backend::eval_chunk(be, ds.rows, 2 * total);
-        let Some(cpu) = be.as_cpu() else {
-            let all = self.encode_layers(be, ds, scaler, upto)?;
-            let first = if all_layers { 0 } else { upto - 1 };
-            let layers: Vec<&[f32]> = all[first..].iter().map(Vec::as_slice).collect();
-            return crate::infer::hand_out_whole(&layers, &widths[first..], ds.rows, chunk, out);
-        };
         use crate::backend::cpu::eval::{Evaluator, Output};
         ds.check_width(layers[0].config.inputs, "the model")?;
         let evals: Vec<Evaluator> = layers.iter().map(|l| Evaluator::new(l, Output::Codes, crate::infer::EvalNoise::none())).collect();
@@ -110,6 +107,64 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// [`Stack::encode_each`] on a device without the CPU's one-pass path (a GPU): chunks of
+    /// rows (the device's, fewer where every layer's workspace would pass
+    /// [`crate::backend::eval_chunk`]'s budget), each through every layer on the device, each
+    /// layer's codes of the chunk read back.
+    fn encode_each_on_device<B: Backend>(
+        &self,
+        be: &B,
+        ds: &Dataset,
+        scaler: &Scaler,
+        upto: usize,
+        all_layers: bool,
+        mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
+    ) -> Result<()> {
+        let layers = &self.layers[..upto];
+        ds.check_width(layers[0].config.inputs, "the model")?;
+        let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
+        // Every layer's workspace holds the same rows, all of them within one chunk's budget.
+        let row_floats = layers.iter().map(|l| 4 * l.config.inputs + 2 * l.config.hidden).sum();
+        let cap = crate::backend::eval_chunk(be, ds.rows, row_floats);
+        let first = if all_layers { 0 } else { upto - 1 };
+        be.install(|| {
+            let params = layers.iter().map(|l| DaeParams::upload(be, l)).collect::<Result<Vec<_>>>()?;
+            let mut ws = layers.iter().map(|l| DaeWorkspace::new(be, &l.config, cap)).collect::<Result<Vec<_>>>()?;
+            let data = be.data(ds, scaler)?;
+            let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto - first];
+            let (mut idx, mut joined) = (Vec::with_capacity(cap), Vec::new());
+            for start in (0..ds.rows).step_by(cap) {
+                let n = cap.min(ds.rows - start);
+                idx.clear();
+                idx.extend(start as u32..(start + n) as u32);
+                be.gather(&mut ws[0].xt, &data, &idx);
+                for i in 0..upto {
+                    // Layer i reads the chunk (i = 0) or the codes of the layer below.
+                    let (below, rest) = ws.split_at_mut(i);
+                    let w = &mut rest[0];
+                    let input = match below.last() {
+                        None => &w.xt,
+                        Some(b) => &b.h,
+                    };
+                    crate::dae::encode(be, &layers[i].config, &params[i], input, &mut w.h, n);
+                }
+                for (l, c) in (first..upto).zip(codes.iter_mut()) {
+                    c.resize(n * widths[l], 0.0);
+                    be.download(&ws[l].h, c);
+                }
+                if codes.len() == 1 {
+                    out(&mut codes[0])?;
+                } else {
+                    let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+                    joined.clear();
+                    crate::infer::side_by_side(&blocks, &widths[first..], 0..n, &mut joined);
+                    out(&mut joined)?;
+                }
+            }
+            be.check()
+        })
     }
 
     /// The codes of layers 1..=`upto` for every row of `ds`.

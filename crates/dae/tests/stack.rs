@@ -83,6 +83,14 @@ fn stack_codes_streamed_by_chunks_are_the_codes_of_whole_layers() {
             assert!(blocks > 1, "in more than one block");
             assert!(got == want, "{} threads, layer {upto}, all layers {all_layers}", be.threads());
         }
+        // An error from `out` stops the work and is the result.
+        let mut calls = 0;
+        let r = stack.encode_each(&be, &ds, &scaler, 3, true, |_| {
+            calls += 1;
+            if calls == 2 { Err(dae::Error::Runtime("stop".into())) } else { Ok(()) }
+        });
+        assert!(matches!(r, Err(dae::Error::Runtime(ref m)) if m == "stop"), "{r:?}");
+        assert_eq!(calls, 2, "no block after the error");
     }
 }
 
