@@ -646,13 +646,14 @@ fn evaluate_loss<B: Backend>(
 }
 
 /// Runs the forward pass (without dropout) over every row of `ds`, a chunk at a time, and
-/// calls `f(be, ws, params, n, first_row)` after each chunk.
+/// calls `f(be, ws, params, n, first_row)` after each chunk; an error from `f` stops it and is
+/// the result.
 fn for_each_chunk<B: Backend>(
     be: &B,
     net: &Network,
     ds: &Dataset,
     scaler: &Scaler,
-    mut f: impl FnMut(&B, &mut NetWorkspace<B>, &NetParams<B>, usize, usize) + Send,
+    mut f: impl FnMut(&B, &mut NetWorkspace<B>, &NetParams<B>, usize, usize) -> Result<()> + Send,
 ) -> Result<()> {
     let cfg = &net.config;
     ds.check_width(cfg.sizes[0], "the network")?;
@@ -669,7 +670,7 @@ fn for_each_chunk<B: Backend>(
             idx.extend(start as u32..(start + n) as u32);
             be.gather(&mut ws.act.x, &data, &idx);
             forward(be, cfg, &params, &mut ws, n, Dropout::Off);
-            f(be, &mut ws, &params, n, start);
+            f(be, &mut ws, &params, n, start)?;
             start += n;
         }
         be.check()
@@ -696,6 +697,7 @@ pub fn predict_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Sca
             }
         }
         be.download(&ws.logits, &mut out[start * c..(start + n) * c]);
+        Ok(())
     })?;
     Ok(out)
 }
@@ -739,26 +741,20 @@ pub fn hidden_each<B: Backend>(
     let first = if all_layers { 0 } else { upto - 1 };
     let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto - first];
     let mut joined = Vec::new();
-    let mut failed = None;
     for_each_chunk(be, net, ds, scaler, |be, ws, _, n, _| {
-        if failed.is_some() {
-            return;
-        }
         for (l, c) in (first..upto).zip(codes.iter_mut()) {
             c.resize(n * sizes[l + 1], 0.0);
             be.download(&ws.act.h[l], c);
         }
-        let r = if codes.len() == 1 {
+        if codes.len() == 1 {
             out(&mut codes[0])
         } else {
             let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
             joined.clear();
             crate::infer::side_by_side(&blocks, &widths, 0..n, &mut joined);
             out(&mut joined)
-        };
-        failed = r.err();
-    })?;
-    failed.map_or(Ok(()), Err)
+        }
+    })
 }
 
 /// The activations of hidden layer `layer` (0-based) for every row of `ds`, rows × size.
@@ -772,6 +768,7 @@ pub fn hidden_all<B: Backend>(be: &B, net: &Network, ds: &Dataset, scaler: &Scal
     }
     for_each_chunk(be, net, ds, scaler, |be, ws, _, n, start| {
         be.download(&ws.act.h[layer], &mut out[start * width..(start + n) * width]);
+        Ok(())
     })?;
     Ok(out)
 }

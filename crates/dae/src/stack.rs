@@ -3,7 +3,7 @@
 
 use crate::backend::Backend;
 use crate::config::{Loss, TrainConfig};
-use crate::dae::{Dae, DaeParams, DaeWorkspace};
+use crate::dae::{Dae, DaeParams};
 use crate::config::DaeConfig;
 use crate::data::{Dataset, Scaler};
 use crate::error::{Error, Result};
@@ -110,9 +110,11 @@ impl Stack {
     }
 
     /// [`Stack::encode_each`] on a device without the CPU's one-pass path (a GPU): chunks of
-    /// rows (the device's, fewer where every layer's workspace would pass
-    /// [`crate::backend::eval_chunk`]'s budget), each through every layer on the device, each
-    /// layer's codes of the chunk read back.
+    /// rows, each through every layer on the device, each layer's codes of the chunk read back.
+    /// A chunk is the smallest of those that [`encode_all`] takes for the layers (the same for
+    /// every layer of usual sizes, so the products have the shapes they have there), fewer
+    /// rows where the inputs and every layer's codes would pass
+    /// [`crate::backend::eval_chunk`]'s budget.
     fn encode_each_on_device<B: Backend>(
         &self,
         be: &B,
@@ -122,16 +124,21 @@ impl Stack {
         all_layers: bool,
         mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
     ) -> Result<()> {
+        use crate::backend::eval_chunk;
         let layers = &self.layers[..upto];
-        ds.check_width(layers[0].config.inputs, "the model")?;
+        let inputs = layers[0].config.inputs;
+        ds.check_width(inputs, "the model")?;
         let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
-        // Every layer's workspace holds the same rows, all of them within one chunk's budget.
-        let row_floats = layers.iter().map(|l| 4 * l.config.inputs + 2 * l.config.hidden).sum();
-        let cap = crate::backend::eval_chunk(be, ds.rows, row_floats);
+        // Each layer's own chunk (as DaeWorkspace::for_eval sizes it for encode_all), so that
+        // the products have the shapes they have there.
+        let own = layers.iter().map(|l| eval_chunk(be, ds.rows, 4 * l.config.inputs + 2 * l.config.hidden)).min().unwrap_or(1);
+        let cap = own.min(eval_chunk(be, ds.rows, inputs + widths.iter().sum::<usize>()));
         let first = if all_layers { 0 } else { upto - 1 };
         be.install(|| {
             let params = layers.iter().map(|l| DaeParams::upload(be, l)).collect::<Result<Vec<_>>>()?;
-            let mut ws = layers.iter().map(|l| DaeWorkspace::new(be, &l.config, cap)).collect::<Result<Vec<_>>>()?;
+            // The chunk's rows, then each layer's codes of them.
+            let mut x = be.alloc(cap * inputs)?;
+            let mut h = widths.iter().map(|&k| be.alloc(cap * k)).collect::<Result<Vec<_>>>()?;
             let data = be.data(ds, scaler)?;
             let mut codes: Vec<Vec<f32>> = vec![Vec::new(); upto - first];
             let (mut idx, mut joined) = (Vec::with_capacity(cap), Vec::new());
@@ -139,20 +146,16 @@ impl Stack {
                 let n = cap.min(ds.rows - start);
                 idx.clear();
                 idx.extend(start as u32..(start + n) as u32);
-                be.gather(&mut ws[0].xt, &data, &idx);
+                be.gather(&mut x, &data, &idx);
                 for i in 0..upto {
                     // Layer i reads the chunk (i = 0) or the codes of the layer below.
-                    let (below, rest) = ws.split_at_mut(i);
-                    let w = &mut rest[0];
-                    let input = match below.last() {
-                        None => &w.xt,
-                        Some(b) => &b.h,
-                    };
-                    crate::dae::encode(be, &layers[i].config, &params[i], input, &mut w.h, n);
+                    let (below, rest) = h.split_at_mut(i);
+                    let input = below.last().unwrap_or(&x);
+                    crate::dae::encode(be, &layers[i].config, &params[i], input, &mut rest[0], n);
                 }
                 for (l, c) in (first..upto).zip(codes.iter_mut()) {
                     c.resize(n * widths[l], 0.0);
-                    be.download(&ws[l].h, c);
+                    be.download(&h[l], c);
                 }
                 if codes.len() == 1 {
                     out(&mut codes[0])?;

@@ -52,9 +52,10 @@ fn each_layer_is_trained_on_the_clean_codes_of_the_layer_below() {
     assert!(p.histories[1].last().unwrap().train_loss < p.histories[1][0].train_loss);
 }
 
-/// A stack's codes handed out a block of rows at a time (on the CPU, each chunk through every
-/// layer) are those of the layers encoded whole: the last layer's, or every layer's side by
-/// side; on 1 to 3 threads, and operation by operation as other devices do.
+/// A stack's codes handed out a block of rows at a time (each chunk through every layer) are
+/// those of the layers encoded whole: the last layer's, or every layer's side by side; on 1 to
+/// 3 threads, and operation by operation as other devices do. An error from the writer stops
+/// the work.
 #[test]
 fn stack_codes_streamed_by_chunks_are_the_codes_of_whole_layers() {
     use dae::stack::Stack;

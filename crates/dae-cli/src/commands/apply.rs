@@ -92,7 +92,7 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
         done(&a.run, &a.output, ds.rows, k);
         return Ok(());
     }
-    // As they are computed too: on the CPU, a chunk of rows through every layer at a time.
+    // As they are computed too: a chunk of rows through every layer at a time.
     let width = if a.all_layers { sizes[1..].iter().sum() } else { sizes[layer] };
     let stop = interruptible(&a.output);
     let mut w = MatrixWriter::create(&a.output, ds.rows, width, io_threads())?;
