@@ -10,7 +10,8 @@
 #       prepared), what DAE_CUDA_TUNE chose for each product shape at batch 128, the start-up time with
 #       the kernel cache off, empty and filled (and on the CPU), the GPU time of the step's products alone
 #       (bench/gemm_floor.py), and kernel profiles from Nsight Systems and Nsight Compute,
-#       where installed
+#       where installed (with Nsight Compute, also the step's own kernels in detail: launch,
+#       occupancy, stall reasons, memory)
 #
 # The stacked recipe on the GPU: DAE_DEVICE=cuda scripts/quality-sda.sh (and scripts/sda-sweep.sh).
 #
@@ -152,6 +153,16 @@ run)
                 --batch "$b" --epochs 1 >/tmp/ncu.log 2>&1 || echo "(ncu ended with status $?)"
             grep -v '^==PROF==' /tmp/ncu.log | tail -80 || true
         done
+        # Why the step's own kernels take 2-4 µs where one with next to no work takes 1.2 µs
+        # in a graph: their launch, occupancy, stall reasons and memory traffic at batch 20
+        # (two launches each, well past the first steps). At most 90 s.
+        echo
+        echo "## The step's own kernels at batch 20, in detail (ncu)"
+        timeout 90 "$NCU" --graph-profiling node --kernel-name regex:'^(gather_corrupt|bias_act|loss_grad|act_grad_col_sums|rank_update)$' \
+            --launch-skip 400 --launch-count 10 --cache-control none --clock-control none --section SpeedOfLight \
+            --section LaunchStats --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+            "${TRAIN[@]}" --batch 20 --epochs 1 >/tmp/ncu-detail.log 2>&1 || echo "(ncu ended with status $?)"
+        grep -v '^==PROF==' /tmp/ncu-detail.log | grep -v '^ *----' | tail -400 || true
     fi
     echo
     echo "gpu-check run: ${SECONDS} s"
