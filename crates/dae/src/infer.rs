@@ -252,6 +252,18 @@ pub(crate) fn side_by_side(layers: &[&[f32]], widths: &[usize], rows: std::ops::
     }
 }
 
+/// Hands `out` a chunk of `n` rows of some layers' codes (`codes[i]` is n × `widths[i]`): one
+/// layer's as they are, several side by side (through `joined`).
+pub(crate) fn hand_on(codes: &mut [Vec<f32>], widths: &[usize], n: usize, joined: &mut Vec<f32>, out: &mut impl FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
+    if let [one] = codes {
+        return out(one);
+    }
+    let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+    joined.clear();
+    side_by_side(&blocks, widths, 0..n, joined);
+    out(joined)
+}
+
 /// The `len` values that `each` hands its argument, block by block, in one vector.
 fn collect(len: usize, each: impl FnOnce(&mut (dyn FnMut(&mut [f32]) -> Result<()> + Send)) -> Result<()>) -> Result<Vec<f32>> {
     let mut all = Vec::with_capacity(len);

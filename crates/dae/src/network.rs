@@ -746,14 +746,7 @@ pub fn hidden_each<B: Backend>(
             c.resize(n * sizes[l + 1], 0.0);
             be.download(&ws.act.h[l], c);
         }
-        if codes.len() == 1 {
-            out(&mut codes[0])
-        } else {
-            let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
-            joined.clear();
-            crate::infer::side_by_side(&blocks, &widths, 0..n, &mut joined);
-            out(&mut joined)
-        }
+        crate::infer::hand_on(&mut codes, &widths, n, &mut joined, &mut out)
     })
 }
 

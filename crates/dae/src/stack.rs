@@ -72,13 +72,13 @@ impl Stack {
         mut out: impl FnMut(&mut [f32]) -> Result<()> + Send,
     ) -> Result<()> {
         let layers = &self.layers[..upto];
-        let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
-        let total: usize = widths.iter().sum();
         let Some(cpu) = be.as_cpu() else {
             return self.encode_each_on_device(be, ds, scaler, upto, all_layers, out);
         };
+        let widths: Vec<usize> = layers.iter().map(|l| l.config.hidden).collect();
+        let first = if all_layers { 0 } else { upto - 1 };
         // Each layer's codes of a chunk, and the chunk's rows side by side.
-        let chunk = crate::backend::eval_chunk(be, ds.rows, 2 * total);
+        let chunk = crate::backend::eval_chunk(be, ds.rows, 2 * widths.iter().sum::<usize>());
         use crate::backend::cpu::eval::{Evaluator, Output};
         ds.check_width(layers[0].config.inputs, "the model")?;
         let evals: Vec<Evaluator> = layers.iter().map(|l| Evaluator::new(l, Output::Codes, crate::infer::EvalNoise::none())).collect();
@@ -96,15 +96,7 @@ impl Stack {
                 let crate::data::Values::F32(lent) = input.values else { unreachable!("made from floats") };
                 codes[i - 1] = lent;
             }
-            if all_layers {
-                let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
-                joined.clear();
-                crate::infer::side_by_side(&blocks, &widths, 0..n, &mut joined);
-                debug_assert_eq!(joined.len(), n * total);
-                out(&mut joined)?;
-            } else {
-                out(&mut codes[upto - 1])?;
-            }
+            crate::infer::hand_on(&mut codes[first..], &widths[first..], n, &mut joined, &mut out)?;
         }
         Ok(())
     }
@@ -157,14 +149,7 @@ impl Stack {
                     c.resize(n * widths[l], 0.0);
                     be.download(&h[l], c);
                 }
-                if codes.len() == 1 {
-                    out(&mut codes[0])?;
-                } else {
-                    let blocks: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
-                    joined.clear();
-                    crate::infer::side_by_side(&blocks, &widths[first..], 0..n, &mut joined);
-                    out(&mut joined)?;
-                }
+                crate::infer::hand_on(&mut codes, &widths[first..], n, &mut joined, &mut out)?;
             }
             be.check()
         })
